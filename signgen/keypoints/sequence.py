@@ -115,7 +115,9 @@ def from_json_dict(data: Any, source: str = "<json>") -> KeypointSequence:
     try:
         pts = np.asarray(data["frames"], dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise FormatError(f"{source}: 'frames' is not a T x 133 x 3 list of numbers ({exc})") from None
+        raise FormatError(
+            f"{source}: 'frames' is not a T x 133 x 3 list of numbers ({exc})"
+        ) from None
     if pts.size == 0:
         raise InputError(f"{source}: keypoint sequence has 0 frames")
     try:

@@ -1,0 +1,272 @@
+"""``signgen keypoints``: convert keypoint files to signgen JSON and describe them.
+
+Other modules add subcommands (``extract``, ``models``) by appending a
+``register(keypoints_subparsers)`` callable to :data:`EXTRA_COMMANDS` or by providing
+``signgen.keypoints.extract_cli.register``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from signgen.errors import InputError
+from signgen.keypoints.filters import OneEuroConfig
+
+_ONE_EURO = OneEuroConfig()  # defaults shown in --help
+
+# Callables that add subcommands to the ``keypoints`` sub-subparsers (see module docstring).
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+_EXTRA_MODULES = ("signgen.keypoints.extract_cli",)
+
+FORMAT_HELP = (
+    "input format (default: auto = detect from the path and content). "
+    "signgen: signgen JSON; mska: MSKA Phoenix-2014T pickle; openpose: folder of OpenPose "
+    "*_keypoints.json; mmpose: mmpose inferencer prediction JSON (file or folder); "
+    "deepfashion: DeepFashion name:keypoints_y:keypoints_x CSV; pcdms: PCDMs pose .txt"
+)
+
+CONVERT_EPILOG = """\
+formats read (auto-detected):
+  signgen JSON        {"layout", "width", "height", "fps", "frames": T x 133 x [x, y, score]}
+  MSKA pickle         Phoenix-2014T.train/.dev/.test; 210x260, 25 fps; needs --sample NAME
+                      when it holds several samples (read with a restricted unpickler)
+  OpenPose folder     *_keypoints.json per frame (BODY_25 or COCO-18, hands, face); needs
+                      --size and --fps
+  mmpose JSON         MMPoseInferencer(pred_out_dir=...) output; needs --size and --fps
+  DeepFashion CSV     name:keypoints_y:keypoints_x on 176x256; every row becomes a frame
+                      unless --sample NAME picks one
+  PCDMs .txt          18 rows "x y" (+40 px x-offset) on 176x256
+
+Missing points get score 0. When several people are detected (OpenPose, mmpose) the main
+signer is kept: the largest bounding box area x mean keypoint confidence.
+
+examples:
+  signgen keypoints convert Phoenix-2014T.test --sample NAME -o seq.json
+  signgen keypoints convert openpose_json/ --size 1280x720 --fps 30 -o seq.json
+  signgen keypoints convert preds.json --size 210x260 --fps 25 --threshold 0.3 \\
+      --interpolate-gaps 3 --smooth -o seq.json
+"""
+
+INFO_EPILOG = """\
+A hand is missing in a frame when all its 21 scores are 0 (or below --threshold).
+
+examples:
+  signgen keypoints info seq.json
+  signgen keypoints info Phoenix-2014T.dev --sample NAME --json
+"""
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="INPUT", help="keypoint file or folder (see formats below)")
+    p.add_argument(
+        "--sample",
+        metavar="NAME",
+        help="sample to read from a multi-sample file (MSKA pickle, DeepFashion CSV)",
+    )
+    p.add_argument(
+        "--size",
+        metavar="WxH",
+        help="frame size in pixels, e.g. 210x260. Required for OpenPose and mmpose input "
+        "(which do not store it); for other formats the points are rescaled to it",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        metavar="F",
+        help="frame rate. Required for OpenPose and mmpose input; overrides the stored or "
+        "default one otherwise (MSKA and DeepFashion default to 25)",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms"),
+        help=FORMAT_HELP,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
+    kp = subparsers.add_parser(
+        "keypoints",
+        help="convert and inspect keypoint files (signgen JSON, MSKA, OpenPose, mmpose, ...)",
+        description="Read keypoint files in any supported format, clean them up, and\n"
+        "write signgen's sequence JSON (COCO-WholeBody 133 points).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kp_sub = kp.add_subparsers(
+        dest="keypoints_command", metavar="ACTION", required=True, parser_class=type(kp)
+    )
+
+    conv = kp_sub.add_parser(
+        "convert",
+        help="convert a keypoint file to signgen JSON (optionally threshold/interpolate/smooth)",
+        description="Convert a keypoint file or folder to signgen sequence JSON (COCO-WholeBody\n"
+        "133 points). Clean-up options are off by default; they run in the order\n"
+        "threshold -> gap interpolation -> smoothing. The output is written atomically.",
+        epilog=CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_input_options(conv)
+    conv.add_argument("-o", "--output", required=True, metavar="OUT.json", help="output file")
+    conv.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="set points with confidence below T to missing (score 0); default: keep all",
+    )
+    conv.add_argument(
+        "--interpolate-gaps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fill runs of up to N missing frames per point by linear interpolation "
+        "between the observed frames around them (default 0: off)",
+    )
+    conv.add_argument(
+        "--smooth",
+        action="store_true",
+        help="confidence-aware One-Euro smoothing (Casiez et al., CHI 2012): points less "
+        "confident than usual for them move the filter less",
+    )
+    conv.add_argument(
+        "--min-cutoff",
+        type=float,
+        default=_ONE_EURO.min_cutoff,
+        metavar="HZ",
+        help="One-Euro minimum cutoff in Hz: lower = smoother still points, more lag "
+        f"(default {_ONE_EURO.min_cutoff:g}; needs --smooth)",
+    )
+    conv.add_argument(
+        "--beta",
+        type=float,
+        default=_ONE_EURO.beta,
+        metavar="B",
+        help="One-Euro speed coefficient, in 1 / (frame heights per second): higher = less "
+        f"lag on fast motion (default {_ONE_EURO.beta:g}; needs --smooth)",
+    )
+    conv.add_argument(
+        "--d-cutoff",
+        type=float,
+        default=_ONE_EURO.d_cutoff,
+        metavar="HZ",
+        help="One-Euro cutoff for the speed estimate in Hz "
+        f"(default {_ONE_EURO.d_cutoff:g}; needs --smooth)",
+    )
+    conv.set_defaults(func=convert_command)
+
+    info = kp_sub.add_parser(
+        "info",
+        help="describe a keypoint file: frames, fps, size, confidences, hand dropouts",
+        description="Print the format, number of frames, fps, size, duration, mean confidence\n"
+        "per body part and the frames in which a hand is missing.",
+        epilog=INFO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_input_options(info)
+    info.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="count a hand as missing when all its scores are below T (default: all 0)",
+    )
+    info.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    info.set_defaults(func=info_command)
+
+    for name in _EXTRA_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # not part of this build
+            raise
+        hook = getattr(module, "register", None)
+        if hook is not None and hook not in EXTRA_COMMANDS:
+            hook(kp_sub)
+    for hook in EXTRA_COMMANDS:
+        hook(kp_sub)
+
+
+def _load(args: argparse.Namespace):
+    from signgen.keypoints.io import load_keypoints_and_format, parse_size
+
+    size = parse_size(args.size) if args.size is not None else None
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
+    if args.threshold is not None and not (math.isfinite(args.threshold) and args.threshold >= 0):
+        raise InputError(f"--threshold must be a number >= 0, got {args.threshold}")
+    return load_keypoints_and_format(
+        Path(args.input), sample=args.sample, size=size, fps=args.fps, fmt=args.format
+    )
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from signgen.keypoints.filters import process
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name such as {out / 'seq.json'}")
+    if args.interpolate_gaps < 0:
+        raise InputError(f"--interpolate-gaps must be >= 0, got {args.interpolate_gaps}")
+    smooth = None
+    if args.smooth:
+        smooth = OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
+    seq, kind = _load(args)
+    seq = process(seq, threshold=args.threshold, smooth=smooth, max_gap=args.interpolate_gaps)
+    seq.save(out)
+    print(
+        f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
+        f"(read as {kind})"
+    )
+    return 0
+
+
+def _format_ranges(frames: list[int]) -> str:
+    from signgen.keypoints.stats import frame_ranges
+
+    runs = frame_ranges(frames)
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:12])
+    return text + (f", ... ({len(runs) - 12} more runs)" if len(runs) > 12 else "")
+
+
+def info_command(args: argparse.Namespace) -> int:
+    from signgen.keypoints.stats import summarize
+
+    seq, kind = _load(args)
+    summary: dict[str, Any] = {"input": str(args.input), "format": kind}
+    if args.sample is not None:
+        summary["sample"] = args.sample
+    summary.update(summarize(seq, threshold=args.threshold))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    n = summary["frames"]
+    lines = [
+        f"input:      {summary['input']}",
+        f"format:     {kind}",
+    ]
+    if "sample" in summary:
+        lines.append(f"sample:     {summary['sample']}")
+    lines += [
+        f"frames:     {n}",
+        f"fps:        {seq.fps:g}",
+        f"size:       {seq.width}x{seq.height}",
+        f"duration:   {summary['duration_s']:.2f} s",
+        "mean confidence:",
+    ]
+    lines += [f"  {part:<11} {v:.3f}" for part, v in summary["mean_confidence"].items()]
+    for hand in ("left_hand", "right_hand"):
+        missing = summary[f"missing_{hand}_frames"]
+        label = hand.replace("_", " ")
+        text = f"missing {label + ':':<12} {len(missing)} / {n} frames ({100 * len(missing) / n:.1f} %)"
+        if missing:
+            text += f": {_format_ranges(missing)}"
+        lines.append(text)
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
