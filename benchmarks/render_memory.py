@@ -1,0 +1,143 @@
+"""Peak memory of `signgen render`: 100 vs 2,000 frames (target ratio <= 1.3).
+
+Each length runs in its own subprocess through the real CLI (keypoint file -> frames ->
+H.264 video on disk) with the tiny random-init model, and reports its peak resident set
+size (``ru_maxrss``). Frames stream batch by batch from the pipeline into the encoder, so
+the peak should not grow with the sequence length.
+
+    .venv/bin/python benchmarks/render_memory.py     # writes benchmarks/results/render_memory.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "render_memory.md"
+
+
+def child(args: argparse.Namespace) -> int:
+    """Render ``args.frames`` frames through the CLI and print peak RSS as JSON."""
+    import numpy as np
+    import torch
+
+    from signgen.cli import main as cli_main
+    from signgen.keypoints.sequence import KeypointSequence
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir)
+    w, h = args.size
+    rng = np.random.default_rng(0)
+    pts = np.zeros((args.frames, 133, 3), np.float32)
+    pts[..., 0] = rng.uniform(0, w, (args.frames, 133))
+    pts[..., 1] = rng.uniform(0, h, (args.frames, 133))
+    pts[..., 2] = 1.0
+    seq = work / f"seq_{args.frames}.json"
+    KeypointSequence(pts, w, h, 25.0).save(seq)
+    del pts
+    t0 = time.perf_counter()
+    rc = cli_main([
+        "render", "--video", str(work / "first.png"), "--keypoints", str(seq),
+        "--model", str(work / "model"), "-o", str(work / f"out_{args.frames}.mp4"),
+        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+    ])  # fmt: skip
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"frames": args.frames, "rc": rc, "peak_rss_mib": peak_kib / 1024,
+                      "seconds": seconds}))  # fmt: skip
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--lengths", type=int, nargs=2, default=(100, 2000), metavar=("SHORT", "LONG"))
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=2,
+        help="denoising steps (default 2; memory does not depend on it)",
+    )
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--size", type=int, nargs=2, default=(210, 260), metavar=("W", "H"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("-o", "--output", type=Path, default=RESULTS)
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        args.frames = args.child
+        return child(args)
+
+    import numpy as np
+    from PIL import Image
+
+    from signgen.models.config import load_model_config
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    with tempfile.TemporaryDirectory(prefix="signgen_render_memory_") as tmp:
+        work = Path(tmp)
+        w, h = args.size
+        img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(img).save(work / "first.png")
+        FPDMPipeline.from_config(load_model_config("tiny")).save_pretrained(work / "model")
+        runs = []
+        for n in args.lengths:
+            cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(work),
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                   "--size", str(w), str(h), "--threads", str(args.threads)]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            last = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+            if res.returncode != 0 or not last:
+                sys.stderr.write(res.stderr[-3000:])
+                raise SystemExit(f"child for {n} frames failed (rc {res.returncode})")
+            runs.append(json.loads(last[-1]))
+            print(runs[-1], flush=True)
+    short, long = runs
+    ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
+    cmd = "python benchmarks/render_memory.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    lines = [
+        "# Render memory: peak RSS vs sequence length",
+        "",
+        f"- command: `{cmd.strip()}`",
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} torch thread(s), device cpu, fp32",
+        f"- setup: `signgen render` in a fresh subprocess per length, tiny random-init model "
+        f"(configs/model/tiny.yaml), first frame {w}x{h}, {args.steps} steps, batch size "
+        f"{args.batch_size}, output H.264 mp4",
+        "",
+        "| frames | peak RSS (MiB) | seconds | frames/s |",
+        "|---:|---:|---:|---:|",
+        *(
+            f"| {r['frames']} | {r['peak_rss_mib']:.1f} | {r['seconds']:.1f} | "
+            f"{r['frames'] / r['seconds']:.1f} |"
+            for r in runs
+        ),
+        "",
+        f"**ratio {long['frames']}/{short['frames']} frames: {ratio:.3f}** "
+        f"(target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'}).",
+        "",
+        "Peak RSS includes the Python interpreter, torch/diffusers/transformers and the parsed "
+        "keypoint file (the only part that grows with length: T x 133 x 3 floats).",
+    ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""Typed configuration of an FPDM model and the factory that builds its components.
+
+A preset (``configs/model/*.yaml``) names, per component, either a ``pretrained`` source
+(a local folder or a Hugging Face hub id, always loaded with ``local_files_only=True``;
+point ``HF_HOME`` at a cache that holds the weights and set ``HF_HUB_OFFLINE=1``) or
+nothing, in which case the component is built with random weights from its inline
+``config`` (the architecture). The inline architecture is also what
+``build_components(cfg, device="meta")`` uses to build the full-size model without any
+weights (shape and parameter-count checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from signgen.config import from_dict, load_yaml
+from signgen.errors import InputError, MissingWeightsError
+from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+SOURCE_ENCODER_KINDS = ("dinov2", "clip")
+
+
+@dataclass
+class PretrainedSection:
+    """A component loaded from ``pretrained`` (+ ``subfolder``) or built from ``config``."""
+
+    pretrained: str | None = None  # local dir or HF hub id; None = random init from config
+    subfolder: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # architecture kwargs
+
+
+@dataclass
+class VAEConfig(PretrainedSection):
+    pass
+
+
+@dataclass
+class UNetConfig(PretrainedSection):
+    pass
+
+
+@dataclass
+class PoseEncoderConfig:
+    block_out_channels: tuple[int, ...] = (16, 32, 96, 256)  # 4 stages -> 1/8 resolution
+    conditioning_channels: int = 3
+
+
+@dataclass
+class SourceEncoderConfig(PretrainedSection):
+    kind: str = "dinov2"  # dinov2 | clip (ablation B1)
+    image_size: tuple[int, int] = (512, 512)  # (H, W) fed to the encoder
+    image_mean: tuple[float, ...] | None = None  # None = the encoder's standard constants
+    image_std: tuple[float, ...] | None = None
+
+
+@dataclass
+class SourceProjectorConfig:
+    hidden_dim: int | None = None  # None = cross_attention_dim
+    dropout: float = 0.0
+
+
+@dataclass
+class CombinerConfig:
+    projection_dim: int = 3072
+    hidden_dim: int = 6144
+    dropout: float = 0.5
+
+
+@dataclass
+class IPFConfig:
+    enabled: bool = True
+    mode: str = "fusion"  # fusion (Combiner, B5/B6) | source (CLIP source embedding, B4)
+    pretrained: str | None = None  # a stage-1 IPF folder (IPFModel.save_pretrained)
+    clip: PretrainedSection = field(default_factory=PretrainedSection)
+    image_size: tuple[int, int] = (224, 224)
+    combiner: CombinerConfig = field(default_factory=CombinerConfig)
+
+
+@dataclass
+class FusionConfig:
+    hidden_dim: int | None = None  # None = the IPF embedding dim (768 -> 768 -> 1280)
+
+
+@dataclass
+class SchedulerConfig(PretrainedSection):
+    name: str = "ddim"  # ddim | ddpm | dpm++ | euler
+    prediction_type: str | None = None  # None = keep the scheduler config's (v for SD 2.1)
+
+
+@dataclass
+class FPDMModelConfig:
+    resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
+    seed: int = 0  # seed of random initialisation (components without pretrained weights)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    pose_encoder: PoseEncoderConfig = field(default_factory=PoseEncoderConfig)
+    source_encoder: SourceEncoderConfig = field(default_factory=SourceEncoderConfig)
+    source_projector: SourceProjectorConfig = field(default_factory=SourceProjectorConfig)
+    ipf: IPFConfig = field(default_factory=IPFConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        if self.source_encoder.kind not in SOURCE_ENCODER_KINDS:
+            raise InputError(
+                f"source_encoder.kind must be one of {SOURCE_ENCODER_KINDS}, "
+                f"got {self.source_encoder.kind!r}"
+            )
+        if len(self.resolution) != 2 or min(self.resolution) <= 0:
+            raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
+
+    def source_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        se = self.source_encoder
+        default = (IMAGENET_MEAN, IMAGENET_STD) if se.kind == "dinov2" else (CLIP_MEAN, CLIP_STD)
+        return tuple(se.image_mean or default[0]), tuple(se.image_std or default[1])
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def load_model_config(path_or_name: str | Path, overrides: list[str] | None = None):
+    """Load ``configs/model/<name>.yaml`` (or a path) into an :class:`FPDMModelConfig`."""
+    from signgen.config import apply_overrides
+
+    p = Path(path_or_name)
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / f"{path_or_name}.yaml"
+    data = apply_overrides(load_yaml(p), overrides or [])
+    return from_dict(FPDMModelConfig, data)
+
+
+@contextlib.contextmanager
+def _init_context(device: str, seed: int) -> Iterator[None]:
+    """Seeded random init on CPU, or no allocation at all on the meta device."""
+    if device == "meta":
+        with torch.device("meta"):
+            yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _load(cls: Any, section: PretrainedSection, what: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` strictly offline, with a user-facing error when absent."""
+    try:
+        return cls.from_pretrained(
+            section.pretrained,
+            **({"subfolder": section.subfolder} if section.subfolder else {}),
+            local_files_only=True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(
+            f"cannot load the {what} from {section.pretrained!r}"
+            f"{f' (subfolder {section.subfolder})' if section.subfolder else ''} offline: "
+            f"{str(exc).splitlines()[0]}. Give a local folder, or put the weights in the "
+            "Hugging Face cache (HF_HOME) beforehand; signgen never downloads."
+        ) from None
+
+
+def build_components(
+    cfg: FPDMModelConfig, device: str = "cpu", *, load_pretrained: bool | None = None
+) -> dict[str, Any]:
+    """Create every FPDM component from ``cfg``.
+
+    ``device="meta"`` builds the architecture without weights (pretrained sources are
+    ignored); ``device="cpu"`` loads ``pretrained`` sources (offline) and random-initialises
+    the rest with ``cfg.seed``. Returns a dict with keys vae, unet, pose_encoder,
+    source_encoder, source_projector, ipf (or None), fusion_mlp (or None), scheduler.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        CLIPVisionModelWithProjection,
+        Dinov2Config,
+        Dinov2Model,
+    )
+
+    from signgen.models.ipf import IPFModel
+    from signgen.models.modules import Combiner, FusionMLP, PoseEncoder, SourceProjector
+    from signgen.sampling.schedulers import make_scheduler
+
+    if device not in ("cpu", "meta"):
+        raise ValueError(f"build_components builds on 'cpu' or 'meta', got {device!r}")
+    pretrained = (device != "meta") if load_pretrained is None else load_pretrained
+    out: dict[str, Any] = {}
+    use_fusion = cfg.ipf.enabled
+
+    with _init_context(device, cfg.seed):
+        # VAE (frozen)
+        if pretrained and cfg.vae.pretrained:
+            out["vae"] = _load(AutoencoderKL, cfg.vae, "VAE")
+        else:
+            out["vae"] = AutoencoderKL(**cfg.vae.config)
+
+        # UNet, with the identity class embedding that carries the fusion MLP output.
+        class_embed = {"class_embed_type": "identity" if use_fusion else None}
+        if pretrained and cfg.unet.pretrained:
+            out["unet"] = _load(UNet2DConditionModel, cfg.unet, "UNet", **class_embed)
+        else:
+            out["unet"] = UNet2DConditionModel(**{**cfg.unet.config, **class_embed})
+        unet_cfg = out["unet"].config
+        c0 = unet_cfg.block_out_channels[0]
+        time_dim = unet_cfg.time_embedding_dim or 4 * c0
+
+        out["pose_encoder"] = PoseEncoder(
+            conditioning_embedding_channels=c0,
+            conditioning_channels=cfg.pose_encoder.conditioning_channels,
+            block_out_channels=tuple(cfg.pose_encoder.block_out_channels),
+        )
+
+        # Source encoder (frozen): DINOv2 (paper) or CLIP vision (ablation B1).
+        se = cfg.source_encoder
+        enc_cls, conf_cls = (
+            (Dinov2Model, Dinov2Config)
+            if se.kind == "dinov2"
+            else (CLIPVisionModel, CLIPVisionConfig)
+        )
+        if pretrained and se.pretrained:
+            out["source_encoder"] = _load(enc_cls, se, f"source encoder ({se.kind})")
+        else:
+            out["source_encoder"] = enc_cls(conf_cls(**se.config))
+        ds = int(out["source_encoder"].config.hidden_size)
+        out["source_projector"] = SourceProjector(
+            in_dim=ds,
+            out_dim=int(unet_cfg.cross_attention_dim),
+            hidden_dim=cfg.source_projector.hidden_dim,
+            dropout=cfg.source_projector.dropout,
+        )
+
+        out["ipf"] = None
+        out["fusion_mlp"] = None
+        if use_fusion:
+            ipf_cfg = cfg.ipf
+            if pretrained and ipf_cfg.pretrained:
+                ipf = IPFModel.from_pretrained(ipf_cfg.pretrained)
+            else:
+                if pretrained and ipf_cfg.clip.pretrained:
+                    vision = _load(CLIPVisionModelWithProjection, ipf_cfg.clip, "IPF CLIP tower")
+                else:
+                    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**ipf_cfg.clip.config))
+                d = int(vision.config.projection_dim)
+                comb = Combiner(
+                    embed_dim=d,
+                    projection_dim=ipf_cfg.combiner.projection_dim,
+                    hidden_dim=ipf_cfg.combiner.hidden_dim,
+                    dropout=ipf_cfg.combiner.dropout,
+                )
+                ipf = IPFModel(vision, comb, image_size=ipf_cfg.image_size, mode=ipf_cfg.mode)
+            out["ipf"] = ipf
+            d = ipf.embed_dim
+            out["fusion_mlp"] = FusionMLP(
+                in_dim=d, hidden_dim=cfg.fusion.hidden_dim or d, out_dim=time_dim
+            )
+
+    sch = cfg.scheduler
+    out["scheduler"] = make_scheduler(
+        sch.name,
+        base=(_load_scheduler_config(sch) if pretrained and sch.pretrained else dict(sch.config)),
+        prediction_type=sch.prediction_type,
+    )
+    return out
+
+
+def _load_scheduler_config(section: SchedulerConfig) -> dict[str, Any]:
+    from diffusers import DDIMScheduler
+
+    try:
+        return dict(
+            DDIMScheduler.load_config(
+                section.pretrained, subfolder=section.subfolder, local_files_only=True
+            )
+        )
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(
+            f"cannot load the scheduler config from {section.pretrained!r} offline: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None

@@ -1,0 +1,173 @@
+"""The FPDM denoiser: diffusers' UNet2DConditionModel plus FPDM's three conditions.
+
+The UNet is extended, not forked (STYLE.md 2):
+
+* pose features (PoseEncoder, at latent resolution) are added to the output of the
+  UNet's ``conv_in`` through a forward hook registered for the duration of one call,
+  so the UNet's own weights and state-dict keys stay those of a plain
+  ``UNet2DConditionModel``;
+* projected source tokens are the cross-attention ``encoder_hidden_states``;
+* the fusion MLP output goes in as ``class_labels`` of an ``class_embed_type="identity"``
+  UNet, which adds it to the timestep embedding.
+
+Null conditions. A dropped condition (training-time dropout, or the uncond/src branches of
+cumulative guidance at sampling time) is replaced by zeros *where it enters the UNet*:
+zero pose features after ``conv_in``, zero cross-attention tokens, zero time-embedding
+offset. The same nulls serve training and sampling because both go through
+:meth:`FPDMDenoiser.encode_conditions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from signgen.models.modules import FusionMLP, PoseEncoder, SourceProjector
+
+
+@dataclass
+class Conditions:
+    """Per-sample conditioning as the UNet consumes it (computed once, reused every step)."""
+
+    pose_features: torch.Tensor  # (B, C0, h, w) added to conv_in's output
+    tokens: torch.Tensor  # (B, N, cross_attention_dim) cross-attention keys/values
+    class_emb: torch.Tensor | None  # (B, time_embed_dim) added to the time embedding
+
+
+def _keep(mask: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """Bool drop mask (B,) -> float keep multiplier (B,), or None when nothing is dropped."""
+    if mask is None:
+        return None
+    mask = torch.as_tensor(mask, device=device).bool()
+    assert mask.shape == (n,), f"drop mask must have shape ({n},), got {tuple(mask.shape)}"
+    return (~mask).float()
+
+
+def _apply_keep(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    if keep is None:
+        return x
+    return x * keep.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+
+class FPDMDenoiser(nn.Module):
+    """UNet + pose encoder + source projector (+ fusion MLP): one noise/v prediction.
+
+    ``fusion_mlp`` is None for models without IPF (ablations B1-B3); then the UNet has no
+    class embedding and ``fusion`` is ignored.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        pose_encoder: PoseEncoder,
+        source_projector: SourceProjector,
+        fusion_mlp: FusionMLP | None = None,
+    ) -> None:
+        super().__init__()
+        has_class = unet.config.class_embed_type == "identity"
+        if (fusion_mlp is not None) != has_class:
+            raise ValueError(
+                "a fusion MLP needs a UNet with class_embed_type='identity' and vice versa "
+                f"(fusion_mlp={'set' if fusion_mlp is not None else 'None'}, "
+                f"class_embed_type={unet.config.class_embed_type!r})"
+            )
+        c0 = unet.config.block_out_channels[0]
+        if pose_encoder.config.conditioning_embedding_channels != c0:
+            raise ValueError(
+                f"pose encoder outputs {pose_encoder.config.conditioning_embedding_channels} "
+                f"channels but the UNet's conv_in has {c0}"
+            )
+        if source_projector.config.out_dim != unet.config.cross_attention_dim:
+            raise ValueError(
+                f"source projector outputs {source_projector.config.out_dim} but the UNet's "
+                f"cross_attention_dim is {unet.config.cross_attention_dim}"
+            )
+        self.unet = unet
+        self.pose_encoder = pose_encoder
+        self.source_projector = source_projector
+        self.fusion_mlp = fusion_mlp
+
+    @property
+    def has_fusion(self) -> bool:
+        return self.fusion_mlp is not None
+
+    def encode_conditions(
+        self,
+        pose: torch.Tensor,
+        source_hidden: torch.Tensor,
+        fusion: torch.Tensor | None,
+        *,
+        drop_pose: torch.Tensor | None = None,
+        drop_source: torch.Tensor | None = None,
+        drop_fusion: torch.Tensor | None = None,
+    ) -> Conditions:
+        """Run the condition encoders and zero the dropped conditions per sample.
+
+        pose (B, 3, H, W) in [0, 1]; source_hidden (B or 1, N, Ds) raw source-encoder
+        tokens (a batch of 1 is broadcast); fusion (B, D) or None; drop_* bool (B,).
+        """
+        b, device = pose.shape[0], pose.device
+        feats = self.pose_encoder(pose)  # (B, C0, h, w)
+        feats = _apply_keep(feats, _keep(drop_pose, b, device))
+        tokens = self.source_projector(source_hidden)  # (B|1, N, C)
+        tokens = tokens.expand(b, -1, -1) if tokens.shape[0] == 1 else tokens
+        assert tokens.shape[0] == b, (tokens.shape, b)
+        tokens = _apply_keep(tokens, _keep(drop_source, b, device))
+        class_emb = None
+        if self.fusion_mlp is not None:
+            if fusion is None:  # no F at all = the null condition for every sample
+                class_emb = feats.new_zeros(b, self.fusion_mlp.config.out_dim)
+            else:
+                class_emb = self.fusion_mlp(fusion.to(feats.dtype))  # (B, T)
+                class_emb = _apply_keep(class_emb, _keep(drop_fusion, b, device))
+        return Conditions(feats, tokens, class_emb)
+
+    def denoise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditions
+    ) -> torch.Tensor:
+        """noisy_latents (B, 4, h, w), timesteps (B,) or scalar -> prediction (B, 4, h, w)."""
+        feats = cond.pose_features
+        assert feats.shape[-2:] == noisy_latents.shape[-2:], (
+            f"pose features {tuple(feats.shape)} do not match latents {tuple(noisy_latents.shape)}"
+        )
+
+        def add_pose(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+            return out + feats.to(out.dtype)
+
+        handle = self.unet.conv_in.register_forward_hook(add_pose)
+        try:
+            return self.unet(
+                noisy_latents,
+                timesteps,
+                encoder_hidden_states=cond.tokens,
+                class_labels=cond.class_emb,
+                return_dict=False,
+            )[0]
+        finally:
+            handle.remove()
+
+    def forward(
+        self,
+        noisy_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        pose: torch.Tensor,
+        source_hidden: torch.Tensor,
+        fusion: torch.Tensor | None,
+        *,
+        drop_pose: torch.Tensor | None = None,
+        drop_source: torch.Tensor | None = None,
+        drop_fusion: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Model prediction (B, 4, h, w) for noisy latents under the given conditions."""
+        cond = self.encode_conditions(
+            pose,
+            source_hidden,
+            fusion,
+            drop_pose=drop_pose,
+            drop_source=drop_source,
+            drop_fusion=drop_fusion,
+        )
+        return self.denoise(noisy_latents, timesteps, cond)

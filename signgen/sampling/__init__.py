@@ -1,0 +1,1 @@
+"""Sampling: the FPDM pipeline (render loop with cumulative guidance) and schedulers."""

@@ -1,0 +1,203 @@
+"""``signgen render``: one clip on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from signgen.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+The first frame (FIRST: a video, of which the first frame is used, or an image) gives the
+appearance; SEQ gives one pose per output frame (any keypoint format signgen reads). The
+output has exactly FIRST's width and height and SEQ's fps. The model runs at its own
+resolution: FIRST is letterboxed (border pixels replicated) to the model's aspect ratio
+and every generated frame is mapped back by the exact inverse, so nothing is cropped or
+squashed. Keypoints measured on a frame of another size are rescaled (with a warning)
+if the aspect ratios agree within 1%; otherwise it is an error.
+
+By default every frame starts from the same initial noise (drawn once from --seed), which
+keeps the clip consistent; --independent-noise draws per-frame noise from (seed, frame).
+The same seed gives the same frames, whatever --batch-size.
+
+Models are loaded offline only (local folder, or the Hugging Face cache under HF_HOME;
+set HF_HUB_OFFLINE=1). Without --model the bundled demo model is used; if none is bundled
+a tiny UNTRAINED model is built and the output is noise (said on stderr).
+
+examples:
+  signgen render --video first.mp4 --keypoints seq.json
+  signgen render --video signer.png --keypoints Phoenix-2014T.test --sample NAME \\
+      --model runs/fpdm/final -o out/NAME.mp4 --frames-dir out/NAME --steps 20 --device cuda
+  signgen render --video first.mp4 --keypoints seq.json --scheduler dpm++ --steps 10 \\
+      --guidance 2.0 2.0 --seed 7 --batch-size 16 --dtype bf16
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "render",
+        help="render one clip: first frame + keypoint sequence -> video",
+        description="Generate a video in which the person of FIRST performs the poses of SEQ "
+        "(FPDM, every frame generated from the first frame and its pose).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--video", required=True, metavar="FIRST",
+                   help="video (its first frame is used) or image of the signer")  # fmt: skip
+    p.add_argument("--keypoints", required=True, metavar="SEQ",
+                   help="keypoint sequence: signgen JSON, MSKA pickle, OpenPose/mmpose "
+                   "folder, DeepFashion CSV")  # fmt: skip
+    p.add_argument("-o", "--output", metavar="OUT", default=None,
+                   help="output video (.mp4/.mkv/.mov); default <FIRST stem>_signgen.mp4 in "
+                   "the current directory")  # fmt: skip
+    p.add_argument("--model", metavar="DIR", default=None,
+                   help="FPDM model folder (FPDMPipeline.save_pretrained) or a Hugging Face "
+                   "hub id in the local cache; default: the bundled demo model")  # fmt: skip
+    p.add_argument("--sample", metavar="NAME", default=None,
+                   help="sample name inside a multi-sample keypoint file (MSKA pickle, "
+                   "DeepFashion CSV)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=20, metavar="N",
+                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
+    p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
+                   metavar=("W_SRC", "W_FUSE"),
+                   help="cumulative guidance weights (default 2.0 2.0, as in the paper)")  # fmt: skip
+    p.add_argument("--scheduler", default=None, metavar="NAME",
+                   help="ddim (default: the model's scheduler, ddim for SD 2.1), ddpm, dpm++, "
+                   "euler")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B",
+                   help="frames generated together (default 8); does not change the frames")  # fmt: skip
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda if available, else cpu; default), cpu, cuda or cuda:N")  # fmt: skip
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="model precision (default fp32; bf16/fp16 on GPU)")  # fmt: skip
+    p.add_argument("--frames-dir", metavar="DIR", default=None,
+                   help="also write the frames as numbered PNGs (images0001.png, ...)")  # fmt: skip
+    p.add_argument("--independent-noise", action="store_true",
+                   help="draw each frame's initial noise from (seed, frame index) instead of "
+                   "one noise for the whole clip")  # fmt: skip
+    p.set_defaults(func=run_render)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    import torch  # noqa: F401 - imported here so `signgen --help` stays fast
+
+    from signgen.keypoints.io import load_keypoints
+    from signgen.sampling.pipeline import (
+        FPDMPipeline,
+        load_default_pipeline,
+        resolve_device,
+        resolve_dtype,
+    )
+    from signgen.sampling.schedulers import scheduler_name
+    from signgen.video import VideoWriter, read_first_frame, write_png_frames
+
+    # 1. Options that need no file: fail before loading anything.
+    if args.steps <= 0:
+        raise InputError(f"--steps must be a positive integer, got {args.steps}")
+    if args.batch_size <= 0:
+        raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    scheduler = scheduler_name(args.scheduler) if args.scheduler else None
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype)
+    output = (
+        Path(args.output) if args.output else Path.cwd() / f"{Path(args.video).stem}_signgen.mp4"
+    )
+
+    # 2. Inputs: first frame and keypoints.
+    first = read_first_frame(args.video)
+    kp = load_keypoints(args.keypoints, sample=args.sample)
+
+    # 3. Model.
+    _quiet_libraries()
+    if args.model:
+        pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
+    else:
+        pipe, trained = load_default_pipeline(device=device, dtype=dtype)
+        if not trained:
+            sys.stderr.write(
+                "signgen: WARNING: no bundled demo model found; using a tiny UNTRAINED "
+                "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
+            )
+    kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, tuple(args.guidance))
+
+    # 4. Render, streaming frames into the video (and PNGs); outputs appear only on success.
+    from tqdm.auto import tqdm
+
+    h, w = first.shape[:2]
+    start = time.perf_counter()
+    n = 0
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(output, fps=kp.fps, width=w, height=h))
+        frames_tmp = stack.enter_context(_staged_dir(args.frames_dir))
+        bar = stack.enter_context(
+            tqdm(total=len(kp), unit="frame", desc="render", file=sys.stderr, dynamic_ncols=True)
+        )
+        for batch in pipe.render(
+            first,
+            kp,
+            num_inference_steps=args.steps,
+            guidance=tuple(args.guidance),
+            scheduler=scheduler,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            independent_noise=args.independent_noise,
+            progress=bar,
+        ):
+            for frame in batch:
+                writer.write(frame)
+            if frames_tmp is not None:
+                write_png_frames(frames_tmp, batch, start_index=n + 1)
+            n += len(batch)
+    seconds = time.perf_counter() - start
+    assert n == len(kp), (n, len(kp))
+    extra = f" and {args.frames_dir}/" if args.frames_dir else ""
+    print(
+        f"wrote {n} frames ({w}x{h}, {kp.fps:g} fps) to {output}{extra} in {seconds:.1f} s "
+        f"({n / seconds:.2f} frames/s)"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _staged_dir(target: str | None):
+    """Yield a temporary folder next to ``target`` and rename it onto ``target`` on success
+    (merging into an existing folder file by file), so a failed render leaves no frames."""
+    if target is None:
+        yield None
+        return
+    final = Path(target)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"--frames-dir is a file: {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.part.", dir=final.parent))
+    try:
+        yield tmp
+        if not final.exists():
+            os.replace(tmp, final)
+        else:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, final / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quiet_libraries() -> None:
+    """Silence per-shard progress bars and info chatter of transformers/diffusers loading."""
+    with contextlib.suppress(Exception):
+        import diffusers
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.set_verbosity_error()

@@ -1,0 +1,653 @@
+"""FPDMPipeline: every FPDM component in one object, one folder, and the render loop.
+
+Folder layout (``save_pretrained`` / ``from_pretrained``), diffusers-style::
+
+    model_index.json      component classes, model resolution, source preprocessing
+    vae/  unet/  pose_encoder/  source_encoder/  source_projector/  fusion_mlp/  scheduler/
+    ipf/                  (optional) CLIP vision tower + Combiner, see signgen.models.ipf
+
+Rendering conventions (see :meth:`FPDMPipeline.render`):
+
+* Geometry: the model runs at its configured resolution. The first frame is letterboxed
+  to the model's aspect ratio (replicated borders), resized, and every generated frame
+  is mapped back by the exact inverse (resize to the padded size, crop), so the output
+  has the first frame's exact width and height. Keypoints go through the same geometry.
+* Noise: by default every frame of a clip starts from the SAME initial latent noise,
+  drawn once from ``seed`` (frames then differ only by their pose, which reduces
+  flicker). ``independent_noise=True`` draws each frame's noise from a generator seeded
+  with (seed, frame index). Either way a frame's noise does not depend on the batch
+  size or on which other frames share its batch.
+* Memory: frames are generated and yielded batch by batch; nothing grows with the
+  length of the sequence except the keypoint array itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from signgen.errors import InputError, MissingWeightsError
+from signgen.fileio import atomic_write_text
+from signgen.keypoints.sequence import KeypointSequence
+from signgen.models.encoders import encode_source
+from signgen.models.fpdm import FPDMDenoiser
+from signgen.models.preprocess import (
+    VAE_MEAN,
+    VAE_STD,
+    Letterbox,
+    tensor_to_uint8,
+    to_model_input,
+    uint8_to_tensor,
+)
+from signgen.sampling.guidance import branch_drop_masks, cumulative_guidance
+from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
+
+logger = logging.getLogger(__name__)
+
+MODEL_INDEX = "model_index.json"
+# Keypoint frame size vs first-frame size: rescale (with a warning) when the aspect ratios
+# agree within this relative tolerance; otherwise the keypoints belong to another video.
+ASPECT_TOLERANCE = 0.01
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---- devices, dtypes, seeds -------------------------------------------------------------
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an InputError."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: no CUDA GPU is available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type != "cpu":
+        raise InputError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def frame_seed(seed: int, frame_index: int | None) -> int:
+    """Seed of one frame's generator: ``seed`` itself (shared noise) or a hash of
+    (seed, frame_index) (independent noise) via numpy's SeedSequence, so neighbouring
+    seeds and frames do not give correlated streams."""
+    if frame_index is None:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(frame_index)]).generate_state(1)[0])
+
+
+# ---- encoded source -----------------------------------------------------------------------
+@dataclass
+class EncodedSource:
+    """What the render loop needs of a clip's first frame; computed once per clip."""
+
+    hidden: torch.Tensor  # (1, N, Ds) source-encoder last hidden state
+    clip_emb: torch.Tensor | None  # (1, D) IPF/CLIP embedding of the source, or None
+    width: int  # first frame size = output size
+    height: int
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+class FPDMPipeline:
+    """All FPDM components plus the render loop (numbered steps in :meth:`render_frames`)."""
+
+    def __init__(
+        self,
+        *,
+        vae: Any,
+        unet: Any,
+        pose_encoder: Any,
+        source_encoder: Any,
+        source_projector: Any,
+        scheduler: Any,
+        ipf: Any | None = None,
+        fusion_mlp: Any | None = None,
+        resolution: tuple[int, int] = (512, 512),
+        source_image_size: tuple[int, int] = (512, 512),
+        source_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        source_std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        self.vae = vae
+        self.source_encoder = source_encoder
+        self.ipf = ipf if fusion_mlp is not None else None
+        self.scheduler = scheduler
+        self.denoiser = FPDMDenoiser(unet, pose_encoder, source_projector, fusion_mlp)
+        self.resolution = (int(resolution[0]), int(resolution[1]))  # (H, W)
+        self.source_image_size = (int(source_image_size[0]), int(source_image_size[1]))
+        self.source_mean = tuple(float(v) for v in source_mean)
+        self.source_std = tuple(float(v) for v in source_std)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if factor != pose_encoder.downscale_factor:
+            raise ValueError(
+                f"VAE downsamples by {factor} but the pose encoder by "
+                f"{pose_encoder.downscale_factor}; they must agree"
+            )
+        if self.resolution[0] % factor or self.resolution[1] % factor:
+            raise ValueError(f"resolution {self.resolution} must be divisible by {factor}")
+        self.vae_scale_factor = factor
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def eval(self) -> FPDMPipeline:
+        """Inference mode for every module (dropout off, no gradients); returns self.
+
+        ``from_config``/``from_pretrained`` do this; components passed in by hand
+        (``from_components``, e.g. a training loop's modules) are left as they are.
+        """
+        for m in self._modules():
+            m.eval().requires_grad_(False)
+        return self
+
+    # -- components ---------------------------------------------------------------------
+    @property
+    def unet(self):
+        return self.denoiser.unet
+
+    @property
+    def pose_encoder(self):
+        return self.denoiser.pose_encoder
+
+    @property
+    def source_projector(self):
+        return self.denoiser.source_projector
+
+    @property
+    def fusion_mlp(self):
+        return self.denoiser.fusion_mlp
+
+    def components(self) -> dict[str, Any]:
+        return {
+            "vae": self.vae,
+            "unet": self.unet,
+            "pose_encoder": self.pose_encoder,
+            "source_encoder": self.source_encoder,
+            "source_projector": self.source_projector,
+            "ipf": self.ipf,
+            "fusion_mlp": self.fusion_mlp,
+            "scheduler": self.scheduler,
+        }
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in self.components().values() if isinstance(m, torch.nn.Module)]
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> FPDMPipeline:
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        for m in self._modules():
+            # Only pass dtype when it changes: diffusers warns on every dtype cast.
+            m.to(device=device, dtype=None if dtype == self.dtype else dtype)
+        self.device, self.dtype = device, dtype
+        return self
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> FPDMPipeline:
+        """Build from an :class:`FPDMModelConfig` (pretrained parts offline, rest random)."""
+        from signgen.models.config import build_components
+
+        return cls.from_components(cfg, build_components(cfg, device="cpu")).eval()
+
+    @classmethod
+    def from_components(cls, cfg: Any, comps: dict[str, Any]) -> FPDMPipeline:
+        """Assemble (e.g. trained) components as returned by ``build_components(cfg)``;
+        the resolution and source preprocessing come from ``cfg``."""
+        mean, std = cfg.source_mean_std()
+        return cls(
+            **comps,
+            resolution=tuple(cfg.resolution),
+            source_image_size=tuple(cfg.source_encoder.image_size),
+            source_mean=mean,
+            source_std=std,
+        )
+
+    # -- persistence --------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write every component and ``model_index.json`` to ``directory`` (replaced whole:
+        written to a temporary folder next to it and renamed on success)."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            index: dict[str, Any] = {"_class_name": type(self).__name__}
+            from signgen import __version__
+
+            index["_signgen_version"] = __version__
+            for name, comp in self.components().items():
+                if comp is None:
+                    index[name] = [None, None]
+                    continue
+                lib = type(comp).__module__.split(".")[0]
+                index[name] = [lib, type(comp).__name__]
+                if name == "scheduler":
+                    comp.save_pretrained(tmp / name)
+                elif lib == "signgen" and name == "ipf":
+                    comp.save_pretrained(tmp / name)
+                else:
+                    comp.save_pretrained(tmp / name, safe_serialization=True)
+            index["resolution"] = list(self.resolution)
+            index["source_preprocess"] = {
+                "image_size": list(self.source_image_size),
+                "mean": list(self.source_mean),
+                "std": list(self.source_std),
+            }
+            atomic_write_text(tmp / MODEL_INDEX, json.dumps(index, indent=2))
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                os.replace(target, old / target.name)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        local_files_only: bool = True,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+    ) -> FPDMPipeline:
+        """Load a pipeline folder: a local directory or a Hugging Face hub id.
+
+        Hub ids resolve through the local cache only by default (``local_files_only``;
+        set ``HF_HOME`` to the cache, ``HF_HUB_OFFLINE=1`` to forbid the network).
+        Missing components raise :class:`MissingWeightsError` naming the folder.
+        """
+        root = _resolve_model_dir(path, local_files_only)
+        index_path = root / MODEL_INDEX
+        if not index_path.is_file():
+            raise MissingWeightsError(f"{root} is not an FPDM model folder (no {MODEL_INDEX})")
+        try:
+            index = json.loads(index_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MissingWeightsError(f"{index_path} is not valid JSON: {exc}") from None
+        comps: dict[str, Any] = {}
+        for name in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector",
+                     "scheduler", "ipf", "fusion_mlp"):  # fmt: skip
+            entry = index.get(name)
+            if entry is None or entry == [None, None]:
+                if name in ("ipf", "fusion_mlp"):
+                    comps[name] = None
+                    continue
+                raise MissingWeightsError(f"{index_path} lists no {name!r} component")
+            comps[name] = _load_component(root, name, tuple(entry))
+        pre = index.get("source_preprocess", {})
+        pipe = cls(
+            **comps,
+            resolution=tuple(index.get("resolution", (512, 512))),
+            source_image_size=tuple(pre.get("image_size", (512, 512))),
+            source_mean=pre.get("mean", (0.485, 0.456, 0.406)),
+            source_std=pre.get("std", (0.229, 0.224, 0.225)),
+        )
+        return pipe.eval().to(resolve_device(device), resolve_dtype(dtype))
+
+    # -- step 1: inputs -------------------------------------------------------------------
+    @staticmethod
+    def check_inputs(
+        source_image: np.ndarray,
+        keypoints: KeypointSequence,
+        num_inference_steps: int,
+        batch_size: int,
+        guidance: tuple[float, float],
+    ) -> KeypointSequence:
+        """Validate before any compute; returns keypoints in the first frame's pixels.
+
+        Keypoints measured on a frame of another size are rescaled (with a warning) when
+        the aspect ratios agree within 1 %; otherwise they belong to another video and
+        this is an error. A static method: it needs no model, so CPU stages of distributed
+        jobs validate clips before any GPU time is spent.
+        """
+        img = np.asarray(source_image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(
+                f"first frame must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}"
+            )
+        if min(img.shape[:2]) < 2:
+            raise InputError(f"first frame is too small: {img.shape[1]}x{img.shape[0]}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
+            raise InputError(f"steps must be a positive integer, got {num_inference_steps!r}")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
+        if len(guidance) != 2 or not all(np.isfinite(float(w)) for w in guidance):
+            raise InputError(f"guidance must be two finite numbers W_SRC W_FUSE, got {guidance!r}")
+        if len(keypoints) == 0:
+            raise InputError("keypoint sequence has 0 frames: nothing to render")
+        h, w = img.shape[:2]
+        if (keypoints.width, keypoints.height) != (w, h):
+            kp_aspect = keypoints.width / keypoints.height
+            aspect = w / h
+            if abs(kp_aspect / aspect - 1) > ASPECT_TOLERANCE:
+                raise InputError(
+                    f"keypoints are for {keypoints.width}x{keypoints.height} frames but the first "
+                    f"frame is {w}x{h} (different aspect ratio): they do not belong to this "
+                    "video; convert them to the frame's size first"
+                )
+            logger.warning(
+                "keypoints are for %dx%d frames, the first frame is %dx%d: rescaling keypoints",
+                keypoints.width,
+                keypoints.height,
+                w,
+                h,
+            )
+            keypoints = keypoints.rescaled(w, h)
+        return keypoints
+
+    # -- step 2: source, once per clip ------------------------------------------------------
+    @torch.no_grad()
+    def encode_source(self, source_image: np.ndarray) -> EncodedSource:
+        """First frame uint8 (H, W, 3) -> source-encoder tokens and its IPF embedding."""
+        img = np.asarray(source_image)[None]  # (1, H, W, 3)
+        px = to_model_input(img, self.source_image_size, self.source_mean, self.source_std)
+        hidden = encode_source(self.source_encoder, px.to(self.device, self.dtype))  # (1, N, Ds)
+        clip_emb = None
+        if self.ipf is not None:
+            clip_px = self.ipf.preprocess(img).to(self.device, self.dtype)
+            clip_emb = self.ipf.embed(clip_px)  # (1, D)
+        return EncodedSource(hidden, clip_emb, width=img.shape[2], height=img.shape[1])
+
+    # -- the render loop ----------------------------------------------------------------------
+    def render(
+        self,
+        source_image: np.ndarray,
+        keypoints: KeypointSequence,
+        *,
+        num_inference_steps: int = 20,
+        guidance: tuple[float, float] = (2.0, 2.0),
+        scheduler: str | None = None,
+        seed: int = 0,
+        batch_size: int = 8,
+        independent_noise: bool = False,
+        progress: bool | Any = False,
+    ) -> Iterator[np.ndarray]:
+        """Yield the clip's frames batch by batch as uint8 (b, H, W, 3), in order.
+
+        ``source_image`` is the first frame (H, W, 3) uint8 RGB; the output has its exact
+        size. ``keypoints`` has one pose per output frame. ``progress``: a tqdm bar (or
+        True for a new one on stderr) updated per frame.
+        """
+        # 1. Check inputs (before any compute).
+        kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
+        sched = self.make_scheduler(scheduler)
+        bar = _progress_bar(progress, len(kp))
+        try:
+            # 2. Encode the source once per clip.
+            src = self.encode_source(source_image)
+            for start in range(0, len(kp), batch_size):
+                stop = min(start + batch_size, len(kp))
+                frames = self.render_frames(
+                    [src] * (stop - start),
+                    kp.points[start:stop],
+                    list(range(start, stop)),
+                    seed=seed,
+                    num_inference_steps=num_inference_steps,
+                    guidance=guidance,
+                    scheduler=sched,
+                    independent_noise=independent_noise,
+                )
+                if bar is not None:
+                    bar.update(stop - start)
+                yield np.stack(frames)  # (b, H, W, 3)
+        finally:
+            if bar is not None and progress is True:
+                bar.close()
+
+    def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, **kwargs):
+        """All frames at once, uint8 (T, H, W, 3); prefer :meth:`render` for long clips."""
+        return np.concatenate(list(self.render(source_image, keypoints, **kwargs)))
+
+    def make_scheduler(self, name: str | None = None):
+        """A fresh scheduler (own state) of type ``name`` with the model's noise schedule."""
+        if name is None:
+            return make_scheduler(_scheduler_key(self.scheduler), self.scheduler)
+        return make_scheduler(scheduler_name(name), self.scheduler)
+
+    @torch.no_grad()
+    def render_frames(
+        self,
+        sources: Sequence[EncodedSource],
+        points: np.ndarray,
+        frame_indices: Sequence[int],
+        *,
+        seed: int | Sequence[int] = 0,
+        num_inference_steps: int = 20,
+        guidance: tuple[float, float] = (2.0, 2.0),
+        scheduler: Any = None,
+        independent_noise: bool = False,
+    ) -> list[np.ndarray]:
+        """Generate one batch of frames; the frames may come from different clips.
+
+        ``sources[i]`` is the encoded first frame of frame i's clip, ``points[i]`` (133, 3)
+        its keypoints in that first frame's pixels, ``frame_indices[i]`` its index in the
+        clip and ``seed`` (one per frame, or one for all) its clip's seed. Returns b uint8
+        (H_i, W_i, 3) frames at each source's size.
+        """
+        b = len(sources)
+        points = np.asarray(points, dtype=np.float32)
+        assert points.shape == (b, 133, 3), points.shape
+        assert len(frame_indices) == b
+        seeds = [int(seed)] * b if np.ndim(seed) == 0 else [int(s) for s in seed]  # type: ignore[arg-type]
+        sched = scheduler if scheduler is not None else self.make_scheduler()
+        device, dtype = self.device, self.dtype
+        mh, mw = self.resolution
+
+        # 3. Per frame: pose image at model resolution (in the letterboxed geometry of its
+        #    first frame) and the fusion embedding F = Combiner(CLIP(source), CLIP(pose)).
+        boxes = [Letterbox.fit((s.width, s.height), (mw, mh)) for s in sources]
+        pose = uint8_to_tensor(_draw_poses(points, boxes, (mw, mh)))  # (b, 3, mh, mw) in [0,1]
+        pose = pose.to(device, dtype)
+        hidden = _cat_per_frame([s.hidden for s in sources])  # (1|b, N, Ds)
+        fusion = None
+        if self.ipf is not None:
+            ih, iw = self.ipf.image_size
+            ipf_boxes = [Letterbox.fit((s.width, s.height), (iw, ih)) for s in sources]
+            pose_ipf = self.ipf.preprocess(_draw_poses(points, ipf_boxes, (iw, ih)))
+            pose_emb = self.ipf.embed(pose_ipf.to(device, dtype))  # (b, D)
+            src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
+            fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
+
+        # Conditions of the three guidance branches [uncond; src; full], computed once.
+        cond = self.denoiser.encode_conditions(
+            pose.repeat(3, 1, 1, 1),  # (3b, 3, mh, mw)
+            hidden if hidden.shape[0] == 1 else hidden.repeat(3, 1, 1),
+            None if fusion is None else fusion.repeat(3, 1),
+            **branch_drop_masks(b, device),
+        )
+
+        # 4. Initial latents: per-frame generators, so noise is independent of batching.
+        gens = [
+            torch.Generator("cpu").manual_seed(frame_seed(s, i if independent_noise else None))
+            for s, i in zip(seeds, frame_indices)
+        ]
+        shape = (
+            self.unet.config.in_channels,
+            mh // self.vae_scale_factor,
+            mw // self.vae_scale_factor,
+        )
+        latents = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+        sched.set_timesteps(num_inference_steps, device=device)
+        latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
+
+        # 5. Denoise: ONE batched UNet call per step for the three branches.
+        w_src, w_fuse = (float(w) for w in guidance)
+        step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
+        for t in sched.timesteps:
+            x = sched.scale_model_input(torch.cat([latents] * 3), t)  # (3b, 4, h, w)
+            pred = self.denoiser.denoise(x.to(dtype), t.expand(3 * b), cond).float()
+            eps_u, eps_src, eps_full = pred.chunk(3)
+            pred = cumulative_guidance(eps_u, eps_src, eps_full, w_src, w_fuse)
+            latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+
+        # 6. Decode with the VAE.
+        sf = self.vae.config.scaling_factor
+        images = self.vae.decode((latents / sf).to(dtype), return_dict=False)[0]  # (b,3,mh,mw)
+        images = (images.float() * torch.tensor(VAE_STD, device=device).view(1, 3, 1, 1)
+                  + torch.tensor(VAE_MEAN, device=device).view(1, 3, 1, 1))  # fmt: skip
+
+        # 7. Map back to each first frame's exact size (inverse letterbox).
+        return [tensor_to_uint8(box.invert(images[i : i + 1]))[0] for i, box in enumerate(boxes)]
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _draw_poses(
+    points: np.ndarray, boxes: Sequence[Letterbox], size: tuple[int, int]
+) -> np.ndarray:
+    """(b, 133, 3) keypoints in first-frame pixels -> (b, H, W, 3) uint8 pose images drawn
+    in the letterboxed geometry of ``boxes`` at ``size`` = (W, H)."""
+    from signgen.pose.draw import draw_pose
+
+    out = np.zeros((len(boxes), size[1], size[0], 3), dtype=np.uint8)
+    for i, box in enumerate(boxes):
+        out[i] = draw_pose(box.points_to_padded(points[i]), box.padded_size, size)
+    return out
+
+
+def _cat_per_frame(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-frame (1, ...) tensors -> (1, ...) when all are the same object, else (b, ...)."""
+    first = tensors[0]
+    if all(t is first for t in tensors):
+        return first
+    return torch.cat(list(tensors))
+
+
+def _accepts_generator(scheduler: Any) -> bool:
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
+def _scheduler_key(scheduler: Any) -> str:
+    for key, (cls, extra) in SCHEDULERS.items():
+        if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
+            return key
+    raise ValueError(f"unsupported scheduler class {type(scheduler).__name__}")
+
+
+def _progress_bar(progress: bool | Any, total: int):
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="frame", desc="render", dynamic_ncols=True)
+    return progress or None
+
+
+def _resolve_model_dir(path: str | os.PathLike, local_files_only: bool) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        return p
+    text = str(path)
+    looks_like_hub_id = text.count("/") == 1 and not p.suffix and not text.startswith((".", "/"))
+    if not looks_like_hub_id:
+        raise MissingWeightsError(f"model folder not found: {p}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, local_files_only=local_files_only))
+    except Exception as exc:  # hub errors vary by version; all mean "absent"
+        raise MissingWeightsError(
+            f"model {text!r} is neither a local folder nor in the Hugging Face cache "
+            f"({type(exc).__name__}); set HF_HOME to the cache that holds it "
+            "(signgen loads with local_files_only=True and never downloads)"
+        ) from None
+
+
+def _component_classes() -> dict[tuple[str, str], type]:
+    """The classes a model folder may name (an allow-list: nothing else is imported)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPVisionModel, Dinov2Model
+
+    from signgen.models.ipf import IPFModel
+    from signgen.models.modules import FusionMLP, PoseEncoder, SourceProjector
+
+    classes: dict[tuple[str, str], type] = {
+        ("diffusers", "AutoencoderKL"): AutoencoderKL,
+        ("diffusers", "UNet2DConditionModel"): UNet2DConditionModel,
+        ("transformers", "Dinov2Model"): Dinov2Model,
+        ("transformers", "CLIPVisionModel"): CLIPVisionModel,
+        ("signgen", "PoseEncoder"): PoseEncoder,
+        ("signgen", "SourceProjector"): SourceProjector,
+        ("signgen", "FusionMLP"): FusionMLP,
+        ("signgen", "IPFModel"): IPFModel,
+    }
+    for cls, _ in SCHEDULERS.values():
+        classes[("diffusers", cls.__name__)] = cls
+    return classes
+
+
+def _load_component(root: Path, name: str, entry: tuple[str, str]) -> Any:
+    folder = root / name
+    config = folder / ("scheduler_config.json" if name == "scheduler" else "config.json")
+    if name == "ipf":
+        config = folder / "ipf_config.json"
+    if not config.is_file():
+        raise MissingWeightsError(
+            f"model folder {root} is missing component {name!r} (expected {config})"
+        )
+    cls = _component_classes().get((entry[0], entry[1]))
+    if cls is None:
+        raise MissingWeightsError(
+            f"{root / MODEL_INDEX}: component {name!r} has unsupported class {entry[0]}.{entry[1]}"
+        )
+    try:
+        if name in ("scheduler", "ipf"):
+            return cls.from_pretrained(folder)
+        return cls.from_pretrained(folder, local_files_only=True)
+    except MissingWeightsError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(
+            f"cannot load component {name!r} from {folder}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+# ---- default model --------------------------------------------------------------------------
+def default_model_path() -> Path:
+    """The bundled demo model folder (``signgen/assets/demo_model``); may not exist."""
+    return Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+
+
+def load_default_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+) -> tuple[FPDMPipeline, bool]:
+    """(pipeline, trained): the bundled demo model, or, while none is bundled, a tiny
+    random-init model from ``configs/model/tiny.yaml`` (seeded) with ``trained=False``."""
+    path = default_model_path()
+    if (path / MODEL_INDEX).is_file():
+        return FPDMPipeline.from_pretrained(path, device=device, dtype=dtype), True
+    from signgen.models.config import CONFIG_DIR, load_model_config
+
+    tiny = CONFIG_DIR / "tiny.yaml"
+    if not tiny.is_file():
+        raise MissingWeightsError(
+            f"no bundled demo model at {path} and no {tiny} to build an untrained one; "
+            "pass --model DIR"
+        )
+    pipe = FPDMPipeline.from_config(load_model_config(tiny))
+    return pipe.to(resolve_device(device), resolve_dtype(dtype)), False

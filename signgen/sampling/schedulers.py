@@ -1,0 +1,62 @@
+"""Scheduler names accepted by ``signgen render --scheduler`` and how they map to diffusers.
+
+All four share the model's training noise schedule (betas, number of training steps,
+prediction type), which is copied from the stored scheduler config; only the sampler
+changes. DDIM runs with eta = 0 (deterministic), DPM-Solver++ is the multistep
+2nd-order solver, Euler is diffusers' EulerDiscrete (no churn). DDPM is ancestral and
+draws fresh noise every step (from per-frame generators, see the render loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from signgen.errors import InputError
+
+SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "ddim": (DDIMScheduler, {}),
+    "ddpm": (DDPMScheduler, {}),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": (EulerDiscreteScheduler, {}),
+}
+ALIASES = {"dpmpp": "dpm++", "dpm-solver++": "dpm++", "dpmsolver++": "dpm++"}
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def scheduler_name(name: str) -> str:
+    """Canonical name for ``name`` (case-insensitive, aliases resolved) or InputError."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    return key
+
+
+def make_scheduler(
+    name: str,
+    base: Mapping[str, Any] | SchedulerMixin | None = None,
+    *,
+    prediction_type: str | None = None,
+) -> SchedulerMixin:
+    """A fresh scheduler ``name`` carrying the noise schedule of ``base`` (config or scheduler).
+
+    ``prediction_type`` overrides the one in ``base`` (SD 2.1: ``v_prediction``).
+    """
+    cls, extra = SCHEDULERS[scheduler_name(name)]
+    config = dict(base.config if isinstance(base, SchedulerMixin) else (base or {}))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    if prediction_type is not None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise InputError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+            )
+        config["prediction_type"] = prediction_type
+    return cls.from_config({**config, **extra})

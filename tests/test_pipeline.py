@@ -1,0 +1,283 @@
+"""FPDMPipeline: cumulative guidance, determinism, batching, save/load, input checks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from signgen.errors import InputError, MissingWeightsError
+from signgen.keypoints.sequence import KeypointSequence
+from signgen.models.config import load_model_config
+from signgen.sampling.guidance import cumulative_guidance
+from signgen.sampling.pipeline import FPDMPipeline, frame_seed, resolve_device, resolve_dtype
+
+STEPS = 2
+
+
+def _randomize(module: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> FPDMPipeline:
+    p = FPDMPipeline.from_config(load_model_config("tiny"))
+    _randomize(p.pose_encoder, 1)  # zero-init conv_out would hide the pose path
+    return p
+
+
+def _inputs(frames: int = 8, size: tuple[int, int] = (21, 26), seed: int = 0):
+    """A random first frame (W x H) and a random keypoint sequence on it."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    pts = np.zeros((frames, 133, 3), np.float32)
+    pts[..., 0] = rng.uniform(0, w, (frames, 133))
+    pts[..., 1] = rng.uniform(0, h, (frames, 133))
+    pts[..., 2] = 1.0
+    return img, KeypointSequence(pts, w, h, fps=25.0)
+
+
+# ---- guidance ----------------------------------------------------------------------------------
+def test_cumulative_guidance_formula():
+    g = torch.Generator().manual_seed(0)
+    u, s, f = (torch.randn(2, 4, 3, 3, generator=g) for _ in range(3))
+    torch.testing.assert_close(cumulative_guidance(u, s, f, 1.0, 1.0), f)  # no guidance = full
+    torch.testing.assert_close(cumulative_guidance(u, s, f, 0.0, 0.0), u)
+    torch.testing.assert_close(cumulative_guidance(u, s, f, 1.0, 0.0), s)
+    w_src, w_fuse = 2.0, 3.0
+    manual = u + w_src * (s - u) + w_fuse * (f - s)
+    torch.testing.assert_close(cumulative_guidance(u, s, f, w_src, w_fuse), manual)
+
+
+class _RecordingUNet(nn.Module):
+    """Stands in for UNet2DConditionModel: records, per call and per sample, which
+    conditions arrived (pose features after conv_in, source tokens, class embedding), and
+    predicts 1*[pose] + 10*[source] + 100*[F] so the guided result is known exactly."""
+
+    def __init__(self, c0: int = 16, cross: int = 16, time_dim: int = 64) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(
+            block_out_channels=(c0,), cross_attention_dim=cross, class_embed_type="identity",
+            in_channels=4, time_embedding_dim=time_dim,
+        )  # fmt: skip
+        self.c0 = c0
+        self.conv_in = nn.Identity()
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, sample, timestep, encoder_hidden_states, class_labels, return_dict=False):
+        b = sample.shape[0]
+        pad = sample.new_zeros(b, self.c0 - sample.shape[1], *sample.shape[2:])
+        h = self.conv_in(torch.cat([sample, pad], 1))  # the pose hook adds features here
+        has_pose = h[:, sample.shape[1] :].flatten(1).abs().sum(1) > 0
+        has_src = encoder_hidden_states.flatten(1).abs().sum(1) > 0
+        has_fusion = class_labels.abs().sum(1) > 0
+        self.calls.append({"pose": has_pose, "source": has_src, "fusion": has_fusion})
+        value = 1.0 * has_pose + 10.0 * has_src + 100.0 * has_fusion  # (B,)
+        return (value.view(b, 1, 1, 1).expand_as(sample).to(sample.dtype),)
+
+
+def test_guidance_branches_in_one_unet_call_per_step(pipe):
+    from signgen.models.fpdm import FPDMDenoiser
+
+    stub = _RecordingUNet(
+        c0=pipe.unet.config.block_out_channels[0],
+        cross=pipe.unet.config.cross_attention_dim,
+        time_dim=pipe.fusion_mlp.config.out_dim,
+    )
+    real = pipe.denoiser
+    pipe.denoiser = FPDMDenoiser(stub, real.pose_encoder, real.source_projector, real.fusion_mlp)
+    try:
+        img, kp = _inputs(frames=3)
+        src = pipe.encode_source(img)
+        sched = pipe.make_scheduler("ddim")
+        seen: list[torch.Tensor] = []
+        step = sched.step
+
+        def spy(model_output, *args, **kwargs):
+            seen.append(model_output.clone())
+            return step(model_output, *args, **kwargs)
+
+        sched.step = spy
+        w_src, w_fuse = 2.0, 3.0
+        pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=4,
+                           guidance=(w_src, w_fuse), scheduler=sched)  # fmt: skip
+    finally:
+        pipe.denoiser = real
+    assert len(stub.calls) == 4 == len(seen)  # ONE UNet call per step
+    b = 3
+    for call in stub.calls:
+        for key in ("pose", "source", "fusion"):
+            assert call[key].shape == (3 * b,)
+        expect = {  # branch: (pose, source, F)
+            "uncond": (False, False, False),
+            "src": (True, True, False),
+            "full": (True, True, True),
+        }
+        for i, (pose, source, fusion) in enumerate(expect.values()):
+            sl = slice(i * b, (i + 1) * b)
+            assert call["pose"][sl].tolist() == [pose] * b
+            assert call["source"][sl].tolist() == [source] * b
+            assert call["fusion"][sl].tolist() == [fusion] * b
+    # eps_u = 0, eps_src = 11, eps_full = 111 -> w_src * 11 + w_fuse * 100
+    for out in seen:
+        torch.testing.assert_close(out, torch.full_like(out, w_src * 11 + w_fuse * 100))
+
+
+# ---- determinism and batching --------------------------------------------------------------------
+def test_frames_have_source_size_and_are_deterministic(pipe):
+    img, kp = _inputs(frames=5, size=(21, 26))
+    a = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
+    assert a.shape == (5, 26, 21, 3) and a.dtype == np.uint8
+    b = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
+    np.testing.assert_array_equal(a, b)
+    c = pipe(img, kp, num_inference_steps=STEPS, seed=4, batch_size=4)
+    assert np.abs(a.astype(int) - c).mean() > 1
+
+
+def test_batch_size_does_not_change_frames(pipe):
+    img, kp = _inputs(frames=8)
+    one = pipe(img, kp, num_inference_steps=STEPS, batch_size=1)
+    eight = pipe(img, kp, num_inference_steps=STEPS, batch_size=8)
+    three = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
+    assert np.abs(one.astype(int) - eight).max() <= 1  # float reduction order only
+    assert np.abs(one.astype(int) - three).max() <= 1
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "dpm++", "euler"])
+def test_every_scheduler_is_batch_invariant(pipe, scheduler):
+    img, kp = _inputs(frames=3)
+    kwargs = {"num_inference_steps": STEPS, "scheduler": scheduler, "independent_noise": True}
+    a = pipe(img, kp, batch_size=1, **kwargs)
+    b = pipe(img, kp, batch_size=3, **kwargs)
+    assert a.shape == (3, 26, 21, 3)
+    assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_shared_noise_by_default_independent_on_request(pipe):
+    img, kp = _inputs(frames=3)
+    kp = KeypointSequence(np.repeat(kp.points[:1], 3, axis=0), kp.width, kp.height, kp.fps)
+    shared = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
+    assert np.abs(shared[0].astype(int) - shared[2]).max() <= 1  # same pose + same noise
+    indep = pipe(img, kp, num_inference_steps=STEPS, batch_size=3, independent_noise=True)
+    assert np.abs(indep[0].astype(int) - indep[2]).mean() > 1
+    assert frame_seed(0, None) == 0 and frame_seed(0, 1) != frame_seed(0, 2) != frame_seed(1, 1)
+
+
+def test_render_streams_batches(pipe):
+    img, kp = _inputs(frames=7)
+    sizes = [len(b) for b in pipe.render(img, kp, num_inference_steps=1, batch_size=3)]
+    assert sizes == [3, 3, 1]
+
+
+def test_wide_frame_output_size(pipe):
+    img, kp = _inputs(frames=2, size=(40, 17))
+    out = pipe(img, kp, num_inference_steps=1)
+    assert out.shape == (2, 17, 40, 3)
+
+
+def test_bf16_renders(pipe):
+    img, kp = _inputs(frames=2)
+    try:
+        pipe.to(dtype=torch.bfloat16)
+        out = pipe(img, kp, num_inference_steps=1)
+    finally:
+        pipe.to(dtype=torch.float32)
+    assert out.shape == (2, 26, 21, 3)
+
+
+# ---- save / load ---------------------------------------------------------------------------------
+def test_save_load_same_frames(pipe, tmp_path):
+    img, kp = _inputs(frames=3)
+    before = pipe(img, kp, num_inference_steps=STEPS)
+    pipe.save_pretrained(tmp_path / "model")
+    for sub in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector", "ipf",
+                "fusion_mlp", "scheduler", "model_index.json"):  # fmt: skip
+        assert (tmp_path / "model" / sub).exists(), sub
+    loaded = FPDMPipeline.from_pretrained(tmp_path / "model")
+    np.testing.assert_array_equal(loaded(img, kp, num_inference_steps=STEPS), before)
+    pipe.save_pretrained(tmp_path / "model")  # overwriting a model folder works
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_load_without_ipf(tmp_path):
+    p = FPDMPipeline.from_config(load_model_config("tiny", ["ipf.enabled=false"]))
+    p.save_pretrained(tmp_path / "m")
+    loaded = FPDMPipeline.from_pretrained(tmp_path / "m")
+    assert loaded.ipf is None and loaded.fusion_mlp is None
+    img, kp = _inputs(frames=2)
+    np.testing.assert_array_equal(
+        loaded(img, kp, num_inference_steps=1), p(img, kp, num_inference_steps=1)
+    )
+
+
+def test_missing_component_is_named(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "m")
+    import shutil
+
+    shutil.rmtree(tmp_path / "m" / "unet")
+    with pytest.raises(MissingWeightsError, match="'unet'"):
+        FPDMPipeline.from_pretrained(tmp_path / "m")
+    with pytest.raises(MissingWeightsError, match="not found"):
+        FPDMPipeline.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(MissingWeightsError, match="model_index"):
+        FPDMPipeline.from_pretrained(tmp_path)
+
+
+# ---- input checks --------------------------------------------------------------------------------
+def test_check_inputs(pipe, caplog):
+    img, kp = _inputs(frames=2, size=(20, 26))
+    with pytest.raises(InputError, match="steps"):
+        next(pipe.render(img, kp, num_inference_steps=0))
+    with pytest.raises(InputError, match="batch size"):
+        next(pipe.render(img, kp, batch_size=0))
+    other = KeypointSequence(kp.points, 30, 26, 25.0)  # another aspect ratio
+    with pytest.raises(InputError, match="aspect ratio"):
+        pipe.check_inputs(img, other, 1, 1, (2.0, 2.0))
+    double = kp.rescaled(40, 52)  # same aspect, twice the size: rescaled with a warning
+    with caplog.at_level("WARNING"):
+        fixed = pipe.check_inputs(img, double, 1, 1, (2.0, 2.0))
+    assert "rescaling" in caplog.text
+    np.testing.assert_allclose(fixed.points, kp.points, atol=1e-4)
+    with pytest.raises(InputError, match="uint8"):
+        pipe.check_inputs(img.astype(np.float32), kp, 1, 1, (2.0, 2.0))
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("bf16") is torch.bfloat16
+    with pytest.raises(InputError):
+        resolve_dtype("fp8")
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        assert resolve_device("auto").type == "cpu"
+
+
+def test_load_by_hub_id_from_the_local_cache_only(pipe, tmp_path, monkeypatch):
+    """A hub id resolves through the Hugging Face cache layout (HF_HOME), never the network."""
+    import huggingface_hub.constants as hf_constants
+
+    hub = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
+    with pytest.raises(MissingWeightsError, match="Hugging Face cache"):
+        FPDMPipeline.from_pretrained("signgen-test/fpdm-tiny")
+    commit = "0" * 40
+    repo = hub / "models--signgen-test--fpdm-tiny"
+    pipe.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    loaded = FPDMPipeline.from_pretrained("signgen-test/fpdm-tiny")
+    img, kp = _inputs(frames=1)
+    np.testing.assert_array_equal(
+        loaded(img, kp, num_inference_steps=1), pipe(img, kp, num_inference_steps=1)
+    )
