@@ -1,0 +1,136 @@
+"""Distributed ``signgen evaluate`` on Ray Data (``--workers N`` / ``--address ADDR``).
+
+One Ray row per video. ``map_batches`` runs :class:`VideoEvaluator`, a callable class that
+loads the metric models once per actor (``signgen.metrics.evaluate.FrameEvaluator``) and
+turns each video into one row per frame (plus its Inception features when FID is on).
+The driver receives the rows in whatever order the actors finish, and hands them to the
+same gathering and writing code as the single-process path, which sorts by
+``(video, frame)``: the table is identical to a single-process run.
+
+Ray does not ship signgen to a remote cluster by itself: on a multi-node cluster, install
+signgen on every node (or pass a ``runtime_env``) and give paths every node can read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from signgen.errors import InputError
+from signgen.metrics.evaluate import (
+    BatchResult,
+    EvalConfig,
+    EvalPlan,
+    FrameEvaluator,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+_FEATURE_COLUMNS = ("_pred_feats", "_gt_feats")
+_SKIPPED = "_hands_skipped"
+
+
+class VideoEvaluator:
+    """Ray Data callable class: ``{"index": (B,)}`` -> per-frame metric columns."""
+
+    def __init__(self, config: EvalConfig, pairs: list, need_gt: bool, hand_detector=None):
+        self.pairs = pairs
+        self.evaluator = FrameEvaluator(config, hand_detector, need_gt_features=need_gt)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        chunks: list[dict[str, np.ndarray]] = []
+        for index in batch["index"].tolist():
+            for res in self.evaluator.evaluate_video(self.pairs[int(index)]):
+                cols = dict(res.rows)
+                n = len(cols["frame"])
+                skipped = np.zeros(n, dtype=np.int64)
+                skipped[0] = res.hands_skipped  # a per-batch count, carried on its first row
+                cols[_SKIPPED] = skipped
+                if res.pred_feats is not None:
+                    cols["_pred_feats"] = res.pred_feats.astype(np.float32)  # (N, 2048)
+                if res.gt_feats is not None:
+                    cols["_gt_feats"] = res.gt_feats.astype(np.float32)
+                chunks.append(cols)
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
+
+
+def _init_ray(workers: int, address: str | None) -> bool:
+    """Connect to ``address`` or start a local Ray; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(
+        ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
+    )
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=max(1, os.cpu_count() or 1), **kwargs)
+    return not address
+
+
+def ray_results(
+    config: EvalConfig,
+    plan: EvalPlan,
+    need_gt: bool,
+    *,
+    workers: int,
+    address: str | None = None,
+    hand_detector=None,
+    num_cpus: float | None = None,
+) -> Iterator[BatchResult]:
+    """Evaluate ``plan`` on ``workers`` Ray actors; yield results as they arrive.
+
+    Each actor reserves ``num_cpus`` (default: the machine's CPUs shared between the
+    workers, capped below one so that two workers fit on a 2-core machine next to the
+    driver) and, when the device is CUDA, an equal share of the GPUs.
+    """
+    import ray
+
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1 for a Ray run, got {workers}")
+    started = _init_ray(workers, address)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the driver shows one tqdm bar for the whole run
+        total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        if num_cpus is None:
+            num_cpus = min(0.5, total_cpus / (workers + 1))
+        num_gpus = 0.0
+        if resolve_device(config.device).startswith("cuda"):
+            num_gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0.0)) / workers)
+        items = [{"index": i} for i in range(len(plan.pairs))]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        ds = ds.map_batches(
+            VideoEvaluator,
+            fn_constructor_kwargs={
+                "config": config,
+                "pairs": plan.pairs,
+                "need_gt": need_gt,
+                "hand_detector": hand_detector,
+            },
+            batch_size=1,  # one video per call: its frames are streamed in batches inside
+            batch_format="numpy",
+            concurrency=workers,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if not batch:
+                continue
+            rows = {k: v for k, v in batch.items() if not k.startswith("_")}
+            yield BatchResult(
+                rows=rows,
+                pred_feats=batch.get("_pred_feats"),
+                gt_feats=batch.get("_gt_feats"),
+                hands_skipped=int(batch[_SKIPPED].sum()),
+            )
+    finally:
+        if started:
+            ray.shutdown()
