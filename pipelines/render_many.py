@@ -1,0 +1,737 @@
+"""Render many clips on Ray Data: ``signgen render-many`` and the engine of ``signgen augment``.
+
+The job (DESIGN.md section 9, STYLE.md item 12) is three stages::
+
+    clips (manifest rows)
+      -> read    CPU tasks (fractional num_cpus): first frame + keypoints of one clip,
+                 checked as `signgen render` checks them; one row per FRAME
+                 (clip_id, frame_index, num_frames, fps, seed, points (133, 3), source_png)
+                 or one "error" row for a clip whose inputs are bad
+      -> model   map_batches(FrameRenderer): an actor pool (`--workers`, `--gpus-per-worker`)
+                 whose __init__ loads the pipeline once; integer batch size; a batch mixes
+                 frames of several clips (FPDMPipeline.render_frames accepts that)
+      -> write   on the driver: frames arrive in ANY order (Ray Data does not preserve
+                 order by default); each is staged on disk under (clip_id, frame_index),
+                 and a clip whose frames are all there is written in frame order
+                 (atomically) and recorded in the ledger (pipelines/ledger.py)
+
+Where the source encoding lives. The encoded first frame (DINOv2 tokens: ~1300 x 1024
+floats, 5 MB, at the paper's settings) is ~30x bigger than the first frame itself, so it
+does not travel in rows. Rows carry the first frame as PNG bytes (lossless, a few tens of
+kB, the size of one output frame or less); each actor encodes a clip's source on the
+first frame of that clip it sees and keeps it in a small LRU cache keyed by clip_id. A
+clip's frames are contiguous in the read stage's output, so an actor usually meets a clip
+in one or two consecutive batches: the source is encoded once per clip per actor that
+renders part of it (at most ``workers`` times, typically once or twice), against one
+UNet pass per frame.
+
+Memory is bounded however many clips: the manifest becomes one small row per clip
+(a few hundred bytes), Ray Data streams the rest with back-pressure on its object store,
+and the driver holds no frames (they are staged to ``DIR/.spool`` as they arrive).
+
+Identity with ``signgen render``: frames come from the same ``FPDMPipeline.render_frames``
+call that ``FPDMPipeline.render`` makes, with the clip's seed per frame and the same noise
+policy (by default every frame of a clip starts from the clip seed's noise), and the video
+is written with the same :class:`~signgen.video.VideoWriter` settings. Float sums depend
+on the batch shape and the torch thread count, so bit-identical frames need the same
+thread count (``--threads-per-worker``); otherwise a rare pixel may round the other way.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from signgen.errors import InputError
+from signgen.fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_REQUIRED = ("clip_id", "video", "keypoints")
+MANIFEST_OPTIONAL = ("sample", "seed")
+JOB_FILE = "job.json"
+SPOOL_DIR = ".spool"
+SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are far fewer)
+# Exit code of a job in which at least one clip failed (bad inputs); 2 is a usage error.
+EXIT_CLIPS_FAILED = 3
+# Fault injection for tests: an actor that finds this file deletes it and exits abruptly
+# on its second batch (only one actor can win the unlink), as a crashed GPU worker would.
+KILL_FILE_ENV = "SIGNGEN_TEST_KILL_ACTOR_FILE"
+
+_CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+# ---- clips ---------------------------------------------------------------------------------
+def clip_seed(base_seed: int, clip_id: str) -> int:
+    """Deterministic per-clip seed: the first 31 bits of sha256("base_seed:clip_id").
+
+    Stable across runs, machines and Python versions (unlike ``hash()``), and different
+    for every clip, so clips of a job do not share their initial noise.
+    """
+    digest = hashlib.sha256(f"{int(base_seed)}:{clip_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One clip to render: the first frame of ``video`` performs ``keypoints``."""
+
+    clip_id: str  # output name: safe file-name characters, unique within a job
+    video: str  # video, frame folder or image; its first frame gives the appearance
+    keypoints: str  # any keypoint file signgen reads
+    sample: str | None  # sample name inside a multi-sample keypoint file
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not _CLIP_ID.match(self.clip_id):
+            raise InputError(
+                f"clip_id {self.clip_id!r} is not a safe file name: use letters, digits and "
+                "._+=- (not starting with . or -); it names the output file"
+            )
+
+
+def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]:
+    """Read a render-many manifest CSV (comma-separated, with a header).
+
+    Columns: ``clip_id, video, keypoints`` and optionally ``sample, seed``. Relative paths
+    are relative to the manifest's folder. An empty or absent ``seed`` is
+    :func:`clip_seed` (base_seed, clip_id).
+    """
+    from signgen.fileio import existing_file
+
+    path = existing_file(path, "manifest")
+    base = path.parent
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in MANIFEST_REQUIRED if c not in header]
+        unknown = [c for c in header if c not in MANIFEST_REQUIRED + MANIFEST_OPTIONAL]
+        if missing or unknown:
+            raise InputError(
+                f"{path}: manifest columns must be {', '.join(MANIFEST_REQUIRED)} and optionally "
+                f"{', '.join(MANIFEST_OPTIONAL)}; "
+                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
+            )
+        specs: list[ClipSpec] = []
+        seen: dict[str, int] = {}
+        for lineno, raw in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            if not any(row.values()):
+                continue
+            cid = row["clip_id"]
+            if cid in seen:
+                raise InputError(f"{path}:{lineno}: clip_id {cid!r} already on line {seen[cid]}")
+            seen[cid] = lineno
+            for col in MANIFEST_REQUIRED:
+                if not row.get(col):
+                    raise InputError(f"{path}:{lineno}: empty {col!r}")
+            seed_text = row.get("seed", "")
+            try:
+                seed = int(seed_text) if seed_text else clip_seed(base_seed, cid)
+            except ValueError:
+                raise InputError(
+                    f"{path}:{lineno}: seed must be an integer, got {seed_text!r}"
+                ) from None
+            if not 0 <= seed < 2**63:
+                raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
+            try:
+                specs.append(
+                    ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
+                             row.get("sample") or None, seed)
+                )  # fmt: skip
+            except InputError as exc:
+                raise InputError(f"{path}:{lineno}: {exc}") from None
+    if not specs:
+        raise InputError(f"{path}: the manifest lists no clips")
+    return specs
+
+
+# ---- settings ------------------------------------------------------------------------------
+@dataclass
+class RenderSettings:
+    """What the frames depend on (recorded in ``DIR/job.json``; a re-run must match)."""
+
+    model: str | None = None  # FPDM folder / hub id in the cache; None: bundled demo model
+    steps: int = 20
+    guidance: tuple[float, float] = (2.0, 2.0)
+    scheduler: str | None = None  # None: the model's scheduler
+    independent_noise: bool = False
+    dtype: str = "fp32"
+    guidance_focal: float | None = None  # MCLD models only; None: the model's weight
+
+    def validate(self) -> None:
+        from signgen.sampling.pipeline import resolve_dtype
+        from signgen.sampling.schedulers import scheduler_name
+
+        if not isinstance(self.steps, int) or self.steps <= 0:
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}")
+        if len(self.guidance) != 2 or not all(math.isfinite(float(w)) for w in self.guidance):
+            raise InputError(f"guidance must be two finite numbers, got {self.guidance!r}")
+        self.guidance = (float(self.guidance[0]), float(self.guidance[1]))
+        if self.scheduler:
+            self.scheduler = scheduler_name(self.scheduler)
+        resolve_dtype(self.dtype)
+        if self.guidance_focal is not None and not math.isfinite(float(self.guidance_focal)):
+            raise InputError(f"guidance_focal must be a finite number, got {self.guidance_focal}")
+        if self.model is not None and Path(self.model).exists():
+            self.model = str(Path(self.model).resolve())
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["guidance"] = list(self.guidance)
+        return d
+
+
+@dataclass
+class ClusterSettings:
+    """Where and how wide the job runs (does not change the frames)."""
+
+    workers: int = 1  # model actors
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float | None = None  # default: 1 with GPUs, else a share of the CPUs
+    threads_per_worker: int | None = None  # torch intra-op threads of a CPU actor
+    batch_size: int = 8  # frames per model call
+    device: str = "auto"  # auto: cuda when gpus_per_worker > 0, else cpu
+    address: str | None = None  # existing cluster ("auto", "ray://host:10001", host:6379)
+    num_cpus: int | None = None  # local Ray only: CPUs to offer (default: all)
+    object_store_memory: int | None = None  # local Ray only, bytes
+    read_cpus: float = 0.25  # per read task (fractional so reading overlaps the model)
+    ship_code: bool = False  # send signgen + pipelines to the workers (runtime_env)
+
+    def validate(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise InputError(f"--workers must be a positive integer, got {self.workers!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+        if self.gpus_per_worker < 0:
+            raise InputError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise InputError(f"--cpus-per-worker must be > 0, got {self.cpus_per_worker}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise InputError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
+        if not 0 < self.read_cpus <= 1:
+            raise InputError(f"read_cpus must be in (0, 1], got {self.read_cpus}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and self.gpus_per_worker == 0:
+            raise InputError(
+                "--device cuda needs --gpus-per-worker > 0 (Ray hides GPUs from workers "
+                "that did not reserve one)"
+            )
+        if self.device == "cpu" and self.gpus_per_worker > 0:
+            raise InputError("--device cpu with --gpus-per-worker > 0 reserves GPUs it never uses")
+
+    @property
+    def worker_device(self) -> str:
+        """The device a model actor uses (Ray sets CUDA_VISIBLE_DEVICES to its GPUs)."""
+        if self.device != "auto":
+            return self.device
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+# ---- Ray set-up ----------------------------------------------------------------------------
+def init_ray(cluster: ClusterSettings) -> bool:
+    """Connect to ``cluster.address`` or start a local Ray; returns True if started here.
+
+    An already initialised Ray (a test session, a notebook) is reused as it is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "configure_logging": True}  # fmt: skip
+    if cluster.ship_code:
+        import pipelines
+        import signgen
+
+        kwargs["runtime_env"] = {
+            "py_modules": [str(Path(signgen.__file__).parent), str(Path(pipelines.__file__).parent)]
+        }
+    if cluster.address:
+        ray.init(address=cluster.address, **kwargs)
+    else:
+        ray.init(num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
+                 **kwargs)  # fmt: skip
+    return True
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's own progress bars and per-operator logs would fight our bar on stderr."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    for name in ("ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
+    """(num_cpus, num_gpus, torch threads) of one model actor.
+
+    CPU actors share the cluster's CPUs minus what the read stage needs, so that reading
+    is never starved by the model stage (the reason for fractional CPUs on small machines).
+    """
+    import ray
+
+    if cluster.cpus_per_worker is not None:
+        cpus = float(cluster.cpus_per_worker)
+    elif cluster.gpus_per_worker > 0:
+        cpus = 1.0
+    else:
+        total = float(ray.cluster_resources().get("CPU", 1.0))
+        biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
+                      default=total)  # fmt: skip  # an actor must fit on one node
+        cpus = min(max(0.1, (total - cluster.read_cpus) / cluster.workers), biggest)
+        cpus = math.floor(cpus * 100) / 100
+    threads = cluster.threads_per_worker or max(1, round(cpus))
+    return cpus, float(cluster.gpus_per_worker), threads
+
+
+# ---- stage 1: read (CPU tasks) -------------------------------------------------------------
+def _check_clip(first: np.ndarray, kp: Any) -> Any:
+    """Validate a clip exactly as ``signgen render`` does (and rescale its keypoints).
+
+    ``FPDMPipeline.check_inputs`` reads no model state, so it runs here, in the CPU
+    stage, on an instance without models: bad clips are found before any GPU time.
+    """
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    checker = object.__new__(FPDMPipeline)  # validation only: no components are loaded
+    return checker.check_inputs(first, kp, 1, 1, (0.0, 0.0))
+
+
+def read_clip(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage 1 (flat_map): one clip -> one row per frame, or one error row."""
+    from signgen.keypoints import load_keypoints
+    from signgen.video import read_first_frame
+    from signgen.video.images import encode_png
+
+    t0 = time.perf_counter()
+    try:
+        first = read_first_frame(spec["video"])
+        kp = load_keypoints(spec["keypoints"], sample=spec["sample"] or None)
+        kp = _check_clip(first, kp)
+        png = encode_png(first, compression=1)
+    except Exception as exc:  # any bad input fails this clip, not the job
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, InputError):
+            reason = f"{type(exc).__name__}: {reason}"
+        zeros = np.zeros((133, 3), np.float32)
+        return [_row(spec, -1, 0, 0.0, zeros, zeros, b"", reason, 0.0)]
+    seconds = time.perf_counter() - t0
+    n = len(kp)
+    return [
+        _row(spec, i, n, kp.fps, kp.points[i], kp.points[0], png, "", seconds if i == 0 else 0.0)
+        for i in range(n)
+    ]
+
+
+def _row(spec, index, n, fps, points, source_points, png, error, read_s) -> dict[str, Any]:
+    return {
+        "clip_id": spec["clip_id"],
+        "frame_index": int(index),
+        "num_frames": int(n),
+        "fps": float(fps),
+        "seed": int(spec["seed"]),
+        "points": np.ascontiguousarray(points, dtype=np.float32),  # (133, 3)
+        # The clip's first pose: MCLD models locate face and hands of the first frame with
+        # it, as `signgen render` does by default.
+        "source_points": np.ascontiguousarray(source_points, dtype=np.float32),  # (133, 3)
+        "source_png": png,
+        "error": error,
+        "read_s": float(read_s),
+    }
+
+
+# ---- stage 2: model (actor pool) -----------------------------------------------------------
+class FrameRenderer:
+    """Model stage: loads the pipeline once per actor; maps a batch of frame rows (any mix
+    of clips) to a batch of rendered frames."""
+
+    def __init__(
+        self,
+        model: str | None,
+        device: str,
+        dtype: str,
+        steps: int,
+        guidance: Sequence[float],
+        scheduler: str | None,
+        independent_noise: bool,
+        threads: int | None = None,
+        guidance_focal: float | None = None,
+    ) -> None:
+        import torch
+
+        from signgen.sampling.cli import _quiet_libraries
+        from signgen.sampling.pipeline import FPDMPipeline, load_default_pipeline
+
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads))
+        _quiet_libraries()
+        if model:
+            self.pipe = FPDMPipeline.from_pretrained(model, device=device, dtype=dtype)
+        else:
+            self.pipe, trained = load_default_pipeline(device=device, dtype=dtype)
+            if not trained:
+                logger.warning("no bundled demo model: rendering with a tiny UNTRAINED model")
+        self.steps = int(steps)
+        self.guidance = (float(guidance[0]), float(guidance[1]))
+        self.independent_noise = bool(independent_noise)
+        self.pipe.check_focal(guidance_focal)
+        self.guidance_focal = guidance_focal
+        self.scheduler = self.pipe.make_scheduler(scheduler)  # as FPDMPipeline.render does
+        self.sources: OrderedDict[str, Any] = OrderedDict()
+        self.calls = 0
+
+    def _source(self, clip_id: str, png: bytes, points: np.ndarray) -> tuple[Any, float]:
+        """The clip's EncodedSource from the LRU cache, or encoded now; (source, seconds)."""
+        if clip_id in self.sources:
+            self.sources.move_to_end(clip_id)
+            return self.sources[clip_id], 0.0
+        import cv2
+
+        t0 = time.perf_counter()
+        bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        rgb = np.ascontiguousarray(bgr[..., ::-1])  # (H, W, 3)
+        focal = self.pipe.focal_adapter is not None
+        src = self.pipe.encode_source(rgb, np.asarray(points) if focal else None)
+        self.sources[clip_id] = src
+        while len(self.sources) > SOURCE_CACHE_SIZE:
+            self.sources.popitem(last=False)
+        return src, time.perf_counter() - t0
+
+    def _maybe_crash(self) -> None:
+        flag = os.environ.get(KILL_FILE_ENV)
+        if flag and self.calls >= 2:
+            try:
+                os.unlink(flag)  # exactly one actor wins this
+            except FileNotFoundError:
+                return
+            os._exit(1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        self._maybe_crash()
+        n = len(batch["clip_id"])
+        frames = np.empty(n, dtype=object)
+        frames[:] = [b""] * n
+        height = np.zeros(n, np.int64)
+        width = np.zeros(n, np.int64)
+        source_s = np.zeros(n, np.float64)
+        model_s = np.zeros(n, np.float64)
+        ok = np.flatnonzero(np.asarray([e == "" for e in batch["error"]]))
+        if len(ok):
+            sources = []
+            for i in ok:
+                src, secs = self._source(
+                    str(batch["clip_id"][i]), batch["source_png"][i], batch["source_points"][i]
+                )
+                sources.append(src)
+                source_s[i] = secs
+            t0 = time.perf_counter()
+            out = self.pipe.render_frames(
+                sources,
+                np.stack([batch["points"][i] for i in ok]),  # (b, 133, 3)
+                [int(batch["frame_index"][i]) for i in ok],
+                seed=[int(batch["seed"][i]) for i in ok],
+                num_inference_steps=self.steps,
+                guidance=self.guidance,
+                scheduler=self.scheduler,
+                independent_noise=self.independent_noise,
+                guidance_focal=self.guidance_focal,
+            )
+            per_frame = (time.perf_counter() - t0) / len(ok)
+            for i, frame in zip(ok, out, strict=True):
+                frames[i] = np.ascontiguousarray(frame).tobytes()  # (H, W, 3) uint8
+                height[i], width[i] = frame.shape[:2]
+                model_s[i] = per_frame
+        done_at = np.full(n, time.time())  # wall clock, for throughput without start-up
+        return {
+            "clip_id": batch["clip_id"],
+            "frame_index": batch["frame_index"],
+            "num_frames": batch["num_frames"],
+            "fps": batch["fps"],
+            "seed": batch["seed"],
+            "error": batch["error"],
+            "frame": frames,
+            "height": height,
+            "width": width,
+            "read_s": batch["read_s"],
+            "source_s": source_s,
+            "model_s": model_s,
+            "done_at": done_at,
+        }
+
+
+def build_dataset(specs: Sequence[ClipSpec], render: RenderSettings, cluster: ClusterSettings):
+    """The lazy Ray Dataset of rendered frame rows (read -> model); nothing runs yet."""
+    import ray
+
+    cpus, gpus, threads = worker_resources(cluster)
+    items = [asdict(s) for s in specs]
+    # One read task per clip (a clip's frames form one block, so batches mix few clips);
+    # very long manifests are grouped to keep the number of blocks reasonable.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 20_000)))
+    ds = ds.flat_map(read_clip, num_cpus=cluster.read_cpus)
+    remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
+    return ds.map_batches(
+        FrameRenderer,
+        fn_constructor_kwargs={
+            "model": render.model,
+            "device": cluster.worker_device,
+            "dtype": render.dtype,
+            "steps": render.steps,
+            "guidance": tuple(render.guidance),
+            "scheduler": render.scheduler,
+            "independent_noise": render.independent_noise,
+            "threads": threads,
+            "guidance_focal": render.guidance_focal,
+        },
+        batch_size=cluster.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cluster.workers),
+        num_cpus=cpus,
+        # A crashed actor is restarted and its batch retried: Ray Data gives actor pools
+        # max_restarts=-1 and max_task_retries=-1 unless told otherwise (passing them again
+        # is deprecated). Rows carry their seeds, so a retried batch gives the same frames.
+        **remote_args,
+    )
+
+
+# ---- stage 3: write (driver) -----------------------------------------------------------------
+class ClipSink(Protocol):
+    """Where finished clips go: frames are staged as they arrive, committed atomically."""
+
+    def output_path(self, clip_id: str) -> Path: ...
+
+    def cleanup(self) -> None: ...
+
+    def put(self, clip_id: str, index: int, frame: np.ndarray) -> None: ...
+
+    def commit(self, clip_id: str, num_frames: int, fps: float) -> Path: ...
+
+    def discard(self, clip_id: str) -> None: ...
+
+
+class Mp4Sink:
+    """``DIR/<clip_id>.mp4``: frames are spooled to ``DIR/.spool/<clip_id>/`` as .npy
+    (the driver keeps no frame in memory, whatever the arrival order) and encoded in
+    order by :class:`~signgen.video.VideoWriter` (atomic) once the clip is complete."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.dir = Path(out_dir)
+        self.spool = self.dir / SPOOL_DIR
+
+    def output_path(self, clip_id: str) -> Path:
+        return self.dir / f"{clip_id}.mp4"
+
+    def cleanup(self) -> None:
+        """Remove what a killed run left: the spool and temporary video files."""
+        shutil.rmtree(self.spool, ignore_errors=True)
+        for tmp in self.dir.glob(".*.part.mp4"):
+            tmp.unlink(missing_ok=True)
+
+    def put(self, clip_id: str, index: int, frame: np.ndarray) -> None:
+        d = self.spool / clip_id
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / f"{index:06d}.npy", frame, allow_pickle=False)
+
+    def commit(self, clip_id: str, num_frames: int, fps: float) -> Path:
+        from signgen.video import VideoWriter
+
+        d = self.spool / clip_id
+        out = self.output_path(clip_id)
+        with VideoWriter(out, fps=fps) as writer:
+            for i in range(num_frames):
+                writer.write(np.load(d / f"{i:06d}.npy", allow_pickle=False))
+        shutil.rmtree(d, ignore_errors=True)
+        return out
+
+    def discard(self, clip_id: str) -> None:
+        shutil.rmtree(self.spool / clip_id, ignore_errors=True)
+
+
+@dataclass
+class JobResult:
+    """What a job did (this run only; earlier runs are in the ledger)."""
+
+    total: int = 0  # clips in the manifest
+    skipped: int = 0  # already finished by an earlier run
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # clip_id -> reason
+    frames: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over frames/clips
+    first_row_s: float | None = None  # start-up: until the first row reached the driver
+    # Model-stage window (wall clock of the actors): first and last batch finished, and the
+    # frames of that first batch; steady frames/s = (frames - first) / (last - first).
+    model_window: list[float] = field(default_factory=lambda: [math.inf, -math.inf, 0])
+
+    def note_batch_done(self, at: float) -> None:
+        """Widen the model-stage window with one frame whose batch finished at ``at``."""
+        first, last, n_first = self.model_window
+        if at < first:
+            first, n_first = at, 1
+        elif at == first:
+            n_first += 1
+        self.model_window = [first, max(last, at), n_first]
+
+    @property
+    def steady_fps(self) -> float | None:
+        first, last, n_first = self.model_window
+        if not last > first:
+            return None
+        return (self.frames - n_first) / (last - first)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CLIPS_FAILED if self.failed else 0
+
+
+def check_job_file(out_dir: Path, render: RenderSettings) -> None:
+    """Record the render settings in DIR/job.json; a re-run with other settings would mix
+    clips rendered two ways in one folder, so it is refused."""
+    path = out_dir / JOB_FILE
+    now = render.fingerprint()
+    if path.exists():
+        try:
+            before = json.loads(path.read_text())["render"]
+        except (json.JSONDecodeError, KeyError):
+            before = None
+        if before is not None and before != now:
+            diff = ", ".join(
+                f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                for k in now
+                if before.get(k) != now.get(k)
+            )
+            raise InputError(
+                f"{out_dir} holds clips rendered with other settings ({diff}); use another "
+                f"output folder, or delete {path} and the ledger to start over"
+            )
+        return
+    atomic_write_text(path, json.dumps({"render": now}, indent=2) + "\n")
+
+
+def run_job(
+    specs: Sequence[ClipSpec],
+    sink: ClipSink,
+    ledger_dir: str | os.PathLike,
+    render: RenderSettings,
+    cluster: ClusterSettings,
+    *,
+    progress: bool = True,
+) -> JobResult:
+    """Render every clip of ``specs`` not yet finished in the ledger of ``ledger_dir``.
+
+    Resumable: a finished clip is skipped, a killed run is picked up by the next one.
+    A clip with bad inputs is recorded as failed (``result.failed``) and the job goes on.
+    """
+    from tqdm.auto import tqdm
+
+    from pipelines.ledger import Ledger
+
+    render.validate()
+    cluster.validate()
+    ids = [s.clip_id for s in specs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"clip_id {dup!r} appears twice")
+    result = JobResult(total=len(specs))
+    t_start = time.perf_counter()
+    out_dir = Path(ledger_dir)
+    with Ledger(out_dir) as ledger:
+        check_job_file(out_dir, render)
+        sink.cleanup()
+        todo = [s for s in specs if not ledger.is_done(s.clip_id, sink.output_path(s.clip_id))]
+        result.skipped = len(specs) - len(todo)
+        if not todo:
+            return result
+        started = init_ray(cluster)
+        _quiet_ray_data()
+        by_id = {s.clip_id: s for s in todo}
+        received: dict[str, set[int]] = {}
+        stages = {"read": 0.0, "source": 0.0, "model": 0.0, "write": 0.0}
+        bar = tqdm(total=len(todo), unit="clip", desc="render-many", file=sys.stderr,
+                   dynamic_ncols=True, disable=not progress)  # fmt: skip
+        try:
+            ds = build_dataset(todo, render, cluster)
+            for row in ds.iter_rows():
+                if result.first_row_s is None:
+                    result.first_row_s = time.perf_counter() - t_start
+                cid = str(row["clip_id"])
+                if cid not in by_id:
+                    continue  # already finished or failed (a retried read may repeat rows)
+                stages["read"] += float(row["read_s"])
+                if row["error"]:
+                    ledger.fail(cid, str(row["error"]))
+                    result.failed[cid] = str(row["error"])
+                    sink.discard(cid)
+                    del by_id[cid]
+                    bar.update(1)
+                    continue
+                result.note_batch_done(float(row["done_at"]))
+                stages["source"] += float(row["source_s"])
+                stages["model"] += float(row["model_s"])
+                h, w = int(row["height"]), int(row["width"])
+                frame = np.frombuffer(row["frame"], np.uint8).reshape(h, w, 3)  # (H, W, 3)
+                idx, n = int(row["frame_index"]), int(row["num_frames"])
+                t0 = time.perf_counter()
+                sink.put(cid, idx, frame)
+                got = received.setdefault(cid, set())
+                got.add(idx)  # a set: a frame delivered twice is written once
+                if len(got) == n:
+                    out = sink.commit(cid, n, float(row["fps"]))
+                    ledger.done(cid, output=os.path.relpath(out, out_dir), frames=n,
+                                seed=int(row["seed"]))  # fmt: skip
+                    result.done.append(cid)
+                    result.frames += n
+                    del by_id[cid], received[cid]
+                    bar.update(1)
+                stages["write"] += time.perf_counter() - t0
+                rendered = result.frames + sum(map(len, received.values()))
+                rate = rendered / (time.perf_counter() - t_start)
+                bar.set_postfix_str(f"{rate:.2f} frames/s", refresh=False)
+        finally:
+            bar.close()
+            if started:
+                import ray
+
+                ray.shutdown()
+        for cid in list(by_id):  # cannot happen unless Ray dropped rows; never silent
+            reason = f"incomplete: {len(received.get(cid, ()))} frames arrived"
+            ledger.fail(cid, reason)
+            result.failed[cid] = reason
+        sink.cleanup()  # every clip is committed or failed now: drop the staging area
+    result.seconds = time.perf_counter() - t_start
+    result.stage_seconds = stages
+    return result
+
+
+def summarize(result: JobResult, what: str = "clips") -> list[str]:
+    """Lines for the end of a run: counts, speed, and every failure with its reason."""
+    lines = [
+        f"{len(result.done)} {what} rendered ({result.frames} frames in {result.seconds:.1f} s"
+        + (f", {result.frames / result.seconds:.2f} frames/s" if result.seconds else "")
+        + f"), {result.skipped} already done, {len(result.failed)} failed"
+    ]
+    for cid, reason in sorted(result.failed.items()):
+        lines.append(f"FAILED {cid}: {reason}")
+    return lines

@@ -1,0 +1,375 @@
+"""signgen render-many on a local Ray: outputs equal `signgen render`, resume, faults.
+
+One Ray session (2 CPUs) serves the whole module; the killed-driver test joins it from a
+subprocess through its address. Clips are 32x40, 4 frames, 2 denoising steps, tiny model.
+
+Tolerance: render-many and `signgen render` run the same render_frames call per frame
+and the same encoder settings. Float reductions depend on the torch thread count (2 vs 1
+threads shifted every frame of a clip by ~0.5 grey level on average with the tiny random
+model), so both sides run with 1 thread here; they also depend on the batch shape (a
+batch mixing clips, of another size), so a rare pixel may round the other way (measured:
+1 pixel in 3840 off by 1 grey level for a mixed batch of 8 vs 4);
+raw frames are compared with a tolerance of 1 grey level (TOL). H.264 turns such a step
+into different coding decisions for its block (measured: up to 6 grey levels on a few
+pixels), so DECODED frames of two mp4s are compared statistically: at most 1% of the
+values may differ by more than 1 grey level and the mean absolute difference must stay
+below 0.1 (another seed, frame order or source gives a mean difference of tens of grey
+levels). Runs whose batches have the same shapes give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipelines.ledger import Ledger, read_events, read_ledger
+from pipelines.render_many import (
+    EXIT_CLIPS_FAILED,
+    KILL_FILE_ENV,
+    ClusterSettings,
+    Mp4Sink,
+    RenderSettings,
+    check_job_file,
+    clip_seed,
+    read_manifest,
+    run_job,
+)
+from signgen.errors import InputError
+
+TOL = 1  # grey levels, raw frames, see module docstring
+STEPS = 2
+W, H, FRAMES = 32, 40, 4
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> SimpleNamespace:
+    """6 synthetic clips (frame folders + signgen JSON keypoints) and a manifest."""
+    from signgen.data.synthetic import SyntheticConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("world")
+    write_dataset(SyntheticConfig(out=str(root), signers=2, videos=8, frames=FRAMES, width=W,
+                                  height=H, seed=0), progress=False)  # fmt: skip
+    frames = root / "PHOENIX-2014-T" / "features" / f"fullFrame-{W}x{H}px" / "train"
+    names = sorted(p.name for p in frames.iterdir())
+    assert len(names) == 6
+    rows = [(n, f"PHOENIX-2014-T/features/fullFrame-{W}x{H}px/train/{n}",
+             f"keypoints/json/train/{n}.json", 11 * i + 5) for i, n in enumerate(names)]  # fmt: skip
+    manifest = root / "clips.csv"
+    _write_manifest(manifest, rows)
+    bad = root / "clips_with_bad.csv"
+    _write_manifest(bad, [*rows, ("broken", "missing_video.mp4", rows[0][2], 1)])
+    return SimpleNamespace(root=root, names=names, rows=rows, manifest=manifest, bad=bad)
+
+
+def _write_manifest(path: Path, rows) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["clip_id", "video", "keypoints", "seed"])
+        w.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from signgen.models.config import load_model_config
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    FPDMPipeline.from_config(load_model_config("tiny")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    flag = tmp_path_factory.mktemp("flags") / "kill_actor"
+    os.environ[KILL_FILE_ENV] = str(flag)  # inherited by the workers started below
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
+             logging_level="WARNING")  # fmt: skip
+    try:
+        yield SimpleNamespace(address=ray.get_runtime_context().gcs_address, kill_flag=flag)
+    finally:
+        ray.shutdown()
+        os.environ.pop(KILL_FILE_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def reference(world, model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Each clip rendered by single-process `signgen render` with its manifest seed."""
+    import torch
+
+    from signgen.cli import main
+
+    out = tmp_path_factory.mktemp("reference")
+    refs = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the 2 CPU actors of first_run (see the module docstring)
+    for clip_id, video, keypoints, seed in world.rows:
+        refs[clip_id] = out / f"{clip_id}.mp4"
+        argv = ["render", "--video", str(world.root / video), "--keypoints",
+                str(world.root / keypoints), "--model", str(model_dir), "--steps", str(STEPS),
+                "--seed", str(seed), "--device", "cpu", "-o", str(refs[clip_id])]  # fmt: skip
+        assert main(argv) == 0
+    torch.set_num_threads(threads)
+    return refs
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, world, model_dir, tmp_path_factory, reference):
+    """render-many through the CLI: 6 good clips + 1 with a missing video, 2 CPU workers."""
+    from signgen.cli import main
+
+    out = tmp_path_factory.mktemp("run1")
+    argv = ["render-many", "--manifest", str(world.bad), "--out", str(out), "--model",
+            str(model_dir), "--workers", "2", "--batch-size", "3", "--steps", str(STEPS),
+            "--device", "cpu", "-q"]  # fmt: skip
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    return SimpleNamespace(out=out, code=code, stderr=err.getvalue())
+
+
+def _frames(path: Path) -> np.ndarray:
+    from signgen.video import read_frames
+
+    return read_frames(path).astype(np.int16)  # (T, H, W, 3)
+
+
+def _assert_same_video(a: Path, b: Path) -> None:
+    """Decoded frames equal within the codec tolerance of the module docstring."""
+    fa, fb = _frames(a), _frames(b)
+    assert fa.shape == fb.shape, (a, b)
+    diff = np.abs(fa - fb)
+    per_frame = [round(float(d.mean()), 3) for d in diff]
+    assert (diff > TOL).mean() <= 0.01 and diff.mean() <= 0.1, (a.name, b.name, per_frame)
+
+
+def _done_events(out: Path) -> list[dict]:
+    return [e for e in read_events(out / "ledger.jsonl") if e["status"] == "done"]
+
+
+# ---- the job ---------------------------------------------------------------------------------
+def test_six_clips_match_single_process_render(first_run, world, reference):
+    from signgen.video import probe
+
+    for clip_id in world.names:
+        out = first_run.out / f"{clip_id}.mp4"
+        assert out.is_file(), clip_id
+        info = probe(out)
+        assert (info.width, info.height, info.num_frames) == (W, H, FRAMES)
+        _assert_same_video(out, reference[clip_id])
+    # Different seeds give different clips (the comparison above is not vacuous).
+    a, b = (_frames(first_run.out / f"{n}.mp4") for n in world.names[:2])
+    assert np.abs(a - b).max() > 10
+    done = _done_events(first_run.out)
+    assert sorted(e["clip_id"] for e in done) == sorted(world.names)
+    assert {e["clip_id"]: e["seed"] for e in done} == {r[0]: r[3] for r in world.rows}
+    assert not (first_run.out / ".spool").exists()
+    assert not list(first_run.out.glob(".*.part*"))
+
+
+def test_bad_clip_is_reported_and_others_complete(first_run, world):
+    assert first_run.code == EXIT_CLIPS_FAILED
+    entries = read_ledger(first_run.out / "ledger.jsonl")
+    assert entries["broken"].status == "failed"
+    assert "missing_video.mp4" in entries["broken"].record["reason"]
+    assert not (first_run.out / "broken.mp4").exists()
+    assert "FAILED broken: " in first_run.stderr and "missing_video.mp4" in first_run.stderr
+    assert all(entries[n].status == "done" for n in world.names)
+
+
+def test_rerun_skips_finished_clips(first_run, world, model_dir):
+    mtimes = {n: (first_run.out / f"{n}.mp4").stat().st_mtime_ns for n in world.names}
+    specs = read_manifest(world.manifest)
+    render = RenderSettings(model=str(model_dir), steps=STEPS)
+    result = run_job(specs, Mp4Sink(first_run.out), first_run.out, render,
+                     ClusterSettings(workers=1, device="cpu"), progress=False)  # fmt: skip
+    assert result.skipped == 6 and result.done == [] and result.failed == {}
+    assert {n: (first_run.out / f"{n}.mp4").stat().st_mtime_ns for n in world.names} == mtimes
+
+
+def test_killed_actor_is_retried_with_identical_outputs(ray_session, first_run, world, model_dir,
+                                                        tmp_path):  # fmt: skip
+    ray_session.kill_flag.write_text("kill one model actor on its second batch\n")
+    specs = read_manifest(world.manifest)
+    render = RenderSettings(model=str(model_dir), steps=STEPS)
+    # 12 batches on 1 actor, 1 torch thread as in first_run (see the module docstring).
+    cluster = ClusterSettings(workers=1, batch_size=2, threads_per_worker=1, device="cpu")
+    result = run_job(specs, Mp4Sink(tmp_path), tmp_path, render, cluster, progress=False)
+    assert not ray_session.kill_flag.exists(), "no actor reached its second batch"
+    assert sorted(result.done) == sorted(world.names) and not result.failed
+    for n in world.names:
+        _assert_same_video(tmp_path / f"{n}.mp4", first_run.out / f"{n}.mp4")
+
+
+def test_killed_driver_resumes_without_rerendering(ray_session, world, model_dir, tmp_path):
+    out = tmp_path / "out"
+    steps = 6  # slow enough that the driver can be killed between two clips
+    cmd = [sys.executable, "-m", "signgen.cli", "render-many", "--manifest", str(world.manifest),
+           "--out", str(out), "--model", str(model_dir), "--workers", "1", "--batch-size", "1",
+           "--steps", str(steps), "--device", "cpu", "--address", ray_session.address, "-q"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ledger = out / "ledger.jsonl"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.exists() and _done_events(out):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"driver ended early: {proc.stderr.read().decode()[-2000:]}"
+        assert _done_events(out), "no clip finished before the deadline"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = {e["clip_id"] for e in _done_events(out)}
+    assert 1 <= len(done_before) < 6, "the job finished before it could be killed"
+    mtimes = {n: (out / f"{n}.mp4").stat().st_mtime_ns for n in done_before}
+
+    specs = read_manifest(world.manifest)
+    render = RenderSettings(model=str(model_dir), steps=steps)
+    result = run_job(specs, Mp4Sink(out), out, render, ClusterSettings(workers=1, device="cpu"),
+                     progress=False)  # fmt: skip
+    assert result.skipped == len(done_before)
+    assert set(result.done) == set(world.names) - done_before
+    done = [e["clip_id"] for e in _done_events(out)]
+    assert sorted(done) == sorted(world.names), "every clip exactly once in the ledger"
+    assert {n: (out / f"{n}.mp4").stat().st_mtime_ns for n in done_before} == mtimes
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{n}.mp4" for n in world.names)
+    assert not list(out.glob(".*.part*")) and not (out / ".spool").exists()
+    for n in world.names:
+        assert len(_frames(out / f"{n}.mp4")) == FRAMES
+
+
+# ---- pieces without Ray ----------------------------------------------------------------------
+def test_manifest_paths_seeds_and_errors(tmp_path):
+    (tmp_path / "m.csv").write_text("clip_id,video,keypoints,sample,seed\na,v.mp4,k.json,,\n"
+                                    "b,/abs/v.mp4,k.pkl,S1,7\n")  # fmt: skip
+    a, b = read_manifest(tmp_path / "m.csv", base_seed=3)
+    assert a.video == str(tmp_path / "v.mp4") and a.sample is None
+    assert a.seed == clip_seed(3, "a") != clip_seed(4, "a")
+    assert (b.video, b.sample, b.seed) == ("/abs/v.mp4", "S1", 7)
+    bad = {
+        "clip_id,video,keypoint\na,v,k\n": "missing keypoints",
+        "clip_id,video,keypoints,colour\na,v,k,red\n": "unknown colour",
+        "clip_id,video,keypoints\na,v,k\na,v2,k\n": "already on line 2",
+        "clip_id,video,keypoints,seed\na,v,k,x\n": "seed must be an integer",
+        "clip_id,video,keypoints\n../a,v,k\n": "not a safe file name",
+        "clip_id,video,keypoints\n": "no clips",
+    }
+    for text, message in bad.items():
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_manifest(tmp_path / "bad.csv")
+
+
+def test_clip_seed_is_stable_and_distinct():
+    seeds = {clip_seed(0, f"clip{i}") for i in range(1000)}
+    assert len(seeds) == 1000 and all(0 <= s < 2**31 for s in seeds)
+    # sha256-based: fixed across processes and Python hash randomisation.
+    out = subprocess.run([sys.executable, "-c", "from pipelines.render_many import clip_seed;"
+                          "print(clip_seed(0, 'clip7'))"], capture_output=True, text=True)  # fmt: skip
+    assert int(out.stdout) == clip_seed(0, "clip7")
+
+
+def test_ledger_torn_line_lock_and_last_event_wins(tmp_path):
+    with Ledger(tmp_path) as ledger:
+        ledger.fail("a", "bad video")
+        ledger.done("a", output="a.mp4")
+        ledger.done("b", output="b.mp4")
+        with pytest.raises(InputError, match="another job"):
+            Ledger(tmp_path).open()
+    with open(tmp_path / "ledger.jsonl", "a") as fh:
+        fh.write('{"clip_id": "c", "stat')  # a crash inside write()
+    with Ledger(tmp_path) as ledger:
+        assert ledger.is_done("a") and ledger.is_done("b") and not ledger.is_done("c")
+        assert not ledger.is_done("a", output=tmp_path / "a.mp4")  # output deleted: redo
+        ledger.done("c", output="c.mp4")
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert [json.loads(line)["clip_id"] for line in lines] == ["a", "a", "b", "c"]
+
+
+def test_job_file_refuses_other_settings(tmp_path):
+    check_job_file(tmp_path, RenderSettings(steps=20))
+    check_job_file(tmp_path, RenderSettings(steps=20))
+    with pytest.raises(InputError, match="steps: 20 -> 10"):
+        check_job_file(tmp_path, RenderSettings(steps=10))
+
+
+def test_cluster_settings_errors():
+    for kwargs, message in [({"workers": 0}, "--workers"), ({"device": "cuda"}, "gpus-per-worker"),
+                            ({"device": "cpu", "gpus_per_worker": 1}, "reserves GPUs"),
+                            ({"batch_size": 0}, "--batch-size")]:  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            ClusterSettings(**kwargs).validate()
+    assert ClusterSettings(gpus_per_worker=1).worker_device == "cuda"
+    assert ClusterSettings().worker_device == "cpu"
+
+
+def test_cli_help_and_bad_manifest(tmp_path, capsys):
+    from signgen.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["render-many", "--help"])
+    assert "ledger" in capsys.readouterr().out
+    assert main(["render-many", "--manifest", str(tmp_path / "none.csv"), "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "manifest not found" in capsys.readouterr().err
+
+
+def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
+    """FrameRenderer (no Ray): one batch holding frames of two clips in shuffled order and an
+    error row gives, frame for frame, what FPDMPipeline.render gives per clip (within TOL:
+    a batch of another shape may round a rare pixel the other way)."""
+    from pipelines.render_many import FrameRenderer, read_clip
+    from signgen.keypoints import load_keypoints
+    from signgen.sampling.pipeline import FPDMPipeline
+    from signgen.video import read_first_frame
+
+    specs = read_manifest(world.bad)
+    rows = [r for s in (specs[0], specs[1], specs[-1]) for r in read_clip(vars(s))]
+    assert rows[-1]["error"] and rows[-1]["frame_index"] == -1  # the missing video
+    order = np.random.default_rng(0).permutation(len(rows))
+    batch = {k: np.array([rows[i][k] for i in order], dtype=object) for k in rows[0]}
+    for key in ("points", "source_points"):
+        batch[key] = np.stack([rows[i][key] for i in order])  # (b, 133, 3)
+    stage = FrameRenderer(str(model_dir), "cpu", "fp32", STEPS, (2.0, 2.0), None, False)
+    out = stage(batch)
+    assert len(stage.sources) == 2  # one encoded source per clip
+    pipe = FPDMPipeline.from_pretrained(model_dir)
+    for spec in specs[:2]:
+        first = read_first_frame(spec.video)
+        want = pipe(first, load_keypoints(spec.keypoints), num_inference_steps=STEPS,
+                    seed=spec.seed, batch_size=FRAMES)  # fmt: skip
+        for j in np.flatnonzero(out["clip_id"] == spec.clip_id):
+            got = np.frombuffer(out["frame"][j], np.uint8).reshape(H, W, 3)
+            diff = np.abs(got.astype(np.int16) - want[int(out["frame_index"][j])])
+            assert diff.max() <= TOL  # float sums differ with batch shape: rare 1-level steps
+    bad = np.flatnonzero(out["clip_id"] == "broken")
+    assert len(bad) == 1 and out["frame"][bad[0]] == b"" and out["error"][bad[0]]
+
+
+def test_steady_throughput_window():
+    from pipelines.render_many import JobResult
+
+    r = JobResult(frames=10)
+    assert r.steady_fps is None
+    for at in (5.0, 3.0, 3.0, 7.0, 4.0):  # rows arrive in any order; 2 frames in the first batch
+        r.note_batch_done(at)
+    assert r.model_window == [3.0, 7.0, 2]
+    assert r.steady_fps == pytest.approx((10 - 2) / 4.0)
