@@ -8,6 +8,7 @@ Each area of the library owns its subcommands in a ``cli`` module exposing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -87,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("signgen: interrupted\n")
         return 130
+    except BrokenPipeError:  # e.g. `signgen keypoints models | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except Exception as exc:  # noqa: BLE001 - last resort: one line unless debugging
         if args.verbose or os.environ.get("SIGNGEN_DEBUG"):
             raise

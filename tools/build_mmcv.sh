@@ -79,6 +79,32 @@ XTC_DIR="$CACHE/xtcocotools-$XTC_V-$XTC_KEY"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
+precompile_header() {  # precompile_header <mmcv source dir>
+  # Every mmcv op source starts with #include "pytorch_cpp_helper.hpp", which pulls in the
+  # torch headers; parsing them is most of each file's compile time. GCC uses a
+  # "<header>.gch" found next to the header when the flags match and silently ignores it
+  # otherwise, so this is a pure speed-up (about 2x here); the flags mirror what
+  # torch.utils.cpp_extension passes for a CppExtension.
+  local src="$1" flags
+  flags="$("$PY" - "$src" <<'PYEOF'
+import shlex, sys, sysconfig
+from torch.utils.cpp_extension import include_paths
+src = sys.argv[1]
+cflags = (sysconfig.get_config_var("CFLAGS") or "").split()
+cflags += (sysconfig.get_config_var("CCSHARED") or "").split()
+incs = [f"{src}/mmcv/ops/csrc/common", *include_paths(), sys.exec_prefix + "/include",
+        sysconfig.get_paths()["include"]]
+defs = ["-std=c++20", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_ext"]
+print(shlex.join(cflags + [f"-I{i}" for i in incs] + defs))
+PYEOF
+)" || return 1
+  log "precompiling the torch headers (one compile, saves most of the others)"
+  # shellcheck disable=SC2086
+  eval "${CXX:-c++}" -x c++-header $flags \
+    "$src/mmcv/ops/csrc/common/pytorch_cpp_helper.hpp" \
+    -o "$src/mmcv/ops/csrc/common/pytorch_cpp_helper.hpp.gch"
+}
+
 # --- build tools --------------------------------------------------------------------------
 # mmcv's setup.py imports pkg_resources, which setuptools 81 removed.
 "$PY" -c 'import pkg_resources' 2>/dev/null || "${PIP[@]}" install -q 'setuptools<81'
@@ -106,11 +132,21 @@ else
     else
       BUILD_ENV=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES="")
     fi
+    precompile_header "$SRC" || log "precompiled header skipped (the build is just slower)"
+    LOG="$CACHE/mmcv-$MMCV_V-$MMCV_KEY.log"
+    log "compiling (ninja steps below; full log: $LOG)"
     env "${BUILD_ENV[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
       "${PIP[@]}" wheel -v --no-deps --no-build-isolation -w "$TMP/wheel" "$SRC" 2>&1 \
-      | tee "$CACHE/mmcv-$MMCV_V-$MMCV_KEY.log" | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error|Building wheel|Created wheel' \
-      | cut -c1-160 >&2 || true
-    ls "$TMP"/wheel/mmcv-*.whl >/dev/null 2>&1 || die "building mmcv failed (full log: $CACHE/mmcv-$MMCV_V-$MMCV_KEY.log)"
+      | tee "$LOG" \
+      | sed -nuE -e 's#^[[:space:]]*(\[[0-9]+/[0-9]+\]).* -c (-c )?[^ ]*/(csrc/[^ ]*) .*#[mmcv] \1 \3#p' \
+                 -e '/error:|Error|Created wheel/p' >&2 || true
+    ls "$TMP"/wheel/mmcv-*.whl >/dev/null 2>&1 || die "building mmcv failed (full log: $LOG)"
+    "$PY" - "$TMP"/wheel/mmcv-*.whl <<'PYEOF' || die "the mmcv wheel lacks its ops or holds build files"
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+assert any(n.startswith("mmcv/_ext") and n.endswith(".so") for n in names), "no mmcv/_ext*.so"
+assert not [n for n in names if n.endswith(".gch")], "precompiled header packaged"
+PYEOF
     mkdir -p "$MMCV_DIR.tmp"
     cp "$TMP"/wheel/mmcv-*.whl "$MMCV_DIR.tmp/"
     rm -rf "$MMCV_DIR"
