@@ -24,6 +24,7 @@ from signgen.errors import InputError, MissingWeightsError
 from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 SOURCE_ENCODER_KINDS = ("dinov2", "clip")
+FOCAL_REGIONS = ("face", "left_hand", "right_hand")  # = signgen.models.mcld.REGIONS
 
 
 @dataclass
@@ -94,6 +95,39 @@ class SchedulerConfig(PretrainedSection):
 
 
 @dataclass
+class ResamplerConfig:
+    """Perceiver resampler of the focal tokens (IP-Adapter Plus; see signgen.models.mcld)."""
+
+    dim: int = 768  # width of the latent queries
+    depth: int = 2  # resampler blocks (cross-attention + feed-forward)
+    heads: int = 12
+    dim_head: int = 64
+    ffn_ratio: float = 4.0
+
+
+@dataclass
+class MCLDConfig:
+    """Multi-focal conditioning (DESIGN.md section 6, :mod:`signgen.models.mcld`): focal
+    tokens of the source's face and hands through decoupled cross-attention."""
+
+    enabled: bool = False  # False = plain FPDM conditioning
+    regions: tuple[str, ...] = ("face", "left_hand", "right_hand")
+    tokens_per_region: int = 4  # K resampled tokens per region
+    crop_size: int = 224  # crops fed to the (shared, frozen) source encoder
+    padding: float = 0.25  # box padding, fraction of the box side on each side
+    min_side: float = 0.1  # smallest box side, fraction of the image's shorter side
+    min_score: float = 0.3  # keypoints below this score are ignored
+    min_points: int = 3  # a region with fewer valid keypoints is missing
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    scale: float = 1.0  # weight of the decoupled focal attention
+    guidance: float = 2.0  # default w_focal of the 4-branch cumulative guidance
+    # Training (read by `signgen train fpdm`):
+    drop: float = 0.1  # per-sample dropout probability of the focal tokens
+    face_loss_weight: float = 1.0  # loss weight of the target's face box (latent pixels)
+    hand_loss_weight: float = 1.0  # loss weight of the target's hand boxes
+
+
+@dataclass
 class FPDMModelConfig:
     resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
     seed: int = 0  # seed of random initialisation (components without pretrained weights)
@@ -105,6 +139,7 @@ class FPDMModelConfig:
     ipf: IPFConfig = field(default_factory=IPFConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    mcld: MCLDConfig = field(default_factory=MCLDConfig)
 
     def __post_init__(self) -> None:
         if self.source_encoder.kind not in SOURCE_ENCODER_KINDS:
@@ -114,6 +149,16 @@ class FPDMModelConfig:
             )
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
+        m = self.mcld
+        bad = [r for r in m.regions if r not in FOCAL_REGIONS]
+        if bad or not m.regions:
+            raise InputError(f"mcld.regions must be a non-empty subset of {list(FOCAL_REGIONS)}")
+        if m.tokens_per_region < 1 or m.crop_size < 2:
+            raise InputError("mcld.tokens_per_region must be >= 1 and mcld.crop_size >= 2")
+        if not 0.0 <= m.drop <= 1.0:
+            raise InputError(f"mcld.drop must be a probability in [0, 1], got {m.drop}")
+        if m.face_loss_weight <= 0 or m.hand_loss_weight <= 0:
+            raise InputError("mcld.face_loss_weight and mcld.hand_loss_weight must be > 0")
 
     def source_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         se = self.source_encoder
@@ -173,7 +218,8 @@ def build_components(
     ``device="meta"`` builds the architecture without weights (pretrained sources are
     ignored); ``device="cpu"`` loads ``pretrained`` sources (offline) and random-initialises
     the rest with ``cfg.seed``. Returns a dict with keys vae, unet, pose_encoder,
-    source_encoder, source_projector, ipf (or None), fusion_mlp (or None), scheduler.
+    source_encoder, source_projector, ipf (or None), fusion_mlp (or None), scheduler, and
+    focal_adapter (MCLD; only when ``cfg.mcld.enabled``).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import (
@@ -261,6 +307,9 @@ def build_components(
                 in_dim=d, hidden_dim=cfg.fusion.hidden_dim or d, out_dim=time_dim
             )
 
+        if cfg.mcld.enabled:  # built last: plain components get the same init either way
+            out["focal_adapter"] = build_focal_adapter(cfg, out["unet"], ds, init=device != "meta")
+
     sch = cfg.scheduler
     out["scheduler"] = make_scheduler(
         sch.name,
@@ -268,6 +317,35 @@ def build_components(
         prediction_type=sch.prediction_type,
     )
     return out
+
+
+def build_focal_adapter(cfg: FPDMModelConfig, unet: Any, encoder_dim: int, init: bool = True):
+    """The MCLD :class:`~signgen.models.mcld.FocalAdapter` for ``unet`` (random init; the
+    focal K/V start as copies of the UNet's own when ``init``)."""
+    from signgen.models.mcld import FocalAdapter
+
+    m = cfg.mcld
+    adapter = FocalAdapter.for_unet(
+        unet,
+        encoder_dim=encoder_dim,
+        regions=tuple(m.regions),
+        tokens_per_region=m.tokens_per_region,
+        resampler_dim=m.resampler.dim,
+        resampler_depth=m.resampler.depth,
+        resampler_heads=m.resampler.heads,
+        resampler_dim_head=m.resampler.dim_head,
+        resampler_ffn_ratio=m.resampler.ffn_ratio,
+        scale=m.scale,
+        guidance=m.guidance,
+        crop_size=m.crop_size,
+        padding=m.padding,
+        min_side=m.min_side,
+        min_score=m.min_score,
+        min_points=m.min_points,
+    )
+    if init:
+        adapter.init_from_unet(unet)
+    return adapter
 
 
 def _load_scheduler_config(section: SchedulerConfig) -> dict[str, Any]:

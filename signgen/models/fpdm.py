@@ -15,6 +15,12 @@ cumulative guidance at sampling time) is replaced by zeros *where it enters the 
 zero pose features after ``conv_in``, zero cross-attention tokens, zero time-embedding
 offset. The same nulls serve training and sampling because both go through
 :meth:`FPDMDenoiser.encode_conditions`.
+
+Multi-focal conditioning (optional, :mod:`signgen.models.mcld`): with a ``focal_adapter``
+the denoiser appends the focal tokens of the source's face and hands to the source tokens
+and the adapter's decoupled-attention processors on the UNet's cross-attention layers split
+them off again. Their null condition is all-zero focal tokens (``drop_focal``). Without an
+adapter nothing changes: same calls, same numbers as plain FPDM.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from signgen.models.mcld import FocalAdapter
 from signgen.models.modules import FusionMLP, PoseEncoder, SourceProjector
 
 
@@ -35,6 +42,7 @@ class Conditions:
     pose_features: torch.Tensor  # (B, C0, h, w) added to conv_in's output
     tokens: torch.Tensor  # (B, N, cross_attention_dim) cross-attention keys/values
     class_emb: torch.Tensor | None  # (B, time_embed_dim) added to the time embedding
+    focal_tokens: torch.Tensor | None = None  # (B, n, cross_attention_dim) MCLD focal tokens
 
 
 def _keep(mask: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -56,7 +64,8 @@ class FPDMDenoiser(nn.Module):
     """UNet + pose encoder + source projector (+ fusion MLP): one noise/v prediction.
 
     ``fusion_mlp`` is None for models without IPF (ablations B1-B3); then the UNet has no
-    class embedding and ``fusion`` is ignored.
+    class embedding and ``fusion`` is ignored. ``focal_adapter`` (MCLD, optional) installs
+    its decoupled cross-attention processors on the UNet.
     """
 
     def __init__(
@@ -65,6 +74,7 @@ class FPDMDenoiser(nn.Module):
         pose_encoder: PoseEncoder,
         source_projector: SourceProjector,
         fusion_mlp: FusionMLP | None = None,
+        focal_adapter: FocalAdapter | None = None,
     ) -> None:
         super().__init__()
         has_class = unet.config.class_embed_type == "identity"
@@ -89,10 +99,22 @@ class FPDMDenoiser(nn.Module):
         self.pose_encoder = pose_encoder
         self.source_projector = source_projector
         self.fusion_mlp = fusion_mlp
+        self.focal_adapter = focal_adapter
+        if focal_adapter is not None:
+            if focal_adapter.config.cross_attention_dim != unet.config.cross_attention_dim:
+                raise ValueError(
+                    f"focal adapter outputs {focal_adapter.config.cross_attention_dim} but the "
+                    f"UNet's cross_attention_dim is {unet.config.cross_attention_dim}"
+                )
+            focal_adapter.install(unet)
 
     @property
     def has_fusion(self) -> bool:
         return self.fusion_mlp is not None
+
+    @property
+    def has_focal(self) -> bool:
+        return self.focal_adapter is not None
 
     def encode_conditions(
         self,
@@ -103,11 +125,17 @@ class FPDMDenoiser(nn.Module):
         drop_pose: torch.Tensor | None = None,
         drop_source: torch.Tensor | None = None,
         drop_fusion: torch.Tensor | None = None,
+        focal_hidden: torch.Tensor | None = None,
+        focal_present: torch.Tensor | None = None,
+        drop_focal: torch.Tensor | None = None,
     ) -> Conditions:
         """Run the condition encoders and zero the dropped conditions per sample.
 
         pose (B, 3, H, W) in [0, 1]; source_hidden (B or 1, N, Ds) raw source-encoder
         tokens (a batch of 1 is broadcast); fusion (B, D) or None; drop_* bool (B,).
+        MCLD only: focal_hidden (B or 1, R, N', Ds) source-encoder tokens of the region
+        crops and focal_present (B or 1, R) bool (``FocalAdapter.encode_regions``); None
+        = the null focal condition for every sample.
         """
         b, device = pose.shape[0], pose.device
         feats = self.pose_encoder(pose)  # (B, C0, h, w)
@@ -123,7 +151,19 @@ class FPDMDenoiser(nn.Module):
             else:
                 class_emb = self.fusion_mlp(fusion.to(feats.dtype))  # (B, T)
                 class_emb = _apply_keep(class_emb, _keep(drop_fusion, b, device))
-        return Conditions(feats, tokens, class_emb)
+        focal = None
+        if self.focal_adapter is not None:
+            if focal_hidden is None:  # null focal condition: zero tokens add nothing
+                focal = tokens.new_zeros(b, self.focal_adapter.num_tokens, tokens.shape[-1])
+            else:
+                assert focal_present is not None, "focal_hidden needs focal_present"
+                focal = self.focal_adapter(focal_hidden, focal_present)  # (B|1, n, C)
+                focal = focal.expand(b, -1, -1) if focal.shape[0] == 1 else focal
+                assert focal.shape[0] == b, (focal.shape, b)
+                focal = _apply_keep(focal, _keep(drop_focal, b, device))
+        elif focal_hidden is not None:
+            raise ValueError("focal_hidden given, but this denoiser has no focal adapter")
+        return Conditions(feats, tokens, class_emb, focal)
 
     def denoise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditions
@@ -137,12 +177,16 @@ class FPDMDenoiser(nn.Module):
         def add_pose(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
             return out + feats.to(out.dtype)
 
+        tokens = cond.tokens  # (B, N, C)
+        if self.focal_adapter is not None:  # [source; focal], split again by the processors
+            assert cond.focal_tokens is not None, "an MCLD denoiser needs focal tokens"
+            tokens = torch.cat([tokens, cond.focal_tokens.to(tokens.dtype)], dim=1)
         handle = self.unet.conv_in.register_forward_hook(add_pose)
         try:
             return self.unet(
                 noisy_latents,
                 timesteps,
-                encoder_hidden_states=cond.tokens,
+                encoder_hidden_states=tokens,
                 class_labels=cond.class_emb,
                 return_dict=False,
             )[0]
@@ -160,6 +204,9 @@ class FPDMDenoiser(nn.Module):
         drop_pose: torch.Tensor | None = None,
         drop_source: torch.Tensor | None = None,
         drop_fusion: torch.Tensor | None = None,
+        focal_hidden: torch.Tensor | None = None,
+        focal_present: torch.Tensor | None = None,
+        drop_focal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Model prediction (B, 4, h, w) for noisy latents under the given conditions."""
         cond = self.encode_conditions(
@@ -169,5 +216,8 @@ class FPDMDenoiser(nn.Module):
             drop_pose=drop_pose,
             drop_source=drop_source,
             drop_fusion=drop_fusion,
+            focal_hidden=focal_hidden,
+            focal_present=focal_present,
+            drop_focal=drop_focal,
         )
         return self.denoise(noisy_latents, timesteps, cond)

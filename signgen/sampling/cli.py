@@ -29,6 +29,12 @@ By default every frame starts from the same initial noise (drawn once from --see
 keeps the clip consistent; --independent-noise draws per-frame noise from (seed, frame).
 The same seed gives the same frames, whatever --batch-size.
 
+MCLD models (multi-focal conditioning) also encode the face and hands of FIRST, located by
+its keypoints: --source-keypoints FILE (the first pose in FILE), by default the first pose
+of SEQ (right when SEQ was extracted from FIRST's video). Their guidance has a fourth term,
+eps = eps_u + W_SRC (eps_src - eps_u) + W_FOCAL (eps_focal - eps_src)
+            + W_FUSE (eps_full - eps_focal), still one batched UNet call per step.
+
 Models are loaded offline only (local folder, or the Hugging Face cache under HF_HOME;
 set HF_HUB_OFFLINE=1). Without --model the bundled demo model is used; if none is bundled
 a tiny UNTRAINED model is built and the output is noise (said on stderr).
@@ -39,6 +45,8 @@ examples:
       --model runs/fpdm/final -o out/NAME.mp4 --frames-dir out/NAME --steps 20 --device cuda
   signgen render --video first.mp4 --keypoints seq.json --scheduler dpm++ --steps 10 \\
       --guidance 2.0 2.0 --seed 7 --batch-size 16 --dtype bf16
+  signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \
+      --guidance-focal 3.0 --source-keypoints first_pose.json
 """
 
 
@@ -70,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
                    metavar=("W_SRC", "W_FUSE"),
                    help="cumulative guidance weights (default 2.0 2.0, as in the paper)")  # fmt: skip
+    p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
+                   help="MCLD models only: guidance weight of the face/hand focal tokens "
+                   "(default: the model's, 2.0 in the shipped configs)")  # fmt: skip
+    p.add_argument("--source-keypoints", metavar="FILE", default=None,
+                   help="MCLD models only: keypoints of FIRST (its first pose is used) to "
+                   "locate face and hands; default: the first pose of SEQ")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
                    help="ddim (default: the model's scheduler, ddim for SD 2.1), ddpm, dpm++, "
                    "euler")  # fmt: skip
@@ -129,6 +143,17 @@ def run_render(args: argparse.Namespace) -> int:
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
     kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, tuple(args.guidance))
+    pipe.check_focal(args.guidance_focal)
+    source_points = None
+    if args.source_keypoints:
+        if pipe.focal_adapter is None:
+            raise InputError("--source-keypoints needs an MCLD model (this one has no focal "
+                             "conditioning)")  # fmt: skip
+        src_kp = load_keypoints(args.source_keypoints)
+        h0, w0 = first.shape[:2]
+        src_kp = pipe.check_inputs(first, src_kp, args.steps, args.batch_size, (1.0, 1.0))
+        assert (src_kp.width, src_kp.height) == (w0, h0)
+        source_points = src_kp.points[0]
 
     # 4. Render, streaming frames into the video (and PNGs); outputs appear only on success.
     from tqdm.auto import tqdm
@@ -152,6 +177,8 @@ def run_render(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             independent_noise=args.independent_noise,
             progress=bar,
+            guidance_focal=args.guidance_focal,
+            source_points=source_points,
         ):
             for frame in batch:
                 writer.write(frame)

@@ -5,6 +5,8 @@ Folder layout (``save_pretrained`` / ``from_pretrained``), diffusers-style::
     model_index.json      component classes, model resolution, source preprocessing
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  fusion_mlp/  scheduler/
     ipf/                  (optional) CLIP vision tower + Combiner, see signgen.models.ipf
+    focal_adapter/        (optional, MCLD) focal resampler + decoupled cross-attention
+                          K/V, see signgen.models.mcld; the UNet folder stays plain
 
 Rendering conventions (see :meth:`FPDMPipeline.render`):
 
@@ -19,6 +21,10 @@ Rendering conventions (see :meth:`FPDMPipeline.render`):
   size or on which other frames share its batch.
 * Memory: frames are generated and yielded batch by batch; nothing grows with the
   length of the sequence except the keypoint array itself.
+* MCLD models (a ``focal_adapter``): the face and hand crops of the first frame are
+  encoded once per clip, located by the first frame's keypoints (``source_points``;
+  default: the first pose of the sequence), and guidance has a fourth branch
+  (:func:`signgen.sampling.guidance.focal_cumulative_guidance`, weight ``guidance_focal``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from signgen.models.preprocess import (
     to_model_input,
     uint8_to_tensor,
 )
-from signgen.sampling.guidance import branch_drop_masks, cumulative_guidance
+from signgen.sampling.guidance import branch_drop_masks, combine_branches
 from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
 
 logger = logging.getLogger(__name__)
@@ -107,6 +113,8 @@ class EncodedSource:
     clip_emb: torch.Tensor | None  # (1, D) IPF/CLIP embedding of the source, or None
     width: int  # first frame size = output size
     height: int
+    focal_hidden: torch.Tensor | None = None  # (1, R, N', Ds) MCLD crop tokens, or None
+    focal_present: torch.Tensor | None = None  # (1, R) bool: region found in the first frame
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -124,6 +132,7 @@ class FPDMPipeline:
         scheduler: Any,
         ipf: Any | None = None,
         fusion_mlp: Any | None = None,
+        focal_adapter: Any | None = None,
         resolution: tuple[int, int] = (512, 512),
         source_image_size: tuple[int, int] = (512, 512),
         source_mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -133,7 +142,9 @@ class FPDMPipeline:
         self.source_encoder = source_encoder
         self.ipf = ipf if fusion_mlp is not None else None
         self.scheduler = scheduler
-        self.denoiser = FPDMDenoiser(unet, pose_encoder, source_projector, fusion_mlp)
+        self.denoiser = FPDMDenoiser(
+            unet, pose_encoder, source_projector, fusion_mlp, focal_adapter=focal_adapter
+        )
         self.resolution = (int(resolution[0]), int(resolution[1]))  # (H, W)
         self.source_image_size = (int(source_image_size[0]), int(source_image_size[1]))
         self.source_mean = tuple(float(v) for v in source_mean)
@@ -177,7 +188,13 @@ class FPDMPipeline:
     def fusion_mlp(self):
         return self.denoiser.fusion_mlp
 
+    @property
+    def focal_adapter(self):
+        return self.denoiser.focal_adapter
+
     def components(self) -> dict[str, Any]:
+        """Components by folder name; ``focal_adapter`` only for MCLD models."""
+        extra = {} if self.focal_adapter is None else {"focal_adapter": self.focal_adapter}
         return {
             "vae": self.vae,
             "unet": self.unet,
@@ -187,6 +204,7 @@ class FPDMPipeline:
             "ipf": self.ipf,
             "fusion_mlp": self.fusion_mlp,
             "scheduler": self.scheduler,
+            **extra,
         }
 
     def _modules(self) -> list[torch.nn.Module]:
@@ -291,10 +309,10 @@ class FPDMPipeline:
             raise MissingWeightsError(f"{index_path} is not valid JSON: {exc}") from None
         comps: dict[str, Any] = {}
         for name in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector",
-                     "scheduler", "ipf", "fusion_mlp"):  # fmt: skip
+                     "scheduler", "ipf", "fusion_mlp", "focal_adapter"):  # fmt: skip
             entry = index.get(name)
             if entry is None or entry == [None, None]:
-                if name in ("ipf", "fusion_mlp"):
+                if name in ("ipf", "fusion_mlp", "focal_adapter"):
                     comps[name] = None
                     continue
                 raise MissingWeightsError(f"{index_path} lists no {name!r} component")
@@ -362,8 +380,15 @@ class FPDMPipeline:
 
     # -- step 2: source, once per clip ------------------------------------------------------
     @torch.no_grad()
-    def encode_source(self, source_image: np.ndarray) -> EncodedSource:
-        """First frame uint8 (H, W, 3) -> source-encoder tokens and its IPF embedding."""
+    def encode_source(
+        self, source_image: np.ndarray, source_points: np.ndarray | None = None
+    ) -> EncodedSource:
+        """First frame uint8 (H, W, 3) -> source-encoder tokens and its IPF embedding.
+
+        MCLD models also encode the face and hand crops located by ``source_points``
+        (133, 3), the first frame's keypoints in its pixels; without them every region is
+        treated as missing (a warning says so).
+        """
         img = np.asarray(source_image)[None]  # (1, H, W, 3)
         px = to_model_input(img, self.source_image_size, self.source_mean, self.source_std)
         hidden = encode_source(self.source_encoder, px.to(self.device, self.dtype))  # (1, N, Ds)
@@ -371,7 +396,34 @@ class FPDMPipeline:
         if self.ipf is not None:
             clip_px = self.ipf.preprocess(img).to(self.device, self.dtype)
             clip_emb = self.ipf.embed(clip_px)  # (1, D)
-        return EncodedSource(hidden, clip_emb, width=img.shape[2], height=img.shape[1])
+        focal_hidden = focal_present = None
+        if self.focal_adapter is not None:
+            focal_hidden, focal_present = self._encode_focal(img, source_points)
+        return EncodedSource(
+            hidden, clip_emb, width=img.shape[2], height=img.shape[1],
+            focal_hidden=focal_hidden, focal_present=focal_present,
+        )  # fmt: skip
+
+    def _encode_focal(
+        self, img: np.ndarray, points: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, H, W, 3) uint8 + (133, 3) keypoints in its pixels -> crop tokens, present.
+
+        The crops come from the frame letterboxed to the model resolution, with the
+        keypoints mapped the same way, exactly as in training (PairDataset)."""
+        mh, mw = self.resolution
+        if points is None:
+            logger.warning("MCLD model without source keypoints: face and hands treated as missing")
+            points = np.zeros((133, 3), np.float32)
+        box = Letterbox.fit((img.shape[2], img.shape[1]), (mw, mh))
+        pw, ph = box.padded_size
+        pts = box.points_to_padded(np.asarray(points, np.float32))
+        pts = pts * np.array([mw / pw, mh / ph, 1.0], np.float32)  # model pixels
+        x = to_model_input(img, self.resolution, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # [0, 1]
+        return self.focal_adapter.encode_regions(
+            self.source_encoder, x.to(self.device), torch.from_numpy(pts)[None],
+            self.source_mean, self.source_std,
+        )  # fmt: skip
 
     # -- the render loop ----------------------------------------------------------------------
     def render(
@@ -386,20 +438,28 @@ class FPDMPipeline:
         batch_size: int = 8,
         independent_noise: bool = False,
         progress: bool | Any = False,
+        guidance_focal: float | None = None,
+        source_points: np.ndarray | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield the clip's frames batch by batch as uint8 (b, H, W, 3), in order.
 
         ``source_image`` is the first frame (H, W, 3) uint8 RGB; the output has its exact
         size. ``keypoints`` has one pose per output frame. ``progress``: a tqdm bar (or
-        True for a new one on stderr) updated per frame.
+        True for a new one on stderr) updated per frame. MCLD models only:
+        ``guidance_focal`` (default: the model's) weights the focal-token guidance term;
+        ``source_points`` (133, 3) are the first frame's keypoints in its pixels (default:
+        the first pose of ``keypoints``).
         """
         # 1. Check inputs (before any compute).
         kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
+        self.check_focal(guidance_focal)
+        if self.focal_adapter is not None and source_points is None:
+            source_points = kp.points[0]
         sched = self.make_scheduler(scheduler)
         bar = _progress_bar(progress, len(kp))
         try:
             # 2. Encode the source once per clip.
-            src = self.encode_source(source_image)
+            src = self.encode_source(source_image, source_points)
             for start in range(0, len(kp), batch_size):
                 stop = min(start + batch_size, len(kp))
                 frames = self.render_frames(
@@ -411,6 +471,7 @@ class FPDMPipeline:
                     guidance=guidance,
                     scheduler=sched,
                     independent_noise=independent_noise,
+                    guidance_focal=guidance_focal,
                 )
                 if bar is not None:
                     bar.update(stop - start)
@@ -418,6 +479,17 @@ class FPDMPipeline:
         finally:
             if bar is not None and progress is True:
                 bar.close()
+
+    def check_focal(self, guidance_focal: float | None) -> None:
+        """``guidance_focal`` needs an MCLD model and must be finite."""
+        if guidance_focal is None:
+            return
+        if self.focal_adapter is None:
+            raise InputError(
+                "focal guidance given, but this model has no focal (MCLD) conditioning"
+            )
+        if not np.isfinite(float(guidance_focal)):
+            raise InputError(f"focal guidance must be a finite number, got {guidance_focal!r}")
 
     def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, **kwargs):
         """All frames at once, uint8 (T, H, W, 3); prefer :meth:`render` for long clips."""
@@ -441,13 +513,15 @@ class FPDMPipeline:
         guidance: tuple[float, float] = (2.0, 2.0),
         scheduler: Any = None,
         independent_noise: bool = False,
+        guidance_focal: float | None = None,
     ) -> list[np.ndarray]:
         """Generate one batch of frames; the frames may come from different clips.
 
         ``sources[i]`` is the encoded first frame of frame i's clip, ``points[i]`` (133, 3)
         its keypoints in that first frame's pixels, ``frame_indices[i]`` its index in the
         clip and ``seed`` (one per frame, or one for all) its clip's seed. Returns b uint8
-        (H_i, W_i, 3) frames at each source's size.
+        (H_i, W_i, 3) frames at each source's size. ``guidance_focal``: MCLD models only
+        (default: the model's ``guidance``).
         """
         b = len(sources)
         points = np.asarray(points, dtype=np.float32)
@@ -473,12 +547,26 @@ class FPDMPipeline:
             src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
             fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
 
-        # Conditions of the three guidance branches [uncond; src; full], computed once.
+        # Conditions of the guidance branches, computed once: [uncond; src; full], or
+        # [uncond; src; focal; full] for MCLD models.
+        focal_kw: dict[str, Any] = {}
+        w_focal = None
+        if self.focal_adapter is not None:
+            self.check_focal(guidance_focal)
+            w_focal = float(self.focal_adapter.config.guidance if guidance_focal is None
+                            else guidance_focal)  # fmt: skip
+            if sources[0].focal_hidden is not None:
+                fh = _cat_per_frame([s.focal_hidden for s in sources])  # (1|b, R, N', Ds)
+                fp = _cat_per_frame([s.focal_present for s in sources])  # (1|b, R)
+                focal_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(4, 1, 1, 1),
+                            "focal_present": fp if fp.shape[0] == 1 else fp.repeat(4, 1)}  # fmt: skip
+        nb = 3 if w_focal is None else 4  # branches
         cond = self.denoiser.encode_conditions(
-            pose.repeat(3, 1, 1, 1),  # (3b, 3, mh, mw)
-            hidden if hidden.shape[0] == 1 else hidden.repeat(3, 1, 1),
-            None if fusion is None else fusion.repeat(3, 1),
-            **branch_drop_masks(b, device),
+            pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, mh, mw)
+            hidden if hidden.shape[0] == 1 else hidden.repeat(nb, 1, 1),
+            None if fusion is None else fusion.repeat(nb, 1),
+            **branch_drop_masks(b, device, focal=w_focal is not None),
+            **focal_kw,
         )
 
         # 4. Initial latents: per-frame generators, so noise is independent of batching.
@@ -495,14 +583,13 @@ class FPDMPipeline:
         sched.set_timesteps(num_inference_steps, device=device)
         latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
 
-        # 5. Denoise: ONE batched UNet call per step for the three branches.
+        # 5. Denoise: ONE batched UNet call per step for all branches.
         w_src, w_fuse = (float(w) for w in guidance)
         step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
         for t in sched.timesteps:
-            x = sched.scale_model_input(torch.cat([latents] * 3), t)  # (3b, 4, h, w)
-            pred = self.denoiser.denoise(x.to(dtype), t.expand(3 * b), cond).float()
-            eps_u, eps_src, eps_full = pred.chunk(3)
-            pred = cumulative_guidance(eps_u, eps_src, eps_full, w_src, w_fuse)
+            x = sched.scale_model_input(torch.cat([latents] * nb), t)  # (nb*b, 4, h, w)
+            pred = self.denoiser.denoise(x.to(dtype), t.expand(nb * b), cond).float()
+            pred = combine_branches(pred, w_src, w_fuse, w_focal)  # (b, 4, h, w)
             latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
 
         # 6. Decode with the VAE.
@@ -584,6 +671,7 @@ def _component_classes() -> dict[tuple[str, str], type]:
     from transformers import CLIPVisionModel, Dinov2Model
 
     from signgen.models.ipf import IPFModel
+    from signgen.models.mcld import FocalAdapter
     from signgen.models.modules import FusionMLP, PoseEncoder, SourceProjector
 
     classes: dict[tuple[str, str], type] = {
@@ -595,6 +683,7 @@ def _component_classes() -> dict[tuple[str, str], type]:
         ("signgen", "SourceProjector"): SourceProjector,
         ("signgen", "FusionMLP"): FusionMLP,
         ("signgen", "IPFModel"): IPFModel,
+        ("signgen", "FocalAdapter"): FocalAdapter,
     }
     for cls, _ in SCHEDULERS.values():
         classes[("diffusers", cls.__name__)] = cls

@@ -1,0 +1,54 @@
+"""Pieces shared by the stage tasks: model config, datasets, image conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from signgen.config import apply_overrides, from_dict
+from signgen.errors import InputError
+from signgen.train.config import TrainConfig
+
+
+def model_config(cfg: TrainConfig):
+    """The :class:`signgen.models.config.FPDMModelConfig` named by ``cfg.model``."""
+    from signgen.models.config import FPDMModelConfig, load_model_config
+
+    if cfg.model is None:
+        raise InputError("the training config has no 'model' (a model YAML path or mapping)")
+    if isinstance(cfg.model, dict):
+        data = apply_overrides(cfg.model, cfg.model_overrides)
+        return from_dict(FPDMModelConfig, data, "model")
+    return load_model_config(str(cfg.model), cfg.model_overrides)
+
+
+def datasets(cfg: TrainConfig, resolution: tuple[int, int]):
+    """(train, eval) :class:`signgen.data.pairs.PairDataset` of the prepared folder."""
+    from signgen.data.pairs import PairDataset
+
+    d = cfg.data
+    if not Path(d.prepared).is_dir():
+        raise InputError(f"data.prepared folder not found: {d.prepared}")
+    train = PairDataset(d.prepared, d.train_split, resolution, max_pairs=d.max_train_pairs)
+    evals = PairDataset(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs)
+    return train, evals
+
+
+def pose_to_uint8(pose: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8 (for encoders that take images)."""
+    return pose.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def eval_batches(dataset, batch_size: int) -> Any:
+    """Deterministic, in-order batches of an evaluation set (the last partial one kept)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    yield from loader
+
+
+def freeze(module: torch.nn.Module | None) -> None:
+    if module is None:
+        return
+    module.requires_grad_(False)
+    module.eval()

@@ -1,0 +1,158 @@
+"""Typed training configuration shared by ``signgen train vae|ipf|fpdm``.
+
+A preset (``configs/train/*.yaml``) fills :class:`TrainConfig`; ``key=value`` overrides on
+the command line patch it (``train.lr=1e-5``). The model itself is described by a model
+config (``model:``: a path to a ``configs/model/*.yaml`` file read by
+:mod:`signgen.models.config`, or an inline mapping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signgen.config import apply_overrides, from_dict, load_yaml
+from signgen.errors import InputError
+
+STAGES = ("vae", "ipf", "fpdm")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass
+class DataConfig:
+    prepared: str = ""  # folder with manifest.csv and {split}_pairs.csv
+    resolution: tuple[int, int] = (64, 64)  # (H, W) of the model
+    num_workers: int = 0  # DataLoader worker processes
+    max_train_pairs: int | None = None
+    max_eval_pairs: int = 256  # dev pairs used for evaluation / sample grids
+    train_split: str = "train"
+    eval_split: str = "dev"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # AdamW (paper: 1e-4)
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max grad norm; 0 disables
+    # Paper schedule: linear warm-up for ``warmup_epochs``, then x``decay_factor`` after
+    # ``decay_epochs`` (FPDM: 5 and 50). Fractions of an epoch are allowed.
+    warmup_epochs: float = 0.0
+    decay_epochs: float = 50.0
+    decay_factor: float = 0.1
+    # The same in optimizer steps (for step-budgeted runs); they win when set.
+    warmup_steps: int | None = None
+    decay_steps: int | None = None
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.999
+
+
+@dataclass
+class LoopConfig:
+    batch_size: int = 8  # per worker, per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; stops early when reached
+    mixed_precision: str = "no"  # no | fp16 | bf16 (autocast on GPU only)
+    gradient_checkpointing: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # optimizer steps; 0 = at the end only
+    checkpoint_every: int = 0  # optimizer steps; 0 = at the end only
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # FPDM sample grids; 0 = at the end only
+    tensorboard: bool = True
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class VAELossConfig:
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class IPFLossConfig:
+    loss: str = "source_enhanced"  # source_enhanced | baseline
+    temperature: float = 0.07
+    freeze_vision: bool = False  # train the Combiner only
+
+
+@dataclass
+class FPDMLossConfig:
+    offset_noise: float = 0.1
+    drop_pose: float = 0.2
+    drop_source: float = 0.2
+    drop_fusion: float = 0.2
+    ipf: str | None = None  # exported stage-1 folder (frozen); None: as the model config says
+    vae: str | None = None  # trained VAE folder (diffusers AutoencoderKL); None: from config
+    sample_steps: int = 10
+    guidance_source: float = 2.0
+    guidance_fusion: float = 2.0
+    num_samples: int = 4
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "fpdm"
+    output_dir: str = "runs/train"
+    seed: int = 0
+    model: Any = None  # path to a model YAML or an inline mapping
+    model_overrides: list[str] = field(default_factory=list)  # "model.a.b=v" from the CLI
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    vae: VAELossConfig = field(default_factory=VAELossConfig)
+    ipf: IPFLossConfig = field(default_factory=IPFLossConfig)
+    fpdm: FPDMLossConfig = field(default_factory=FPDMLossConfig)
+
+    def check(self) -> None:
+        if self.stage not in STAGES:
+            raise InputError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.train.mixed_precision not in PRECISIONS:
+            raise InputError(
+                f"train.mixed_precision must be one of {PRECISIONS}, got "
+                f"{self.train.mixed_precision!r}"
+            )
+        if self.ipf.loss not in ("source_enhanced", "baseline"):
+            raise InputError(
+                f"ipf.loss must be 'source_enhanced' or 'baseline', got {self.ipf.loss!r}"
+            )
+        if self.train.batch_size < 1 or self.train.grad_accum < 1:
+            raise InputError("train.batch_size and train.grad_accum must be >= 1")
+        if self.stage == "ipf" and self.ipf.loss and self.train.batch_size < 2:
+            raise InputError("InfoNCE needs train.batch_size >= 2 (in-batch negatives)")
+        if not self.data.prepared:
+            raise InputError("data.prepared is not set (a folder with manifest.csv)")
+        for name in ("drop_pose", "drop_source", "drop_fusion"):
+            p = getattr(self.fpdm, name)
+            if not 0.0 <= p <= 1.0:
+                raise InputError(f"fpdm.{name} must be a probability in [0, 1], got {p}")
+
+
+def load_train_config(
+    path: str | Path, overrides: list[str] | None = None, stage: str | None = None
+) -> TrainConfig:
+    """Read a preset, apply ``key=value`` overrides, resolve relative paths, validate."""
+    path = Path(path)
+    overrides = list(overrides or [])
+    # ``model.x=y`` patches the model config, which may live in its own file.
+    model_over = [o.removeprefix("model.") for o in overrides if o.startswith("model.")]
+    data = apply_overrides(load_yaml(path), [o for o in overrides if not o.startswith("model.")])
+    if model_over:
+        data["model_overrides"] = list(data.get("model_overrides") or []) + model_over
+    if stage is not None:
+        if data.get("stage", stage) != stage:
+            raise InputError(f"{path} is a '{data['stage']}' config, not '{stage}'")
+        data["stage"] = stage
+    cfg = from_dict(TrainConfig, data)
+    # A model given as a relative path is relative to the preset that names it.
+    if isinstance(cfg.model, str) and not Path(cfg.model).is_absolute():
+        cand = path.parent / cfg.model
+        if cand.exists() and not Path(cfg.model).exists():
+            cfg.model = str(cand)
+    cfg.check()
+    return cfg

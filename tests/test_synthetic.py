@@ -1,0 +1,157 @@
+"""The synthetic signer world: layout on disk, determinism, keypoints match the pixels."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signgen.cli import main
+from signgen.data.synthetic import (
+    SignerAppearance,
+    SyntheticConfig,
+    render_signer,
+    sample_motion,
+    sample_signer,
+    split_signers,
+    write_dataset,
+)
+from signgen.keypoints import layout as L
+from signgen.keypoints.sequence import from_json_dict
+
+W, H = 64, 80
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    rc = main(["prepare", "synthetic", "-o", str(out), "--signers", "5", "--videos", "6",
+               "--frames", "5", "--size", f"{W}x{H}", "--seed", "3", "-q",
+               "--pairs-per-video", "4"])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_phoenix_layout(world: Path):
+    root = world / "PHOENIX-2014-T"
+    for split in ("train", "dev", "test"):
+        corpus = root / "annotations" / "manual" / f"PHOENIX-2014-T.{split}.corpus.csv"
+        rows = list(csv.reader(corpus.open(), delimiter="|"))
+        assert rows[0] == ["name", "video", "start", "end", "speaker", "orth", "translation"]
+        assert len(rows) >= 2
+        for row in rows[1:]:
+            name, speaker = row[0], row[4]
+            assert speaker.startswith("Signer")
+            frames = sorted((root / "features" / f"fullFrame-{W}x{H}px" / split / name).iterdir())
+            assert [f.name for f in frames] == [f"images{i:04d}.png" for i in range(1, 6)]
+        with open(world / "keypoints" / f"Phoenix-2014T.{split}", "rb") as fh:
+            data = pickle.load(fh)
+        names = [r[0] for r in rows[1:]]
+        assert sorted(data) == sorted(names)
+        sample = data[names[0]]
+        assert set(sample) == {"name", "gloss", "text", "num_frames", "keypoint"}
+        assert tuple(sample["keypoint"].shape) == (5, 133, 3)
+        assert str(sample["keypoint"].dtype) == "torch.float32"
+        import json
+
+        seq = from_json_dict(json.loads((world / "keypoints" / "json" / split /
+                                         f"{names[0]}.json").read_text()))  # fmt: skip
+        assert (seq.width, seq.height) == (W, H)
+        np.testing.assert_allclose(seq.points, sample["keypoint"].numpy(), atol=1e-3)
+
+
+def test_prepared_files_and_unseen_signers(world: Path):
+    manifest = list(csv.DictReader((world / "prepared" / "manifest.csv").open()))
+    signers = {
+        s: {r["signer"] for r in manifest if r["split"] == s} for s in ("train", "dev", "test")
+    }
+    assert signers["train"].isdisjoint(signers["dev"] | signers["test"])
+    assert signers["dev"].isdisjoint(signers["test"])
+    dev_pairs = list(csv.DictReader((world / "prepared" / "dev_pairs.csv").open()))
+    assert {p["source_frame"] for p in dev_pairs} == {"0"}
+    assert sorted(int(p["target_frame"]) for p in dev_pairs) == list(range(5)) * (
+        len(dev_pairs) // 5
+    )
+    train_pairs = list(csv.DictReader((world / "prepared" / "train_pairs.csv").open()))
+    n_train = sum(r["split"] == "train" for r in manifest)
+    assert len(train_pairs) == 4 * n_train
+
+
+def test_split_signers_rules():
+    s = split_signers(8)
+    assert set(s["train"]).isdisjoint(s["test"]) and s["test"] and s["dev"]
+    assert split_signers(2)["test"] == [0, 1]  # too few to hold out: shared (documented)
+
+
+def test_deterministic_given_seed(tmp_path: Path):
+    def make(seed: int, name: str) -> tuple[bytes, bytes]:
+        cfg = SyntheticConfig(out=str(tmp_path / name), signers=3, videos=3, frames=3,
+                              width=W, height=H, seed=seed, train_pairs_per_video=2)  # fmt: skip
+        write_dataset(cfg, progress=False)
+        png = next((tmp_path / name).rglob("images0003.png")).read_bytes()
+        kp = (tmp_path / name / "keypoints" / "Phoenix-2014T.train").read_bytes()
+        return png, kp
+
+    a, b, c = make(7, "a"), make(7, "b"), make(8, "c")
+    assert a == b
+    assert a[0] != c[0]
+
+
+def test_hand_knuckles_lie_on_skin():
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        signer = sample_signer(rng, f"S{k}")
+        # A background that is far from skin, so that a skin-coloured pixel proves the hand.
+        app = SignerAppearance(**{**signer.appearance.__dict__, "background_top": (0, 0, 255),
+                                  "background_bottom": (0, 0, 255)})  # fmt: skip
+        pts = sample_motion(rng, 10, (210, 260), signer.body)
+        skin = np.array(app.skin, dtype=float)
+        for t in range(0, 10, 3):
+            img = render_signer(app, pts[t], (210, 260))
+            for idx in (L.LEFT_HAND_KNUCKLE, L.RIGHT_HAND_KNUCKLE):
+                x, y = np.round(pts[t, idx, :2]).astype(int)
+                assert 0 <= x < 210 and 0 <= y < 260
+                dist = np.abs(img[y, x].astype(float) - skin).max()
+                assert dist < 40, (k, t, idx, img[y, x], skin)
+
+
+def test_image_follows_keypoints():
+    rng = np.random.default_rng(1)
+    signer = sample_signer(rng, "S")
+    pts = sample_motion(rng, 1, (210, 260), signer.body)[0]
+    a = render_signer(signer.appearance, pts, (210, 260))
+    moved = pts.copy()
+    moved[L.RIGHT_HAND.start : L.RIGHT_HAND.stop, 0] += 12.0
+    b = render_signer(signer.appearance, moved, (210, 260))
+    diff = np.abs(a.astype(int) - b.astype(int)).sum(-1) > 30
+    ys, xs = np.nonzero(diff)
+    assert diff.sum() > 20
+    hand = pts[L.RIGHT_HAND.start : L.RIGHT_HAND.stop, :2]
+    # every changed pixel is near the old or new hand
+    assert xs.min() >= hand[:, 0].min() - 8 and xs.max() <= hand[:, 0].max() + 20
+    assert ys.min() >= hand[:, 1].min() - 8 and ys.max() <= hand[:, 1].max() + 8
+
+
+def test_motion_is_smooth_and_in_frame():
+    rng = np.random.default_rng(2)
+    pts = sample_motion(rng, 50, (210, 260))
+    assert pts.shape == (50, 133, 3) and pts.dtype == np.float32
+    visible = pts[0, :, 2] > 0
+    assert visible[:17].sum() >= 11 and visible[23:].all()
+    step = np.linalg.norm(np.diff(pts[:, visible, :2], axis=0), axis=-1)
+    assert step.max() < 15.0  # pixels per frame at 25 fps
+    xy = pts[:, 23:, :2]
+    assert xy[..., 0].min() > 0 and xy[..., 0].max() < 210
+    assert xy[..., 1].min() > 0 and xy[..., 1].max() < 260
+    # wrists actually move (signing, not a still image)
+    assert np.ptp(pts[:, L.LEFT_WRIST, :2], axis=0).max() > 10
+
+
+def test_bad_size_is_a_user_error(tmp_path: Path, capsys):
+    rc = main(["prepare", "synthetic", "-o", str(tmp_path / "x"), "--size", "64by80"])
+    assert rc == 2
+    assert "--size" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
