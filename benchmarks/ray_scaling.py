@@ -10,7 +10,7 @@ model costs a few ms per frame, less than Ray's per-row overhead, so it would me
 rather than rendering. At 128x128 one frame costs ~0.1-0.3 s of model time on one core,
 which dominates, as the paper's model (SD 2.1 UNet at 512, 20 steps) does on a GPU.
 
-    .venv/bin/python benchmarks/ray_scaling.py [--clips 8 --frames 6 --steps 8]
+    .venv/bin/python benchmarks/ray_scaling.py [--clips 8 --frames 16 --steps 8 --repeats 2]
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ray_scaling.md"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--resolution", type=int, default=128, help="model resolution (square)")
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="runs per worker count (best kept)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per worker count (best kept)")
     ap.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 

@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `signgen keypoints models | head`
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return 0
-    except Exception as exc:  # noqa: BLE001 - last resort: one line unless debugging
+    except Exception as exc:  # last resort: one line unless debugging
         if args.verbose or os.environ.get("SIGNGEN_DEBUG"):
             raise
         sys.stderr.write(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from model_helpers import randomize
 from torch import nn
 
 from signgen.errors import InputError
@@ -32,17 +33,10 @@ from signgen.sampling.pipeline import FPDMPipeline
 STEPS = 2
 
 
-def _randomize(module: nn.Module, seed: int, std: float = 0.2) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
 @pytest.fixture(scope="module")
 def comps() -> dict:
     c = build_components(load_model_config("tiny_mcld"), "cpu")
-    _randomize(c["pose_encoder"], 1)  # zero-init conv_out would hide the pose path
+    randomize(c["pose_encoder"], 1)  # zero-init conv_out would hide the pose path
     return c
 
 
@@ -211,7 +205,7 @@ def test_decoupled_attention_uses_its_own_keys_and_values(comps):
     cfg = load_model_config("tiny_mcld")
     parts = build_components(cfg, "cpu")
     adapter = parts["focal_adapter"]
-    _randomize(adapter, 3)
+    randomize(adapter, 3)
     mcld = FPDMDenoiser(parts["unet"], parts["pose_encoder"], parts["source_projector"],
                         parts["fusion_mlp"], focal_adapter=adapter).eval()  # fmt: skip
     plain_unet = build_components(load_model_config("tiny"), "cpu")["unet"]  # same init
@@ -363,14 +357,14 @@ def test_scale_zero_renders_exactly_plain_fpdm():
     mcld = FPDMPipeline.from_config(load_model_config("tiny_mcld"))
     plain = FPDMPipeline.from_config(load_model_config("tiny"))  # same seed, same weights
     for p in (mcld, plain):
-        _randomize(p.pose_encoder, 1)
+        randomize(p.pose_encoder, 1)
     img, kp = _clip()
     mcld.focal_adapter.set_scale(0.0)
     a = mcld(img, kp, num_inference_steps=STEPS, batch_size=2, guidance_focal=4.0)
     b = plain(img, kp, num_inference_steps=STEPS, batch_size=2)
     np.testing.assert_array_equal(a, b)
     mcld.focal_adapter.set_scale(1.0)
-    _randomize(mcld.focal_adapter, 5)
+    randomize(mcld.focal_adapter, 5)
     c = mcld(img, kp, num_inference_steps=STEPS, batch_size=2)
     assert not np.array_equal(c, b)
     with pytest.raises(InputError, match="no focal"):
@@ -378,7 +372,7 @@ def test_scale_zero_renders_exactly_plain_fpdm():
 
 
 def test_save_load_round_trip_gives_identical_frames(pipe, tmp_path):
-    _randomize(pipe.focal_adapter, 7)
+    randomize(pipe.focal_adapter, 7)
     img, kp = _clip(frames=3)
     a = pipe(img, kp, num_inference_steps=STEPS, batch_size=2, seed=1)
     pipe.save_pretrained(tmp_path / "m")

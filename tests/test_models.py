@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from model_helpers import randomize
 from transformers import CLIPVisionModelWithProjection, Dinov2Model
 
 from signgen.config import to_dict
@@ -20,14 +21,6 @@ from signgen.models.preprocess import Letterbox, tensor_to_uint8, to_model_input
 @pytest.fixture(scope="module")
 def tiny():
     return build_components(load_model_config("tiny"))
-
-
-def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
-    """Give zero-initialised layers (e.g. the pose encoder's last conv) random weights."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 # ---- preprocessing geometry -------------------------------------------------------------------
@@ -92,7 +85,7 @@ def test_source_projector_fusion_mlp_shapes():
     assert mlp(torch.randn(3, 16)).shape == (3, 64)
 
 
-def test_combiner_is_normalised_and_gates_between_inputs():
+def test_combiner_is_normalised_and_gates_betweenrandom_clip():
     comb = Combiner(embed_dim=16, projection_dim=32, hidden_dim=32, dropout=0.5).eval()
     s, p = torch.randn(4, 16), torch.randn(4, 16)
     out = comb(s, p)
@@ -134,7 +127,7 @@ def _tiny_denoiser(tiny) -> FPDMDenoiser:
     den = FPDMDenoiser(
         tiny["unet"], tiny["pose_encoder"], tiny["source_projector"], tiny["fusion_mlp"]
     )
-    _randomize(den.pose_encoder)  # make the pose path visible in the output
+    randomize(den.pose_encoder)  # make the pose path visible in the output
     return den.eval()
 
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from model_helpers import random_clip, randomize
 from torch import nn
 
 from signgen.errors import InputError, MissingWeightsError
@@ -18,30 +19,11 @@ from signgen.sampling.pipeline import FPDMPipeline, frame_seed, resolve_device, 
 STEPS = 2
 
 
-def _randomize(module: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-
-
 @pytest.fixture(scope="module")
 def pipe() -> FPDMPipeline:
     p = FPDMPipeline.from_config(load_model_config("tiny"))
-    _randomize(p.pose_encoder, 1)  # zero-init conv_out would hide the pose path
+    randomize(p.pose_encoder, 1)  # zero-init conv_out would hide the pose path
     return p
-
-
-def _inputs(frames: int = 8, size: tuple[int, int] = (21, 26), seed: int = 0):
-    """A random first frame (W x H) and a random keypoint sequence on it."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    pts = np.zeros((frames, 133, 3), np.float32)
-    pts[..., 0] = rng.uniform(0, w, (frames, 133))
-    pts[..., 1] = rng.uniform(0, h, (frames, 133))
-    pts[..., 2] = 1.0
-    return img, KeypointSequence(pts, w, h, fps=25.0)
 
 
 # ---- guidance ----------------------------------------------------------------------------------
@@ -65,7 +47,7 @@ class _RecordingUNet(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(
             block_out_channels=(c0,), cross_attention_dim=cross, class_embed_type="identity",
-            in_channels=4, time_embedding_dim=time_dim,
+            in_channels=4, out_channels=4, time_embedding_dim=time_dim,
         )  # fmt: skip
         self.c0 = c0
         self.conv_in = nn.Identity()
@@ -94,7 +76,7 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe):
     real = pipe.denoiser
     pipe.denoiser = FPDMDenoiser(stub, real.pose_encoder, real.source_projector, real.fusion_mlp)
     try:
-        img, kp = _inputs(frames=3)
+        img, kp = random_clip(frames=3)
         src = pipe.encode_source(img)
         sched = pipe.make_scheduler("ddim")
         seen: list[torch.Tensor] = []
@@ -132,7 +114,7 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe):
 
 # ---- determinism and batching --------------------------------------------------------------------
 def test_frames_have_source_size_and_are_deterministic(pipe):
-    img, kp = _inputs(frames=5, size=(21, 26))
+    img, kp = random_clip(frames=5, size=(21, 26))
     a = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
     assert a.shape == (5, 26, 21, 3) and a.dtype == np.uint8
     b = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
@@ -142,7 +124,7 @@ def test_frames_have_source_size_and_are_deterministic(pipe):
 
 
 def test_batch_size_does_not_change_frames(pipe):
-    img, kp = _inputs(frames=8)
+    img, kp = random_clip(frames=8)
     one = pipe(img, kp, num_inference_steps=STEPS, batch_size=1)
     eight = pipe(img, kp, num_inference_steps=STEPS, batch_size=8)
     three = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
@@ -152,7 +134,7 @@ def test_batch_size_does_not_change_frames(pipe):
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "dpm++", "euler"])
 def test_every_scheduler_is_batch_invariant(pipe, scheduler):
-    img, kp = _inputs(frames=3)
+    img, kp = random_clip(frames=3)
     kwargs = {"num_inference_steps": STEPS, "scheduler": scheduler, "independent_noise": True}
     a = pipe(img, kp, batch_size=1, **kwargs)
     b = pipe(img, kp, batch_size=3, **kwargs)
@@ -161,7 +143,7 @@ def test_every_scheduler_is_batch_invariant(pipe, scheduler):
 
 
 def test_shared_noise_by_default_independent_on_request(pipe):
-    img, kp = _inputs(frames=3)
+    img, kp = random_clip(frames=3)
     kp = KeypointSequence(np.repeat(kp.points[:1], 3, axis=0), kp.width, kp.height, kp.fps)
     shared = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
     assert np.abs(shared[0].astype(int) - shared[2]).max() <= 1  # same pose + same noise
@@ -171,19 +153,19 @@ def test_shared_noise_by_default_independent_on_request(pipe):
 
 
 def test_render_streams_batches(pipe):
-    img, kp = _inputs(frames=7)
+    img, kp = random_clip(frames=7)
     sizes = [len(b) for b in pipe.render(img, kp, num_inference_steps=1, batch_size=3)]
     assert sizes == [3, 3, 1]
 
 
 def test_wide_frame_output_size(pipe):
-    img, kp = _inputs(frames=2, size=(40, 17))
+    img, kp = random_clip(frames=2, size=(40, 17))
     out = pipe(img, kp, num_inference_steps=1)
     assert out.shape == (2, 17, 40, 3)
 
 
 def test_bf16_renders(pipe):
-    img, kp = _inputs(frames=2)
+    img, kp = random_clip(frames=2)
     try:
         pipe.to(dtype=torch.bfloat16)
         out = pipe(img, kp, num_inference_steps=1)
@@ -194,7 +176,7 @@ def test_bf16_renders(pipe):
 
 # ---- save / load ---------------------------------------------------------------------------------
 def test_save_load_same_frames(pipe, tmp_path):
-    img, kp = _inputs(frames=3)
+    img, kp = random_clip(frames=3)
     before = pipe(img, kp, num_inference_steps=STEPS)
     pipe.save_pretrained(tmp_path / "model")
     for sub in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector", "ipf",
@@ -211,7 +193,7 @@ def test_load_without_ipf(tmp_path):
     p.save_pretrained(tmp_path / "m")
     loaded = FPDMPipeline.from_pretrained(tmp_path / "m")
     assert loaded.ipf is None and loaded.fusion_mlp is None
-    img, kp = _inputs(frames=2)
+    img, kp = random_clip(frames=2)
     np.testing.assert_array_equal(
         loaded(img, kp, num_inference_steps=1), p(img, kp, num_inference_steps=1)
     )
@@ -232,7 +214,7 @@ def test_missing_component_is_named(pipe, tmp_path):
 
 # ---- input checks --------------------------------------------------------------------------------
 def test_check_inputs(pipe, caplog):
-    img, kp = _inputs(frames=2, size=(20, 26))
+    img, kp = random_clip(frames=2, size=(20, 26))
     with pytest.raises(InputError, match="steps"):
         next(pipe.render(img, kp, num_inference_steps=0))
     with pytest.raises(InputError, match="batch size"):
@@ -277,7 +259,7 @@ def test_load_by_hub_id_from_the_local_cache_only(pipe, tmp_path, monkeypatch):
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     loaded = FPDMPipeline.from_pretrained("signgen-test/fpdm-tiny")
-    img, kp = _inputs(frames=1)
+    img, kp = random_clip(frames=1)
     np.testing.assert_array_equal(
         loaded(img, kp, num_inference_steps=1), pipe(img, kp, num_inference_steps=1)
     )

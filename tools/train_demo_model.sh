@@ -2,17 +2,21 @@
 # Retrain the bundled demo model (signgen/assets/demo_model) on the synthetic signer world,
 # with signgen's own commands only, on CPU. Called by `make demo-model`.
 #
-#   1. signgen prepare synthetic   10 signers (6 train, 2 dev, 2 test: unseen in training)
+#   1. signgen prepare synthetic   30 signers (18 train, 6 dev, 6 test: unseen in training)
 #   2. signgen train vae           tiny AutoencoderKL (SD's VAE cannot be downloaded)
-#   3. signgen train ipf           stage 1, source-enhanced InfoNCE (B6)
+#   3. signgen train ipf           stage 1, source-enhanced InfoNCE (B6), beside step 2
 #   4. signgen train fpdm          stage 2 with the frozen VAE + IPF           -> demo model
 #   5. signgen train fpdm          the same budget without IPF (ablation B3)   -> benchmark
+#      signgen train fpdm          the same budget with MCLD focal conditioning -> benchmark
 #   6. examples/                   first frame + keypoints of a held-out test clip
-#   7. benchmarks/synthetic_quality.py (SSIM / Hand SSIM vs baselines, B3 vs B6)
+#   7. benchmarks/synthetic_quality.py (SSIM / Hand SSIM / Face SSIM vs baselines, B3, MCLD)
 #
-# Environment: WORK (default runs/demo), SKIP_ABLATION=1 to skip step 5 and the B3 figures,
-# SKIP_BENCH=1 to skip step 7, STEPS_SCALE (e.g. 0.1) to scale every stage's steps.
+# Environment: WORK (default runs/demo), SKIP_ABLATION=1 to skip step 5 (B3 and MCLD),
+# SKIP_BENCH=1 to skip step 7, STEPS_SCALE (e.g. 0.1) to scale every stage's steps,
+# REUSE_WORLD=1 to keep an existing world.
 set -euo pipefail
+# Stop the stages that run in the background when this script stops early.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # One thread per process: on a small shared machine, torch's default thread pool spins and
 # runs several times slower than a single thread (measured: 4.6 s vs 22 s per VAE step).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
@@ -33,31 +37,35 @@ if [ "${REUSE_WORLD:-0}" = "1" ] && [ -f "$WORLD/prepared/manifest.csv" ]; then
   log "   reusing $WORLD"
 else
 rm -rf "$WORLD"
-"$SG" prepare synthetic -o "$WORLD" --signers 10 --videos 60 --frames 32 --size 210x260 \
+"$SG" prepare synthetic -o "$WORLD" --signers 30 --videos 120 --frames 32 --size 210x260 \
   --seed 0 --pairs-per-video 100 -q
 fi
 
 COMMON=(data.prepared="$WORLD/prepared")
-log "2/7 VAE"
-"$SG" train vae --config $CFG/demo_vae.yaml "${COMMON[@]}" output_dir="$WORK/vae" \
-  train.max_steps="$(steps 300)" -q
-log "3/7 IPF (stage 1, source-enhanced)"
+# One stage per core: the IPF (stage 1) does not need the VAE, so it trains beside it.
+log "2/7 VAE, 3/7 IPF (stage 1, source-enhanced) beside it"
 "$SG" train ipf --config $CFG/demo_ipf.yaml "${COMMON[@]}" output_dir="$WORK/ipf" \
-  train.max_steps="$(steps 80)" -q
-# B6 and B3 run side by side (one thread each): on 2 cores that halves the wall time.
+  train.max_steps="$(steps 80)" -q &
+IPF_PID=$!
+"$SG" train vae --config $CFG/demo_vae.yaml "${COMMON[@]}" output_dir="$WORK/vae" \
+  train.max_steps="$(steps 2000)" -q
+wait $IPF_PID
+# B6, B3 and MCLD train side by side (one thread each) with the same budget.
+FPDM=(train.max_steps="$(steps 1500)" -q)
 log "4/7 FPDM (stage 2, B6: with the source-enhanced IPF)"
 "$SG" train fpdm --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b6" \
-  fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" \
-  train.max_steps="$(steps 300)" -q &
-B6_PID=$!
+  fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
+PIDS=($!)
 if [ "${SKIP_ABLATION:-0}" != "1" ]; then
-  log "5/7 FPDM without IPF (ablation B3, same budget)"
+  log "5/7 FPDM without IPF (ablation B3) and with MCLD, same budget"
   "$SG" train fpdm --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b3" \
-    fpdm.vae="$WORK/vae/export/vae" model.ipf.enabled=false \
-    train.max_steps="$(steps 300)" -q &
-  wait $!
+    fpdm.vae="$WORK/vae/export/vae" model.ipf.enabled=false "${FPDM[@]}" &
+  PIDS+=($!)
+  "$SG" train fpdm --config $CFG/demo_mcld.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_mcld" \
+    fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
+  PIDS+=($!)
 fi
-wait $B6_PID
+for pid in "${PIDS[@]}"; do wait "$pid"; done
 
 log "6/7 export to signgen/assets/demo_model and examples/"
 rm -rf signgen/assets/demo_model.new
@@ -80,9 +88,9 @@ du -sh signgen/assets/demo_model >&2
 
 if [ "${SKIP_BENCH:-0}" != "1" ]; then
   log "7/7 benchmark"
-  B3=()
-  [ "${SKIP_ABLATION:-0}" != "1" ] && B3=(--b3 "$WORK/fpdm_b3/export")
+  ABL=()
+  [ "${SKIP_ABLATION:-0}" != "1" ] && ABL=(--b3 "$WORK/fpdm_b3/export" --mcld "$WORK/fpdm_mcld/export")
   "$PY" benchmarks/synthetic_quality.py --world "$WORLD" --model signgen/assets/demo_model \
-    "${B3[@]}" --runs "$WORK"
+    "${ABL[@]}" --runs "$WORK"
 fi
 log "done"

@@ -10,6 +10,16 @@ The UNet is extended, not forked (STYLE.md 2):
 * the fusion MLP output goes in as ``class_labels`` of an ``class_embed_type="identity"``
   UNet, which adds it to the timestep embedding.
 
+Spatial source latents (optional, off in every paper recipe). A UNet whose ``in_channels``
+exceed its ``out_channels`` by the latent channel count takes the VAE latents of the
+source frame concatenated to the noisy latents, as Stable Diffusion's inpainting and
+InstructPix2Pix models take their image condition. They belong to the *source* condition:
+``drop_source`` zeroes them together with the source tokens, so cumulative guidance is
+unchanged. FPDM itself passes the source only through DINOv2 tokens; the pixel-aligned path
+exists for models without a pretrained source encoder (the CPU-trained demo model, whose
+frozen random-init ViT cannot carry appearance at pixel precision) and is selected by the
+UNet config alone, so saved models describe themselves.
+
 Null conditions. A dropped condition (training-time dropout, or the uncond/src branches of
 cumulative guidance at sampling time) is replaced by zeros *where it enters the UNet*:
 zero pose features after ``conv_in``, zero cross-attention tokens, zero time-embedding
@@ -43,6 +53,7 @@ class Conditions:
     tokens: torch.Tensor  # (B, N, cross_attention_dim) cross-attention keys/values
     class_emb: torch.Tensor | None  # (B, time_embed_dim) added to the time embedding
     focal_tokens: torch.Tensor | None = None  # (B, n, cross_attention_dim) MCLD focal tokens
+    source_latents: torch.Tensor | None = None  # (B, c, h, w) concatenated to the UNet input
 
 
 def _keep(mask: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -95,6 +106,13 @@ class FPDMDenoiser(nn.Module):
                 f"source projector outputs {source_projector.config.out_dim} but the UNet's "
                 f"cross_attention_dim is {unet.config.cross_attention_dim}"
             )
+        extra = unet.config.in_channels - unet.config.out_channels
+        if extra not in (0, unet.config.out_channels):
+            raise ValueError(
+                f"the UNet has in_channels={unet.config.in_channels} and out_channels="
+                f"{unet.config.out_channels}: in_channels must equal out_channels (FPDM) or "
+                "twice it (spatial source latents concatenated to the noisy latents)"
+            )
         self.unet = unet
         self.pose_encoder = pose_encoder
         self.source_projector = source_projector
@@ -116,6 +134,11 @@ class FPDMDenoiser(nn.Module):
     def has_focal(self) -> bool:
         return self.focal_adapter is not None
 
+    @property
+    def source_latent_channels(self) -> int:
+        """Channels of the spatial source latents the UNet expects (0: none, plain FPDM)."""
+        return int(self.unet.config.in_channels - self.unet.config.out_channels)
+
     def encode_conditions(
         self,
         pose: torch.Tensor,
@@ -128,6 +151,7 @@ class FPDMDenoiser(nn.Module):
         focal_hidden: torch.Tensor | None = None,
         focal_present: torch.Tensor | None = None,
         drop_focal: torch.Tensor | None = None,
+        source_latents: torch.Tensor | None = None,
     ) -> Conditions:
         """Run the condition encoders and zero the dropped conditions per sample.
 
@@ -135,7 +159,9 @@ class FPDMDenoiser(nn.Module):
         tokens (a batch of 1 is broadcast); fusion (B, D) or None; drop_* bool (B,).
         MCLD only: focal_hidden (B or 1, R, N', Ds) source-encoder tokens of the region
         crops and focal_present (B or 1, R) bool (``FocalAdapter.encode_regions``); None
-        = the null focal condition for every sample.
+        = the null focal condition for every sample. Spatial-source UNets only:
+        source_latents (B or 1, c, h, w), the scaled VAE latents of the source frame,
+        dropped with the source tokens; None = the null (zero) latents for every sample.
         """
         b, device = pose.shape[0], pose.device
         feats = self.pose_encoder(pose)  # (B, C0, h, w)
@@ -163,7 +189,21 @@ class FPDMDenoiser(nn.Module):
                 focal = _apply_keep(focal, _keep(drop_focal, b, device))
         elif focal_hidden is not None:
             raise ValueError("focal_hidden given, but this denoiser has no focal adapter")
-        return Conditions(feats, tokens, class_emb, focal)
+        src_lat = None
+        if c := self.source_latent_channels:
+            if source_latents is None:  # null spatial source
+                src_lat = feats.new_zeros(b, c, *feats.shape[-2:])
+            else:
+                src_lat = source_latents.to(feats.dtype)
+                src_lat = src_lat.expand(b, -1, -1, -1) if src_lat.shape[0] == 1 else src_lat
+                assert src_lat.shape == (b, c, *feats.shape[-2:]), (
+                    f"source latents {tuple(src_lat.shape)} do not match ({b}, {c}, "
+                    f"{feats.shape[-2]}, {feats.shape[-1]})"
+                )
+                src_lat = _apply_keep(src_lat, _keep(drop_source, b, device))
+        elif source_latents is not None:
+            raise ValueError("source_latents given, but this UNet takes no spatial source")
+        return Conditions(feats, tokens, class_emb, focal, src_lat)
 
     def denoise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditions
@@ -181,6 +221,10 @@ class FPDMDenoiser(nn.Module):
         if self.focal_adapter is not None:  # [source; focal], split again by the processors
             assert cond.focal_tokens is not None, "an MCLD denoiser needs focal tokens"
             tokens = torch.cat([tokens, cond.focal_tokens.to(tokens.dtype)], dim=1)
+        if cond.source_latents is not None:
+            noisy_latents = torch.cat(
+                [noisy_latents, cond.source_latents.to(noisy_latents.dtype)], dim=1
+            )
         handle = self.unet.conv_in.register_forward_hook(add_pose)
         try:
             return self.unet(
@@ -207,6 +251,7 @@ class FPDMDenoiser(nn.Module):
         focal_hidden: torch.Tensor | None = None,
         focal_present: torch.Tensor | None = None,
         drop_focal: torch.Tensor | None = None,
+        source_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Model prediction (B, 4, h, w) for noisy latents under the given conditions."""
         cond = self.encode_conditions(
@@ -219,5 +264,6 @@ class FPDMDenoiser(nn.Module):
             focal_hidden=focal_hidden,
             focal_present=focal_present,
             drop_focal=drop_focal,
+            source_latents=source_latents,
         )
         return self.denoise(noisy_latents, timesteps, cond)

@@ -115,6 +115,7 @@ class EncodedSource:
     height: int
     focal_hidden: torch.Tensor | None = None  # (1, R, N', Ds) MCLD crop tokens, or None
     focal_present: torch.Tensor | None = None  # (1, R) bool: region found in the first frame
+    latents: torch.Tensor | None = None  # (1, c, h, w) scaled VAE latents (spatial-source UNets)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -399,9 +400,14 @@ class FPDMPipeline:
         focal_hidden = focal_present = None
         if self.focal_adapter is not None:
             focal_hidden, focal_present = self._encode_focal(img, source_points)
+        latents = None
+        if self.denoiser.source_latent_channels:  # pixel-aligned source (signgen.models.fpdm)
+            x = to_model_input(img, self.resolution).to(self.device, self.dtype)  # [-1, 1]
+            dist = self.vae.encode(x).latent_dist
+            latents = dist.mode() * self.vae.config.scaling_factor  # (1, c, h, w)
         return EncodedSource(
             hidden, clip_emb, width=img.shape[2], height=img.shape[1],
-            focal_hidden=focal_hidden, focal_present=focal_present,
+            focal_hidden=focal_hidden, focal_present=focal_present, latents=latents,
         )  # fmt: skip
 
     def _encode_focal(
@@ -549,7 +555,7 @@ class FPDMPipeline:
 
         # Conditions of the guidance branches, computed once: [uncond; src; full], or
         # [uncond; src; focal; full] for MCLD models.
-        focal_kw: dict[str, Any] = {}
+        cond_kw: dict[str, Any] = {}
         w_focal = None
         if self.focal_adapter is not None:
             self.check_focal(guidance_focal)
@@ -558,15 +564,18 @@ class FPDMPipeline:
             if sources[0].focal_hidden is not None:
                 fh = _cat_per_frame([s.focal_hidden for s in sources])  # (1|b, R, N', Ds)
                 fp = _cat_per_frame([s.focal_present for s in sources])  # (1|b, R)
-                focal_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(4, 1, 1, 1),
+                cond_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(4, 1, 1, 1),
                             "focal_present": fp if fp.shape[0] == 1 else fp.repeat(4, 1)}  # fmt: skip
         nb = 3 if w_focal is None else 4  # branches
+        if self.denoiser.source_latent_channels:
+            sl = _cat_per_frame([s.latents for s in sources])  # (1|b, c, h, w)
+            cond_kw["source_latents"] = sl if sl.shape[0] == 1 else sl.repeat(nb, 1, 1, 1)
         cond = self.denoiser.encode_conditions(
             pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, mh, mw)
             hidden if hidden.shape[0] == 1 else hidden.repeat(nb, 1, 1),
             None if fusion is None else fusion.repeat(nb, 1),
             **branch_drop_masks(b, device, focal=w_focal is not None),
-            **focal_kw,
+            **cond_kw,
         )
 
         # 4. Initial latents: per-frame generators, so noise is independent of batching.
@@ -575,7 +584,7 @@ class FPDMPipeline:
             for s, i in zip(seeds, frame_indices)
         ]
         shape = (
-            self.unet.config.in_channels,
+            self.unet.config.out_channels,
             mh // self.vae_scale_factor,
             mw // self.vae_scale_factor,
         )

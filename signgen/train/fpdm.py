@@ -89,6 +89,12 @@ class FPDMModule(nn.Module):
             b = pose.shape[0]
             fusion = self.ipf.fuse(emb[:b], emb[b:])  # (B, D)
         out = {"z0": z0, "pose": pose, "hidden": hidden, "fusion": fusion}
+        if self.denoiser.source_latent_channels:  # pixel-aligned source (signgen.models.fpdm)
+            xs = to_model_input(batch["source"], self.resolution).to(dev)
+            # The distribution's mode, as the render pipeline encodes the first frame.
+            out["source_latents"] = (
+                self.vae.encode(xs).latent_dist.mode() * self.vae.config.scaling_factor
+            )
         if self.denoiser.has_focal:  # MCLD: face/hand crop tokens of the source
             from signgen.models.mcld import batch_focal_inputs
 
@@ -144,7 +150,8 @@ class FPDMModule(nn.Module):
                 self.mcld.face_loss_weight, self.mcld.hand_loss_weight,
             )  # fmt: skip
         # ----
-        pred = self.denoiser(noisy, t, c["pose"], c["hidden"], c["fusion"], **drops, **focal)
+        pred = self.denoiser(noisy, t, c["pose"], c["hidden"], c["fusion"], **drops, **focal,
+                             source_latents=c.get("source_latents"))  # fmt: skip
         target = self.target_for(z0, noise, t).float()
         if weights is None:
             loss = F.mse_loss(pred.float(), target)
@@ -183,6 +190,8 @@ class FPDMModule(nn.Module):
             masks.update(focal_hidden=c["focal_hidden"].repeat(4, 1, 1, 1),
                          focal_present=c["focal_present"].repeat(4, 1))  # fmt: skip
         w_focal = float(self.denoiser.focal_adapter.config.guidance) if focal else None
+        if c.get("source_latents") is not None:
+            masks["source_latents"] = c["source_latents"].repeat(nb, 1, 1, 1)
         cond = self.denoiser.encode_conditions(
             pose.repeat(nb, 1, 1, 1), c["hidden"].repeat(nb, 1, 1),
             None if c["fusion"] is None else c["fusion"].repeat(nb, 1), **masks,

@@ -1,0 +1,31 @@
+"""Helpers (no tests): random weights and random clips for the model and pipeline tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from signgen.keypoints.sequence import KeypointSequence
+
+
+def randomize(module: torch.nn.Module, seed: int = 1, std: float = 0.2) -> None:
+    """Give every parameter random N(0, std^2) values (zero-initialised layers, e.g. the pose
+    encoder's last conv, would otherwise hide their path)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def random_clip(
+    frames: int = 8, size: tuple[int, int] = (21, 26), seed: int = 0
+) -> tuple[np.ndarray, KeypointSequence]:
+    """A random first frame (W x H) and a random keypoint sequence on it."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    pts = np.zeros((frames, 133, 3), np.float32)
+    pts[..., 0] = rng.uniform(0, w, (frames, 133))
+    pts[..., 1] = rng.uniform(0, h, (frames, 133))
+    pts[..., 2] = 1.0
+    return img, KeypointSequence(pts, w, h, fps=25.0)
