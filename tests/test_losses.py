@@ -84,3 +84,28 @@ def test_retrieval_metrics_constructed_case():
     assert m["R@3"] == pytest.approx(1.0)
     assert m["R@5"] == pytest.approx(1.0)
     assert m["avg_rank"] == pytest.approx((1 + 2 + 3 + 1) / 4)
+
+
+# ---- VAE colour augmentation ------------------------------------------------------------------
+def test_hue_rotation_is_a_rotation_about_the_grey_axis():
+    from signgen.train.vae import hue_rotation
+
+    r = hue_rotation(torch.tensor([0.0, 2 * math.pi / 3, 1.234], dtype=torch.float64))
+    torch.testing.assert_close(r[0], torch.eye(3, dtype=torch.float64))
+    # 120 degrees about (1, 1, 1) cycles the primaries: red -> green -> blue -> red.
+    torch.testing.assert_close(r[1] @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
+                               torch.tensor([0.0, 1, 0], dtype=torch.float64))  # fmt: skip
+    torch.testing.assert_close(r[2] @ r[2].T, torch.eye(3, dtype=torch.float64))
+    grey = torch.tensor([0.3, 0.3, 0.3], dtype=torch.float64)
+    torch.testing.assert_close(r[2] @ grey, grey)
+
+
+def test_hue_augment_keeps_grey_levels_and_respects_p():
+    from signgen.train.vae import hue_augment
+
+    x = torch.rand(4, 3, 5, 6) * 0.5 - 0.25  # inside [-1, 1] after any rotation
+    assert torch.equal(hue_augment(x, 0.0), x)
+    y = hue_augment(x, 1.0)
+    assert not torch.allclose(y, x)
+    torch.testing.assert_close(y.mean(1), x.mean(1))  # the grey level of each pixel
+    assert y.min() >= -1 and y.max() <= 1

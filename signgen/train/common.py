@@ -25,12 +25,27 @@ def model_config(cfg: TrainConfig):
 
 
 def datasets(cfg: TrainConfig, resolution: tuple[int, int]):
-    """(train, eval) :class:`signgen.data.pairs.PairDataset` of the prepared folder."""
+    """(train, eval) pair datasets of the prepared folder: DeepFashion's
+    (:class:`signgen.data.deepfashion.DeepFashionPairs`, training augmentations from
+    ``data.augment``) when it holds a prepared DeepFashion manifest, else Phoenix-layout
+    pairs (:class:`signgen.data.pairs.PairDataset`: Phoenix and the synthetic world)."""
+    from signgen.data.deepfashion import MANIFEST_NAME, DeepFashionAugment, DeepFashionPairs
     from signgen.data.pairs import PairDataset
 
     d = cfg.data
     if not Path(d.prepared).is_dir():
         raise InputError(f"data.prepared folder not found: {d.prepared}")
+    if (Path(d.prepared) / MANIFEST_NAME).is_file():
+        try:
+            augment = DeepFashionAugment(**(d.augment or {}))
+        except TypeError as exc:
+            raise InputError(f"data.augment: {exc}") from None
+        train = DeepFashionPairs(d.prepared, d.train_split, resolution, augment=augment,
+                                 max_pairs=d.max_train_pairs, seed=cfg.seed)  # fmt: skip
+        evals = DeepFashionPairs(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs)
+        return train, evals
+    if d.augment:
+        raise InputError("data.augment applies to prepared DeepFashion folders only")
     train = PairDataset(d.prepared, d.train_split, resolution, max_pairs=d.max_train_pairs)
     evals = PairDataset(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs)
     return train, evals

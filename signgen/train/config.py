@@ -27,7 +27,10 @@ class DataConfig:
     max_train_pairs: int | None = None
     max_eval_pairs: int = 256  # dev pairs used for evaluation / sample grids
     train_split: str = "train"
-    eval_split: str = "dev"
+    eval_split: str = "dev"  # DeepFashion has no dev split: use "test"
+    # DeepFashion training augmentations (signgen.data.deepfashion.DeepFashionAugment);
+    # Phoenix and synthetic pairs have none. None = that class's defaults.
+    augment: dict[str, float] | None = None
 
 
 @dataclass
@@ -72,6 +75,10 @@ class LoopConfig:
 @dataclass
 class VAELossConfig:
     kl_weight: float = 1e-6
+    # Probability, per training image, of a random hue rotation (signgen.train.vae): the
+    # autoencoder then reconstructs colours it has not seen instead of memorising the
+    # palettes of the training set (a few signers' clothes and backgrounds). 0 = off.
+    hue_augment: float = 0.0
 
 
 @dataclass
@@ -89,6 +96,10 @@ class FPDMLossConfig:
     drop_fusion: float = 0.2
     ipf: str | None = None  # exported stage-1 folder (frozen); None: as the model config says
     vae: str | None = None  # trained VAE folder (diffusers AutoencoderKL); None: from config
+    # An exported FPDM model folder (a run's export/) whose trained components (UNet, pose
+    # encoder, source projector, fusion MLP, focal adapter) start this run, e.g. the
+    # 256x176 DeepFashion model continuing from the 512x352 one. Shapes must match.
+    init_from: str | None = None
     sample_steps: int = 10
     guidance_source: float = 2.0
     guidance_fusion: float = 2.0

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from signgen.errors import MissingWeightsError
+from signgen.errors import InputError, MissingWeightsError
 from signgen.models.preprocess import tensor_to_uint8, to_model_input
 from signgen.train.common import datasets, eval_batches, freeze, model_config, pose_to_uint8
 from signgen.train.config import TrainConfig
@@ -205,6 +205,31 @@ class FPDMModule(nn.Module):
         return ((img + 1) / 2).clamp(0, 1)
 
 
+TRAINED = ("unet", "pose_encoder", "source_projector", "fusion_mlp", "focal_adapter")
+
+
+def init_trained_components(denoiser: nn.Module, folder: str) -> None:
+    """Copy the trained components' weights of an exported model folder into ``denoiser``
+    (strict: same architecture). Frozen parts (VAE, encoders, IPF) keep their own sources."""
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    src = FPDMPipeline.from_pretrained(folder).denoiser
+    for name in TRAINED:
+        mine, theirs = getattr(denoiser, name, None), getattr(src, name, None)
+        if mine is None and theirs is None:
+            continue
+        if (mine is None) != (theirs is None):
+            raise InputError(
+                f"fpdm.init_from {folder}: {name} is {'absent' if theirs is None else 'present'} "
+                "there but not in this model config"
+            )
+        try:
+            mine.load_state_dict(theirs.state_dict(), strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise InputError(f"fpdm.init_from {folder}: {name} does not match: {first}") from None
+
+
 class FPDMTask:
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         from signgen.models.config import build_components
@@ -234,6 +259,8 @@ class FPDMTask:
         if cfg.train.gradient_checkpointing:
             comps["unet"].enable_gradient_checkpointing()
         self.module = FPDMModule(comps, mcfg, cfg)
+        if cfg.fpdm.init_from:
+            init_trained_components(self.module.denoiser, cfg.fpdm.init_from)
         self.train_set, self.eval_set = datasets(cfg, tuple(mcfg.resolution))
 
     def train_dataset(self):

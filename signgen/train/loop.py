@@ -375,6 +375,8 @@ def run_training(
         while True:
             plan = epoch_batches(len(dataset), lc.batch_size, cfg.seed, epoch, rank, world)
             plan = plan[: steps_per_epoch * lc.grad_accum]
+            if hasattr(dataset, "set_epoch"):  # per-epoch augmentations (DeepFashionPairs)
+                dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_sampler=plan[position:], **loader_kw
             )

@@ -3,7 +3,10 @@
 Stable Diffusion's VAE cannot be downloaded here, so the demo model trains its own tiny
 VAE on the synthetic world. Loss (Kingma & Welling 2014; Rombach et al. 2022 without the
 perceptual/GAN terms): MSE(x, decode(z)) + kl_weight * KL(q(z|x) || N(0, I)), z sampled.
-The export (``export/vae``) is a diffusers AutoencoderKL folder whose ``scaling_factor``
+Colour augmentation (``vae.hue_augment``): each training image is, with that probability,
+rotated in RGB about the grey axis by a uniform random angle (a hue rotation that keeps
+each pixel's grey level), so a VAE trained on a handful of signers does not tie its latent
+code to their palettes. The export (``export/vae``) is a diffusers AutoencoderKL folder whose ``scaling_factor``
 is set to 1 / std of the training latents, as SD does, so stage 2 sees unit-variance
 latents.
 """
@@ -23,16 +26,46 @@ from signgen.train.common import datasets, eval_batches, model_config
 from signgen.train.config import TrainConfig
 
 
+def hue_rotation(angles: torch.Tensor) -> torch.Tensor:
+    """(B,) angles in radians -> (B, 3, 3) rotations of RGB about the grey axis (1, 1, 1).
+
+    Rodrigues' formula R = cos(a) I + sin(a) [k]x + (1 - cos(a)) k k^T with k = (1,1,1)/sqrt(3).
+    On images in [-1, 1] mid-grey is the origin, so greys stay fixed and hues rotate."""
+    k = torch.full((3,), 3**-0.5, dtype=angles.dtype, device=angles.device)
+    kx = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]],
+                      dtype=angles.dtype, device=angles.device)  # fmt: skip
+    c, s = angles.cos().view(-1, 1, 1), angles.sin().view(-1, 1, 1)
+    eye = torch.eye(3, dtype=angles.dtype, device=angles.device)
+    return c * eye + s * kx + (1 - c) * torch.outer(k, k)
+
+
+def hue_augment(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Rotate the hue of each image of (B, 3, H, W) in [-1, 1] with probability p (uniform
+    angle), clamped back into [-1, 1]; draws from torch's global RNG (checkpointed)."""
+    if p <= 0:
+        return x
+    b = x.shape[0]
+    angles = torch.rand(b, device=x.device) * (2 * math.pi)
+    angles = torch.where(torch.rand(b, device=x.device) < p, angles, torch.zeros_like(angles))
+    rot = hue_rotation(angles.to(x.dtype))  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", rot, x).clamp(-1, 1)
+
+
 class VAEModule(nn.Module):
-    def __init__(self, vae: nn.Module, resolution: tuple[int, int], kl_weight: float) -> None:
+    def __init__(
+        self, vae: nn.Module, resolution: tuple[int, int], kl_weight: float, hue_p: float = 0.0
+    ) -> None:
         super().__init__()
         self.vae = vae
         self.resolution = resolution
         self.kl_weight = kl_weight
+        self.hue_p = hue_p
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(self.parameters()).device
         x = to_model_input(batch["target"], self.resolution).to(device)  # (B, 3, H, W) [-1, 1]
+        if self.training:
+            x = hue_augment(x, self.hue_p)
         post = self.vae.encode(x).latent_dist
         z = post.sample() if self.training else post.mode()
         rec = self.vae.decode(z).sample
@@ -54,7 +87,7 @@ class VAETask:
             vae = AutoencoderKL(**mcfg.vae.config)
         if cfg.train.gradient_checkpointing:
             vae.enable_gradient_checkpointing()
-        self.module = VAEModule(vae, self.resolution, cfg.vae.kl_weight)
+        self.module = VAEModule(vae, self.resolution, cfg.vae.kl_weight, cfg.vae.hue_augment)
         self.train_set, self.eval_set = datasets(cfg, self.resolution)
 
     def train_dataset(self):
