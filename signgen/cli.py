@@ -72,7 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands with ``key=value`` overrides (train) take them anywhere on the line, also
+    # after options (`signgen train fpdm --config C -q a=1 b=2`): argparse stops filling a
+    # positional list at the first option, so the rest is collected here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in a and not a.startswith("-") for a in extra
+        ):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s",

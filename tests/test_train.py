@@ -124,6 +124,20 @@ def test_bad_override_is_a_user_error(prepared: Path, tmp_path: Path, capsys):
     assert "batchsize" in capsys.readouterr().err
 
 
+def test_overrides_may_surround_options(prepared: Path, tmp_path: Path, capsys):
+    """`a=1 -q b=2`: the overrides after the option are still overrides (here a bad one,
+    so the run stops at config validation, naming it)."""
+    rc = main(["train", "ipf", "--config", str(CONFIGS / "tiny_ipf.yaml"),
+               f"data.prepared={prepared}", "-q", f"output_dir={tmp_path / 'x'}",
+               "train.batchsize=3"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "batchsize" in err and "unrecognized arguments" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ipf", "--config", str(CONFIGS / "tiny_ipf.yaml"), "-q", "--nope"])
+    assert exc.value.code == 2
+
+
 def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
     """Run 4 steps; run 2 steps, stop as if killed, resume to 4; compare (FPDM + EMA)."""
     from signgen.train.cli import task_factory
