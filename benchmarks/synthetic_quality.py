@@ -11,6 +11,8 @@ Rows:
              features) in every guidance branch
 * b3 / b6    the miniature ablation when --b3 is given: FPDM trained without IPF (B3) vs
              with the source-enhanced IPF (B6 = the model), same budget
+* vae        the target frames through the model's VAE (encode, decode) at the model
+             resolution: the upper bound of any model built on this VAE
 * mcld       with --mcld: the same recipe plus multi-focal (face/hand) conditioning,
              same budget (configs/train/demo_mcld.yaml); its source keypoints are the
              clip's first-frame keypoints
@@ -65,6 +67,24 @@ def load_clips(world: Path, max_clips: int | None) -> list[dict]:
         clips.append({"video": e.video, "signer": e.signer, "frames": frames,
                       "keypoints": from_json_dict(seq, str(e.keypoints_file))})  # fmt: skip
     return clips
+
+
+@torch.no_grad()
+def vae_reconstruction(pipe, frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> the same frames through the model's letterbox + VAE encode/decode
+    + inverse letterbox: what the model would output if its latents were perfect, i.e. an
+    upper bound for any model on this VAE at this resolution."""
+    from signgen.models.preprocess import Letterbox, tensor_to_uint8, to_model_input
+
+    mh, mw = pipe.resolution
+    x = to_model_input(frames, (mh, mw)).to(pipe.device, pipe.dtype)
+    out = []
+    for chunk in x.split(16):
+        z = pipe.vae.encode(chunk).latent_dist.mode()
+        out.append(pipe.vae.decode(z).sample.float())
+    rec = (torch.cat(out) + 1) / 2  # [0, 1]
+    box = Letterbox.fit((frames.shape[2], frames.shape[1]), (mw, mh))
+    return tensor_to_uint8(box.invert(rec))
 
 
 def no_pose(pipe):
@@ -166,6 +186,7 @@ ROWS = {  # key -> label in the report
     "copy": "copy first frame",
     "nopose": "model, pose zeroed",
     "b3": "ablation B3 (no IPF)",
+    "vae": "VAE reconstruction of the target (bound)",
     "mcld": "MCLD (focal face/hands), same budget",
 }
 
@@ -200,13 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         systems["mcld"] = FPDMPipeline.from_pretrained(args.mcld)
         if systems["mcld"].focal_adapter is None:
             ap.error(f"--mcld {args.mcld} is not an MCLD model (no focal adapter)")
-    per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", *systems]}
+    per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", "vae", *systems]}
     kw = {"num_inference_steps": args.steps, "guidance": tuple(args.guidance), "seed": 0,
           "batch_size": 16}  # fmt: skip
     samples = []
     for clip in clips:
         gt, kp = clip["frames"], clip["keypoints"]
-        outs = {"copy": np.repeat(gt[:1], len(gt), axis=0)}
+        outs = {"copy": np.repeat(gt[:1], len(gt), axis=0),
+                "vae": vae_reconstruction(systems["model"], gt)}  # fmt: skip
         for name, pipe in systems.items():
             extra = {}
             if pipe.focal_adapter is not None:  # the source frame is frame 0 of the clip

@@ -124,6 +124,21 @@ def test_bad_override_is_a_user_error(prepared: Path, tmp_path: Path, capsys):
     assert "batchsize" in capsys.readouterr().err
 
 
+def test_a_fresh_run_never_mixes_with_an_earlier_one(prepared: Path, tmp_path: Path, capsys):
+    out = tmp_path / "ipf"
+    assert _train("ipf", prepared, out, "train.max_steps=1") == 0
+    (out / "keep.txt").write_text("not the run's")
+    assert _train("ipf", prepared, out, "train.max_steps=1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    rows = list(csv.DictReader((out / "logs" / "train.csv").open()))
+    assert rows
+    assert _train("ipf", prepared, out, "train.max_steps=1", "--overwrite") == 0
+    again = list(csv.DictReader((out / "logs" / "train.csv").open()))
+    assert len(again) == len(rows)  # the log started anew instead of appending
+    assert (out / "keep.txt").is_file()  # only the run's own parts are removed
+    assert _train("ipf", prepared, out, "train.max_steps=1", "--resume", "--overwrite") == 2
+
+
 def test_overrides_may_surround_options(prepared: Path, tmp_path: Path, capsys):
     """`a=1 -q b=2`: the overrides after the option are still overrides (here a bad one,
     so the run stops at config validation, naming it)."""

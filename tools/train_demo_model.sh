@@ -44,24 +44,24 @@ fi
 COMMON=(data.prepared="$WORLD/prepared")
 # One stage per core: the IPF (stage 1) does not need the VAE, so it trains beside it.
 log "2/7 VAE, 3/7 IPF (stage 1, source-enhanced) beside it"
-"$SG" train ipf --config $CFG/demo_ipf.yaml "${COMMON[@]}" output_dir="$WORK/ipf" \
+"$SG" train ipf --overwrite --config $CFG/demo_ipf.yaml "${COMMON[@]}" output_dir="$WORK/ipf" \
   train.max_steps="$(steps 80)" -q &
 IPF_PID=$!
-"$SG" train vae --config $CFG/demo_vae.yaml "${COMMON[@]}" output_dir="$WORK/vae" \
+"$SG" train vae --overwrite --config $CFG/demo_vae.yaml "${COMMON[@]}" output_dir="$WORK/vae" \
   train.max_steps="$(steps 2000)" -q
 wait $IPF_PID
 # B6, B3 and MCLD train side by side (one thread each) with the same budget.
-FPDM=(train.max_steps="$(steps 1500)" -q)
+FPDM=(train.max_steps="$(steps 2000)" -q)
 log "4/7 FPDM (stage 2, B6: with the source-enhanced IPF)"
-"$SG" train fpdm --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b6" \
+"$SG" train fpdm --overwrite --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b6" \
   fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
 PIDS=($!)
 if [ "${SKIP_ABLATION:-0}" != "1" ]; then
   log "5/7 FPDM without IPF (ablation B3) and with MCLD, same budget"
-  "$SG" train fpdm --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b3" \
+  "$SG" train fpdm --overwrite --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b3" \
     fpdm.vae="$WORK/vae/export/vae" model.ipf.enabled=false "${FPDM[@]}" &
   PIDS+=($!)
-  "$SG" train fpdm --config $CFG/demo_mcld.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_mcld" \
+  "$SG" train fpdm --overwrite --config $CFG/demo_mcld.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_mcld" \
     fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
   PIDS+=($!)
 fi

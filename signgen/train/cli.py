@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,29 @@ def task_factory(stage: str) -> Callable:
     return FPDMTask
 
 
+RUN_PARTS = ("checkpoints", "logs", "samples", "export", "summary.json")
+
+
+def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """A fresh run never mixes with an earlier one in the same folder: without --resume, an
+    output_dir that holds a run is an error, or with --overwrite is cleared first."""
+    from signgen.errors import InputError
+
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: choose one")
+    found = [p for p in RUN_PARTS if (out / p).exists()]
+    if resume or not found:
+        return
+    if not overwrite:
+        raise InputError(
+            f"output_dir {out} already holds a run ({', '.join(found)}): pass --resume to "
+            "continue it, --overwrite to start again there, or choose another output_dir=..."
+        )
+    for p in found:
+        path = out / p
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from signgen.errors import InputError
@@ -57,6 +82,7 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
         from signgen.train.loop import launch
 
         cfg = load_train_config(args.config, args.overrides, stage=stage)
+        prepare_output_dir(Path(cfg.output_dir), resume=args.resume, overwrite=args.overwrite)
         if args.gpus_per_worker < 0:
             raise InputError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
         result = launch(
@@ -102,6 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             action="store_true",
             help="continue from the last checkpoint in output_dir (weights, optimizer, LR "
             "schedule, EMA, RNG states, data position)",
+        )
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start from scratch even if output_dir holds an earlier run (its "
+            "checkpoints, logs, samples and export are deleted first)",
         )
         p.add_argument(
             "--workers", type=int, default=1,
