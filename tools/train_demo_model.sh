@@ -2,7 +2,7 @@
 # Retrain the bundled demo model (signgen/assets/demo_model) on the synthetic signer world,
 # with signgen's own commands only, on CPU. Called by `make demo-model`.
 #
-#   1. signgen prepare synthetic   30 signers (18 train, 6 dev, 6 test: unseen in training)
+#   1. signgen prepare synthetic   100 signers (60 train, 20 dev, 20 test: unseen in training)
 #   2. signgen train vae           tiny AutoencoderKL (SD's VAE cannot be downloaded)
 #   3. signgen train ipf           stage 1, source-enhanced InfoNCE (B6), beside step 2
 #   4. signgen train fpdm          stage 2 with the frozen VAE + IPF           -> demo model
@@ -37,7 +37,7 @@ if [ "${REUSE_WORLD:-0}" = "1" ] && [ -f "$WORLD/prepared/manifest.csv" ]; then
   log "   reusing $WORLD"
 else
 rm -rf "$WORLD"
-"$SG" prepare synthetic -o "$WORLD" --signers 30 --videos 120 --frames 32 --size 210x260 \
+"$SG" prepare synthetic -o "$WORLD" --signers 100 --videos 160 --frames 32 --size 210x260 \
   --seed 0 --pairs-per-video 100 -q
 fi
 
