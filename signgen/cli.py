@@ -21,6 +21,7 @@ from signgen.errors import InputError
 # Modules that contribute subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "signgen.sampling.cli",  # render
+    "signgen.sampling.pairs",  # render-pairs (DeepFashion test pairs)
     "signgen.keypoints.cli",  # keypoints convert|info|extract|models
     "signgen.pose.cli",  # pose draw
     "signgen.train.cli",  # train ipf|fpdm

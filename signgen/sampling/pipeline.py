@@ -532,24 +532,67 @@ class FPDMPipeline:
         b = len(sources)
         points = np.asarray(points, dtype=np.float32)
         assert points.shape == (b, 133, 3), points.shape
+        mh, mw = self.resolution
+
+        # 3. Per frame: pose image at model resolution (in the letterboxed geometry of its
+        #    first frame) and, for IPF, at the IPF's input size.
+        boxes = [Letterbox.fit((s.width, s.height), (mw, mh)) for s in sources]
+        pose = uint8_to_tensor(_draw_poses(points, boxes, (mw, mh)))  # (b, 3, mh, mw) in [0,1]
+        ipf_pose = None
+        if self.ipf is not None:
+            ih, iw = self.ipf.image_size
+            ipf_boxes = [Letterbox.fit((s.width, s.height), (iw, ih)) for s in sources]
+            ipf_pose = self.ipf.preprocess(_draw_poses(points, ipf_boxes, (iw, ih)))
+        images = self.generate(
+            sources, pose, frame_indices, ipf_pose=ipf_pose, seed=seed,
+            num_inference_steps=num_inference_steps, guidance=guidance, scheduler=scheduler,
+            independent_noise=independent_noise, guidance_focal=guidance_focal,
+        )  # fmt: skip
+
+        # 7. Map back to each first frame's exact size (inverse letterbox).
+        return [tensor_to_uint8(box.invert(images[i : i + 1]))[0] for i, box in enumerate(boxes)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        sources: Sequence[EncodedSource],
+        pose: torch.Tensor,
+        frame_indices: Sequence[int],
+        *,
+        ipf_pose: torch.Tensor | None = None,
+        seed: int | Sequence[int] = 0,
+        num_inference_steps: int = 20,
+        guidance: tuple[float, float] = (2.0, 2.0),
+        scheduler: Any = None,
+        independent_noise: bool = False,
+        guidance_focal: float | None = None,
+    ) -> torch.Tensor:
+        """Steps 3-6 from ready pose images: (b, 3, H, W) float pose images in [0, 1] at the
+        model resolution -> (b, 3, H, W) float images at the model resolution, nominally in
+        [0, 1] (not clamped: resample first, then clamp, as :meth:`render_frames` does).
+
+        :meth:`render_frames` draws the pose images from keypoints; datasets that come with
+        their own pose images (DeepFashion's OpenPose-18 skeletons, ``target_pose``) call this
+        directly. ``ipf_pose``: the IPF's preprocessed pose pixels; None = the IPF
+        preprocessing of ``pose`` itself (as in training).
+        """
+        b = len(sources)
+        assert pose.shape == (b, 3, *self.resolution), (tuple(pose.shape), self.resolution)
         assert len(frame_indices) == b
         seeds = [int(seed)] * b if np.ndim(seed) == 0 else [int(s) for s in seed]  # type: ignore[arg-type]
         sched = scheduler if scheduler is not None else self.make_scheduler()
         device, dtype = self.device, self.dtype
         mh, mw = self.resolution
-
-        # 3. Per frame: pose image at model resolution (in the letterboxed geometry of its
-        #    first frame) and the fusion embedding F = Combiner(CLIP(source), CLIP(pose)).
-        boxes = [Letterbox.fit((s.width, s.height), (mw, mh)) for s in sources]
-        pose = uint8_to_tensor(_draw_poses(points, boxes, (mw, mh)))  # (b, 3, mh, mw) in [0,1]
         pose = pose.to(device, dtype)
         hidden = _cat_per_frame([s.hidden for s in sources])  # (1|b, N, Ds)
         fusion = None
         if self.ipf is not None:
-            ih, iw = self.ipf.image_size
-            ipf_boxes = [Letterbox.fit((s.width, s.height), (iw, ih)) for s in sources]
-            pose_ipf = self.ipf.preprocess(_draw_poses(points, ipf_boxes, (iw, ih)))
-            pose_emb = self.ipf.embed(pose_ipf.to(device, dtype))  # (b, D)
+            if ipf_pose is None:
+                ipf_pose = self.ipf.preprocess(
+                    pose.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+                    .permute(0, 2, 3, 1).cpu()
+                )  # fmt: skip
+            pose_emb = self.ipf.embed(ipf_pose.to(device, dtype))  # (b, D)
             src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
             fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
 
@@ -604,11 +647,8 @@ class FPDMPipeline:
         # 6. Decode with the VAE.
         sf = self.vae.config.scaling_factor
         images = self.vae.decode((latents / sf).to(dtype), return_dict=False)[0]  # (b,3,mh,mw)
-        images = (images.float() * torch.tensor(VAE_STD, device=device).view(1, 3, 1, 1)
-                  + torch.tensor(VAE_MEAN, device=device).view(1, 3, 1, 1))  # fmt: skip
-
-        # 7. Map back to each first frame's exact size (inverse letterbox).
-        return [tensor_to_uint8(box.invert(images[i : i + 1]))[0] for i, box in enumerate(boxes)]
+        return (images.float() * torch.tensor(VAE_STD, device=device).view(1, 3, 1, 1)
+                + torch.tensor(VAE_MEAN, device=device).view(1, 3, 1, 1))  # fmt: skip
 
 
 # ---- helpers ------------------------------------------------------------------------------

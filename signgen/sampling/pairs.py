@@ -1,0 +1,168 @@
+"""``signgen render-pairs``: generate the target image of every DeepFashion test pair.
+
+Pose-guided person image synthesis is evaluated on (source, target) pairs, not clips
+(the paper's Table 1: 8,570 DeepFashion test pairs). DeepFashion keypoints are OpenPose-18,
+so the pose image of each target comes from :class:`signgen.data.deepfashion.DeepFashionPairs`
+(``target_pose``: exactly what stage 2 was trained on) and goes to
+:meth:`signgen.sampling.pipeline.FPDMPipeline.generate`, with the same guidance and noise
+as ``signgen render``.
+
+Output, ready for ``signgen evaluate --pred OUT/pred --gt OUT/gt`` (every pair is a
+one-frame "video" in the Phoenix layout, so the evaluation code is the clips' one):
+
+    OUT/pred/<key>/images0001.png   generated target, at the prepared image size
+    OUT/gt/<key>/images0001.png     the ground-truth target image
+    OUT/pairs.csv                   key, source, target
+
+``key`` is ``<pair index, 5 digits>_<target image stem>``. Every PNG is written under a
+temporary name and renamed, and a re-run skips the pairs already generated, so a killed
+job continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from signgen.errors import InputError
+from signgen.fileio import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  signgen render-pairs --prepared data/deepfashion-512 --model runs/fpdm_deepfashion_512x352_b6/export \\
+      -o out/df512 --device cuda --batch-size 16
+  signgen evaluate --pred out/df512/pred --gt out/df512/gt --metrics ssim,psnr,lpips,fid \\
+      --lpips-weights alexnet.pth -o out/df512_metrics.csv
+"""
+
+
+def pair_key(index: int, target_name: str) -> str:
+    stem = Path(str(target_name).replace("\\", "/")).stem
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    return f"{index:05d}_{safe}"
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def render_pairs(
+    pipe,
+    prepared: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 8,
+    steps: int = 20,
+    guidance: tuple[float, float] = (2.0, 2.0),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Generate every pair of ``split`` not yet in ``out``; returns counts (done, skipped)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from signgen.data.deepfashion import DeepFashionPairs
+    from signgen.models.preprocess import Letterbox, tensor_to_uint8
+
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be a positive integer, got {batch_size}")
+    if steps <= 0:
+        raise InputError(f"--steps must be a positive integer, got {steps}")
+    if pipe.focal_adapter is not None:
+        raise InputError("render-pairs does not support MCLD models (they need whole-body "
+                         "keypoints of the source to locate face and hands)")  # fmt: skip
+    ds = DeepFashionPairs(prepared, split, pipe.resolution, max_pairs=limit)
+    out = Path(out)
+    keys = {i: (pair_key(i, tgt), src, tgt) for i, (src, tgt) in enumerate(ds.pairs)}
+    pending = [i for i, (key, _, _) in keys.items()
+               if not (out / "pred" / key / "images0001.png").is_file()]  # fmt: skip
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["key", "source", "target"])
+    writer.writerows(keys.values())
+    atomic_write_text(out / "pairs.csv", table.getvalue())
+    mh, mw = pipe.resolution
+    bar = tqdm(total=len(pending), unit="pair", desc="render-pairs", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    with bar:
+        for start in range(0, len(pending), batch_size):
+            idx = pending[start : start + batch_size]
+            items = [ds[i] for i in idx]
+            sources = [pipe.encode_source(it["source"].numpy()) for it in items]
+            pose = torch.stack([it["target_pose"] for it in items])  # (b, 3, mh, mw)
+            with torch.no_grad():
+                images = pipe.generate(sources, pose, [0] * len(idx), seed=seed,
+                                       num_inference_steps=steps, guidance=guidance)  # fmt: skip
+            for j, (i, it) in enumerate(zip(idx, items, strict=True)):
+                h0, w0 = it["target"].shape[:2]
+                box = Letterbox.fit((w0, h0), (mw, mh))
+                pred = tensor_to_uint8(box.invert(images[j : j + 1]))[0]
+                key = keys[i][0]
+                # Ground truth first: a pair counts as done once its prediction exists.
+                atomic_write_bytes(out / "gt" / key / "images0001.png", _png(it["target"].numpy()))
+                atomic_write_bytes(out / "pred" / key / "images0001.png", _png(pred))
+            bar.update(len(idx))
+    return {"pairs": len(keys), "rendered": len(pending), "skipped": len(keys) - len(pending)}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "render-pairs",
+        help="generate the target image of every (source, target) pair of a prepared "
+        "DeepFashion split",
+        description="Generate the target image of each (source, target) pair of a prepared "
+        "DeepFashion split (OUT/pred), next to its ground truth (OUT/gt), for `signgen "
+        "evaluate`. Resumable: pairs already generated are skipped.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--prepared", required=True, metavar="DIR",
+                   help="output of `signgen prepare deepfashion`")  # fmt: skip
+    p.add_argument("--model", required=True, metavar="DIR", help="FPDM model folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--split", default="test", help="pair split (default test)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N pairs only")
+    p.add_argument("--steps", type=int, default=20, metavar="N",
+                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
+    p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
+                   metavar=("W_SRC", "W_FUSE"), help="cumulative guidance (default 2.0 2.0)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B",
+                   help="pairs generated together (default 8)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="model precision (default fp32)")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from signgen.sampling.pipeline import FPDMPipeline, resolve_device, resolve_dtype
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
+    t0 = time.perf_counter()
+    counts = render_pairs(
+        pipe, args.prepared, args.output, split=args.split, limit=args.limit,
+        batch_size=args.batch_size, steps=args.steps, guidance=tuple(args.guidance),
+        seed=args.seed, progress=not args.quiet,
+    )  # fmt: skip
+    logger.info("render-pairs: %d pairs (%d generated, %d already there) in %.1f s -> %s",
+                counts["pairs"], counts["rendered"], counts["skipped"],
+                time.perf_counter() - t0, args.output)  # fmt: skip
+    return 0
