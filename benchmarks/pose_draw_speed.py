@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -24,26 +23,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import machine  # benchmarks/ is on sys.path when a script runs
 
 from signgen.pose import draw_pose, pose_to_tensor
 from signgen.pose.draw import coco133_to_openpose18
 from signgen.pose.synthetic import random_poses
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pose_draw_speed.md"
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "load average (1/5/15 min)": load,
-            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
 def versions() -> dict[str, str]:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_result  # benchmarks/ is on sys.path when a script runs
+
 RESULTS = Path(__file__).resolve().parent / "results" / "render_memory.md"
 
 
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "Peak RSS includes the Python interpreter, torch/diffusers/transformers and the parsed "
         "keypoint file (the only part that grows with length: T x 133 x 3 floats).",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.output, lines)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_result  # benchmarks/ is on sys.path when a script runs
 
 from signgen.keypoints.sequence import KeypointSequence
 from signgen.models.config import load_model_config
@@ -148,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "Note: the machine is shared with other jobs, so absolute timings are noisy; both "
         "paths run in the same process one after the other.",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.output, lines)
     return 0
 
 
