@@ -115,7 +115,12 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def uint8_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) (or one (H, W, 3) image) -> float32 (B, 3, H, W) in [0, 1]."""
-    t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if isinstance(images, torch.Tensor):
+        t = images
+    else:
+        a = np.asarray(images)
+        # Read-only arrays (e.g. decoded video frames) are copied: torch cannot wrap them.
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[-1] != 3:
