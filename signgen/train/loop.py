@@ -31,7 +31,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -460,31 +460,43 @@ def run_training(
     if rank == 0 and finished:
         summary["eval"] = _evaluate(task, module, ema, step, logger)
         _samples(task, module, ema, step, out)
-        if ema is not None:
-            ema.store(train_params)
-            ema.copy_to(train_params)
-        task.export(module, out / "export")
-        if ema is not None:
-            ema.restore(train_params)
+        with _ema_weights(module, ema):
+            task.export(module, out / "export")
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     logger.close()
     module.train()
     return summary
 
 
-def _evaluate(task: Task, module: nn.Module, ema: Any, step: int, logger: ScalarLog) -> dict:
+@contextmanager
+def _ema_weights(module: nn.Module, ema: Any) -> Iterator[None]:
+    """The module's trainable weights replaced by their EMA (when enabled) for the block."""
     params = [p for p in module.parameters() if p.requires_grad]
     if ema is not None:
         ema.store(params)
         ema.copy_to(params)
-    module.eval()
     try:
-        with torch.no_grad():
-            metrics = task.evaluate(module, step)
+        yield
     finally:
-        module.train()
         if ema is not None:
             ema.restore(params)
+
+
+@contextmanager
+def _inference(module: nn.Module, ema: Any) -> Iterator[None]:
+    """EMA weights, eval mode and no gradients for the block; training state restored."""
+    with _ema_weights(module, ema):
+        module.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            module.train()
+
+
+def _evaluate(task: Task, module: nn.Module, ema: Any, step: int, logger: ScalarLog) -> dict:
+    with _inference(module, ema):
+        metrics = task.evaluate(module, step)
     if metrics:
         logger.write("eval", step, metrics)
         log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -492,18 +504,8 @@ def _evaluate(task: Task, module: nn.Module, ema: Any, step: int, logger: Scalar
 
 
 def _samples(task: Task, module: nn.Module, ema: Any, step: int, out: Path) -> None:
-    params = [p for p in module.parameters() if p.requires_grad]
-    if ema is not None:
-        ema.store(params)
-        ema.copy_to(params)
-    module.eval()
-    try:
-        with torch.no_grad():
-            task.samples(module, step, out / "samples")
-    finally:
-        module.train()
-        if ema is not None:
-            ema.restore(params)
+    with _inference(module, ema):
+        task.samples(module, step, out / "samples")
 
 
 # ---------------------------------------------------------------------------------
