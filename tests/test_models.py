@@ -76,6 +76,22 @@ def test_pose_encoder_shapes_and_zero_init():
     assert enc.downscale_factor == 8
 
 
+def test_pose_encoder_without_zero_init_acts_from_the_start():
+    kw = {"conditioning_embedding_channels": 16, "block_out_channels": (4, 8, 8, 16)}
+    torch.manual_seed(0)
+    enc = PoseEncoder(**kw, zero_init=False)
+    assert torch.count_nonzero(enc(torch.rand(2, 3, 32, 48))) > 0
+    assert enc.config.zero_init is False  # saved with the model
+
+
+def test_model_config_passes_zero_init_to_the_pose_encoder():
+    from signgen.models.config import build_components, load_model_config
+
+    comps = build_components(load_model_config("tiny", ["pose_encoder.zero_init=false"]))
+    assert comps["pose_encoder"].config.zero_init is False
+    assert torch.count_nonzero(comps["pose_encoder"].embedding.conv_out.weight) > 0
+
+
 def test_source_projector_fusion_mlp_shapes():
     proj = SourceProjector(in_dim=12, out_dim=16, hidden_dim=20, dropout=0.1)
     assert proj(torch.randn(2, 17, 12)).shape == (2, 17, 16)

@@ -24,6 +24,7 @@ from signgen.errors import InputError, MissingWeightsError
 from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 SOURCE_ENCODER_KINDS = ("dinov2", "clip")
+VAE_KINDS = ("kl", "patch")
 FOCAL_REGIONS = ("face", "left_hand", "right_hand")  # = signgen.models.mcld.REGIONS
 
 
@@ -38,7 +39,10 @@ class PretrainedSection:
 
 @dataclass
 class VAEConfig(PretrainedSection):
-    pass
+    # "kl": diffusers' AutoencoderKL (Stable Diffusion's VAE; ``config`` = its kwargs).
+    # "patch": signgen's PatchAutoencoder, a fixed lossless p x p patch transform for
+    # miniature CPU-trained models (``config`` = patch_size, in_channels, scaling_factor).
+    kind: str = "kl"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class UNetConfig(PretrainedSection):
 class PoseEncoderConfig:
     block_out_channels: tuple[int, ...] = (16, 32, 96, 256)  # 4 stages -> 1/8 resolution
     conditioning_channels: int = 3
+    zero_init: bool = True  # False: default init of the last conv (UNet trained from scratch)
 
 
 @dataclass
@@ -147,6 +152,8 @@ class FPDMModelConfig:
                 f"source_encoder.kind must be one of {SOURCE_ENCODER_KINDS}, "
                 f"got {self.source_encoder.kind!r}"
             )
+        if self.vae.kind not in VAE_KINDS:
+            raise InputError(f"vae.kind must be one of {VAE_KINDS}, got {self.vae.kind!r}")
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
         m = self.mcld
@@ -231,7 +238,13 @@ def build_components(
     )
 
     from signgen.models.ipf import IPFModel
-    from signgen.models.modules import Combiner, FusionMLP, PoseEncoder, SourceProjector
+    from signgen.models.modules import (
+        Combiner,
+        FusionMLP,
+        PatchAutoencoder,
+        PoseEncoder,
+        SourceProjector,
+    )
     from signgen.sampling.schedulers import make_scheduler
 
     if device not in ("cpu", "meta"):
@@ -242,7 +255,9 @@ def build_components(
 
     with _init_context(device, cfg.seed):
         # VAE (frozen)
-        if pretrained and cfg.vae.pretrained:
+        if cfg.vae.kind == "patch":
+            out["vae"] = PatchAutoencoder(**cfg.vae.config)
+        elif pretrained and cfg.vae.pretrained:
             out["vae"] = _load(AutoencoderKL, cfg.vae, "VAE")
         else:
             out["vae"] = AutoencoderKL(**cfg.vae.config)
@@ -261,6 +276,7 @@ def build_components(
             conditioning_embedding_channels=c0,
             conditioning_channels=cfg.pose_encoder.conditioning_channels,
             block_out_channels=tuple(cfg.pose_encoder.block_out_channels),
+            zero_init=cfg.pose_encoder.zero_init,
         )
 
         # Source encoder (frozen): DINOv2 (paper) or CLIP vision (ablation B1).

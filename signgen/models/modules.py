@@ -7,6 +7,8 @@ rebuilds the module from that folder alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -24,6 +26,8 @@ class PoseEncoder(ModelMixin, ConfigMixin):
 
     conv 3->16, then per stage a conv and a stride-2 conv (SiLU), and a zero-initialised
     conv to the UNet's first block width, so a fresh encoder leaves the UNet unchanged.
+    ``zero_init=False`` gives that last conv PyTorch's default init instead, for a UNet
+    trained from scratch together with the encoder (nothing pretrained to protect).
     With four ``block_out_channels`` the output is at 1/8 of the input = latent resolution.
     This is diffusers' ``ControlNetConditioningEmbedding`` (Zhang et al. 2023), reused.
     """
@@ -34,6 +38,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         conditioning_embedding_channels: int = 320,
         conditioning_channels: int = 3,
         block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         self.embedding = ControlNetConditioningEmbedding(
@@ -41,6 +46,8 @@ class PoseEncoder(ModelMixin, ConfigMixin):
             conditioning_channels=conditioning_channels,
             block_out_channels=tuple(block_out_channels),
         )
+        if not zero_init:
+            self.embedding.conv_out.reset_parameters()
 
     @property
     def downscale_factor(self) -> int:
@@ -141,3 +148,75 @@ class Combiner(ModelMixin, ConfigMixin):
         lam = self.gate(joint)  # (B, 1)
         out = self.output_layer(hidden) + lam * pose + (1 - lam) * source
         return F.normalize(out, dim=-1)
+
+
+class PatchAutoencoder(ModelMixin, ConfigMixin):
+    """A fixed, lossless stand-in for the VAE: p x p pixel patches as latent channels.
+
+    ``encode`` is space-to-depth (``pixel_unshuffle``): (B, C, H, W) in [-1, 1] ->
+    (B, C p^2, H/p, W/p); ``decode`` is its exact inverse (``pixel_shuffle``). Diffusion on
+    these "latents" is pixel-space diffusion on patches, as in Simple Diffusion
+    (Hoogeboom et al. 2023) and DiT's patch embedding: nothing to train and no
+    reconstruction loss. It exists for miniature models trained in minutes on CPU, where a
+    learned autoencoder cannot reach the detail the metrics score (the demo model's tiny
+    AutoencoderKL capped SSIM at about 0.70 on held-out synthetic clips); real models use
+    Stable Diffusion's VAE. It mimics the parts of diffusers' ``AutoencoderKL`` interface
+    that signgen uses (``encode(x).latent_dist.mode()/.sample()``, ``decode(z).sample``,
+    ``config.scaling_factor``), so the pipeline and the trainer take either.
+    """
+
+    @register_to_config
+    def __init__(
+        self, patch_size: int = 4, in_channels: int = 3, scaling_factor: float = 1.0
+    ) -> None:
+        super().__init__()
+        if patch_size < 1 or patch_size & (patch_size - 1):
+            raise ValueError(f"patch_size must be a power of 2, got {patch_size}")
+        # A buffer, not a parameter: diffusers' dtype/device/save/load need one tensor.
+        self.register_buffer("patch", torch.tensor(float(patch_size)), persistent=True)
+
+    @property
+    def downscale_factor(self) -> int:
+        return int(self.config.patch_size)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config.in_channels) * int(self.config.patch_size) ** 2
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+        from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+        z = F.pixel_unshuffle(x, self.config.patch_size)
+        # Zero variance: sample() == mode() == the patches themselves.
+        dist = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], 1), True)
+        return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True):
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        x = F.pixel_shuffle(z, self.config.patch_size)
+        return DecoderOutput(sample=x) if return_dict else (x,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x).latent_dist.mode()).sample
+
+
+def vae_downscale_factor(vae: nn.Module) -> int:
+    """How much a VAE (AutoencoderKL or PatchAutoencoder) shrinks each image side."""
+    factor = getattr(vae, "downscale_factor", None)
+    if factor is not None:
+        return int(factor)
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def load_vae(folder: str | Path, **kwargs):
+    """An AutoencoderKL or PatchAutoencoder folder, by the class its config.json names."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    folder = Path(folder)
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    cls = PatchAutoencoder if name == "PatchAutoencoder" else AutoencoderKL
+    return cls.from_pretrained(folder, local_files_only=True, **kwargs)

@@ -47,6 +47,7 @@ from signgen.fileio import atomic_write_text
 from signgen.keypoints.sequence import KeypointSequence
 from signgen.models.encoders import encode_source
 from signgen.models.fpdm import FPDMDenoiser
+from signgen.models.modules import vae_downscale_factor
 from signgen.models.preprocess import (
     VAE_MEAN,
     VAE_STD,
@@ -150,7 +151,7 @@ class FPDMPipeline:
         self.source_image_size = (int(source_image_size[0]), int(source_image_size[1]))
         self.source_mean = tuple(float(v) for v in source_mean)
         self.source_std = tuple(float(v) for v in source_std)
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        factor = vae_downscale_factor(vae)
         if factor != pose_encoder.downscale_factor:
             raise ValueError(
                 f"VAE downsamples by {factor} but the pose encoder by "
@@ -721,13 +722,14 @@ def _component_classes() -> dict[tuple[str, str], type]:
 
     from signgen.models.ipf import IPFModel
     from signgen.models.mcld import FocalAdapter
-    from signgen.models.modules import FusionMLP, PoseEncoder, SourceProjector
+    from signgen.models.modules import FusionMLP, PatchAutoencoder, PoseEncoder, SourceProjector
 
     classes: dict[tuple[str, str], type] = {
         ("diffusers", "AutoencoderKL"): AutoencoderKL,
         ("diffusers", "UNet2DConditionModel"): UNet2DConditionModel,
         ("transformers", "Dinov2Model"): Dinov2Model,
         ("transformers", "CLIPVisionModel"): CLIPVisionModel,
+        ("signgen", "PatchAutoencoder"): PatchAutoencoder,
         ("signgen", "PoseEncoder"): PoseEncoder,
         ("signgen", "SourceProjector"): SourceProjector,
         ("signgen", "FusionMLP"): FusionMLP,

@@ -240,12 +240,12 @@ class FPDMTask:
         self.mcfg = mcfg
         comps = build_components(mcfg, "cpu")
         if cfg.fpdm.vae:
-            from diffusers import AutoencoderKL
+            from signgen.models.modules import load_vae
 
             p = Path(cfg.fpdm.vae)
             if not (p / "config.json").is_file():
                 raise MissingWeightsError(f"fpdm.vae: no AutoencoderKL folder at {p}")
-            comps["vae"] = AutoencoderKL.from_pretrained(p, local_files_only=True)
+            comps["vae"] = load_vae(p)
         if cfg.fpdm.ipf and comps["ipf"] is not None:
             from signgen.models.ipf import IPFModel
 
