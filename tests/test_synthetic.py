@@ -20,6 +20,7 @@ from signgen.data.synthetic import (
     write_dataset,
 )
 from signgen.keypoints import layout as L
+from signgen.keypoints.formats.mska import read_mska
 from signgen.keypoints.sequence import from_json_dict
 
 W, H = 64, 80
@@ -60,7 +61,14 @@ def test_phoenix_layout(world: Path):
         seq = from_json_dict(json.loads((world / "keypoints" / "json" / split /
                                          f"{names[0]}.json").read_text()))  # fmt: skip
         assert (seq.width, seq.height) == (W, H)
-        np.testing.assert_allclose(seq.points, sample["keypoint"].numpy(), atol=1e-3)
+        # MSKA pickles hold Phoenix 210 x 260 pixels: the world's points, rescaled.
+        mska = read_mska(world / "keypoints" / f"Phoenix-2014T.{split}", sample=names[0])
+        assert (mska.width, mska.height) == (210, 260)
+        scale = np.array([210 / W, 260 / H], np.float32)
+        np.testing.assert_array_equal(mska.points[..., 2], seq.points[..., 2])
+        seen = seq.points[..., 2] > 0  # the reader zeroes the x, y of missing points
+        assert seen.any()
+        np.testing.assert_allclose(mska.points[seen, :2], seq.points[seen, :2] * scale, atol=1e-3)
 
 
 def test_prepared_files_and_unseen_signers(world: Path):

@@ -573,7 +573,7 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
 
         PHOENIX-2014-T/features/fullFrame-WxHpx/{split}/<name>/images0001.png ...
         PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.{split}.corpus.csv
-        keypoints/Phoenix-2014T.{split}            MSKA-style pickle (dict by name)
+        keypoints/Phoenix-2014T.{split}            MSKA-style pickle (dict by name; Phoenix 210x260 pixels)
         keypoints/json/{split}/<name>.json         signgen JSON per video
         prepared/manifest.csv, prepared/{split}_pairs.csv
         signers.json                               appearance and body of each signer
@@ -599,6 +599,10 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
     pair_rows: dict[str, list[tuple[str, str, int, int]]] = {s: [] for s in SPLITS}
     bar = tqdm(total=cfg.videos * cfg.frames, unit="frame", desc="synthetic", disable=not progress)
     png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    from signgen.keypoints.formats.mska import HEIGHT as MSKA_H
+    from signgen.keypoints.formats.mska import WIDTH as MSKA_W
+
+    mska_scale = np.array([MSKA_W / cfg.width, MSKA_H / cfg.height, 1.0], np.float32)
     for split in SPLITS:
         pool = by_split[split]
         corpus: list[list[str]] = []
@@ -624,7 +628,9 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
                 "gloss": gloss,
                 "text": text,
                 "num_frames": cfg.frames,
-                "keypoint": torch.from_numpy(points.copy()),
+                # The MSKA format holds pixels of a Phoenix 210 x 260 frame, whatever the
+                # world's own size (signgen.keypoints.formats.mska).
+                "keypoint": torch.from_numpy(points * mska_scale),
             }
             json_path = out / "keypoints" / "json" / split / f"{name}.json"
             meta = {"signer": signer.name, "gloss": gloss, "text": text, "sample": name}
