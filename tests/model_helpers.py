@@ -29,3 +29,28 @@ def random_clip(
     pts[..., 1] = rng.uniform(0, h, (frames, 133))
     pts[..., 2] = 1.0
     return img, KeypointSequence(pts, w, h, fps=25.0)
+
+
+def tiny_world(out, signers: int = 3, videos: int = 4, frames: int = 4, pairs: int = 4):
+    """A small 64x80 synthetic signer world under ``out``; returns its prepared folder."""
+    from pathlib import Path
+
+    from signgen.data.synthetic import SyntheticConfig, write_dataset
+
+    write_dataset(SyntheticConfig(out=str(out), signers=signers, videos=videos, frames=frames,
+                                  width=64, height=80, seed=0, train_pairs_per_video=pairs),
+                  progress=False)  # fmt: skip
+    return Path(out) / "prepared"
+
+
+def spy_on_steps(scheduler) -> list[torch.Tensor]:
+    """Record every model output the scheduler's ``step`` receives (in the returned list)."""
+    seen: list[torch.Tensor] = []
+    step = scheduler.step
+
+    def spy(model_output, *args, **kwargs):
+        seen.append(model_output.clone())
+        return step(model_output, *args, **kwargs)
+
+    scheduler.step = spy
+    return seen

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from model_helpers import randomize
+from model_helpers import randomize, spy_on_steps
 from torch import nn
 
 from signgen.errors import InputError
@@ -310,14 +310,7 @@ def test_four_guidance_branches_in_one_unet_call_per_step(pipe):
     try:
         src = pipe.encode_source(img, pts[0])
         sched = pipe.make_scheduler("ddim")
-        seen: list[torch.Tensor] = []
-        step = sched.step
-
-        def spy(model_output, *args, **kwargs):
-            seen.append(model_output.clone())
-            return step(model_output, *args, **kwargs)
-
-        sched.step = spy
+        seen = spy_on_steps(sched)
         w_src, w_fuse, w_focal = 2.0, 3.0, 5.0
         pipe.render_frames([src] * 3, pts, [0, 1, 2], num_inference_steps=4,
                            guidance=(w_src, w_fuse), guidance_focal=w_focal,

@@ -8,23 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import tiny_world
 from safetensors.torch import load_file
 
 from signgen.cli import main
-from signgen.data.synthetic import SyntheticConfig, write_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_dataset(
-        SyntheticConfig(out=str(out), signers=2, videos=3, frames=4, width=64, height=80,
-                        seed=0, train_pairs_per_video=4),
-        progress=False,
-    )  # fmt: skip
-    return out / "prepared"
+    return tiny_world(tmp_path_factory.mktemp("world"), 2, 3, 4, 4)
 
 
 def _task(prepared: Path, out: Path):

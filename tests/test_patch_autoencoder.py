@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_helpers import random_clip, randomize
+from model_helpers import random_clip, randomize, tiny_world
 
 from signgen.errors import InputError
 from signgen.models.config import CONFIG_DIR, load_model_config
@@ -93,16 +93,12 @@ def test_one_training_step_of_a_patch_model_through_the_cli(tmp_path: Path):
     from safetensors.torch import load_file
 
     from signgen.cli import main
-    from signgen.data.synthetic import SyntheticConfig, write_dataset
 
-    world = tmp_path / "world"
-    write_dataset(SyntheticConfig(out=str(world), signers=3, videos=4, frames=4, width=64,
-                                  height=80, seed=0, train_pairs_per_video=4),
-                  progress=False)  # fmt: skip
+    prepared = tiny_world(tmp_path / "world")
     out = tmp_path / "fpdm"
     configs = Path(__file__).resolve().parents[1] / "configs" / "train"
     rc = main(["train", "fpdm", "--config", str(configs / "tiny_fpdm.yaml"), "-q",
-               "train.max_steps=1", f"data.prepared={world / 'prepared'}", f"output_dir={out}",
+               "train.max_steps=1", f"data.prepared={prepared}", f"output_dir={out}",
                *(f"model.{o}" for o in PATCH)])  # fmt: skip
     assert rc == 0
     w = load_file(str(out / "checkpoints" / "step-0000001" / "model.safetensors"))

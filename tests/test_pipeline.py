@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from model_helpers import random_clip, randomize
+from model_helpers import random_clip, randomize, spy_on_steps
 from torch import nn
 
 from signgen.errors import InputError, MissingWeightsError
@@ -79,14 +79,7 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe):
         img, kp = random_clip(frames=3)
         src = pipe.encode_source(img)
         sched = pipe.make_scheduler("ddim")
-        seen: list[torch.Tensor] = []
-        step = sched.step
-
-        def spy(model_output, *args, **kwargs):
-            seen.append(model_output.clone())
-            return step(model_output, *args, **kwargs)
-
-        sched.step = spy
+        seen = spy_on_steps(sched)
         w_src, w_fuse = 2.0, 3.0
         pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=4,
                            guidance=(w_src, w_fuse), scheduler=sched)  # fmt: skip

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import random_clip, randomize
+from model_helpers import random_clip, randomize, tiny_world
 from safetensors.torch import load_file
 
 from signgen.cli import main
-from signgen.data.synthetic import SyntheticConfig, write_dataset
 from signgen.models.config import load_model_config
 from signgen.sampling.pipeline import FPDMPipeline
 
@@ -140,12 +139,9 @@ def test_save_load_keeps_the_path(pipe, tmp_path: Path):
 
 
 def test_one_training_step_through_the_cli(tmp_path: Path):
-    world = tmp_path / "world"
-    write_dataset(SyntheticConfig(out=str(world), signers=3, videos=4, frames=4, width=64,
-                                  height=80, seed=0, train_pairs_per_video=4),
-                  progress=False)  # fmt: skip
+    prepared = tiny_world(tmp_path / "world")
     out = tmp_path / "fpdm"
-    args = [f"data.prepared={world / 'prepared'}", f"output_dir={out}",
+    args = [f"data.prepared={prepared}", f"output_dir={out}",
             "model.unet.config.in_channels=8"]  # fmt: skip
     from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
