@@ -11,7 +11,7 @@ Rows:
              features) in every guidance branch
 * b3 / b6    the miniature ablation when --b3 is given: FPDM trained without IPF (B3) vs
              with the source-enhanced IPF (B6 = the model), same budget
-* vae        the target frames through the model's VAE (encode, decode) at the model
+* vae        the target frames through the model's autoencoder (encode, decode) at the model
              resolution: the upper bound of any model built on this VAE
 * mcld       with --mcld: the same recipe plus multi-focal (face/hand) conditioning,
              same budget (configs/train/demo_mcld.yaml); its source keypoints are the
@@ -186,7 +186,7 @@ ROWS = {  # key -> label in the report
     "copy": "copy first frame",
     "nopose": "model, pose zeroed",
     "b3": "ablation B3 (no IPF)",
-    "vae": "VAE reconstruction of the target (bound)",
+    "vae": "the model's autoencoder on the target (bound)",
     "mcld": "MCLD (focal face/hands), same budget",
 }
 
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=None, help="training runs (loss curves)")
     ap.add_argument("--clips", type=int, default=None, help="at most this many test clips")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps (default: 20)")
-    ap.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
-                    metavar=("W_SRC", "W_FUSE"), help="cumulative guidance (default: 2 2)")  # fmt: skip
+    ap.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_SRC", "W_FUSE"),
+                    help="cumulative guidance (default: each model's own)")  # fmt: skip
     ap.add_argument("--guidance-focal", type=float, default=None,
                     help="MCLD focal guidance (default: the MCLD model's)")  # fmt: skip
     ap.add_argument(
@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         if systems["mcld"].focal_adapter is None:
             ap.error(f"--mcld {args.mcld} is not an MCLD model (no focal adapter)")
     per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", "vae", *systems]}
-    kw = {"num_inference_steps": args.steps, "guidance": tuple(args.guidance), "seed": 0,
-          "batch_size": 16}  # fmt: skip
+    guidance = None if args.guidance is None else tuple(args.guidance)  # None: the model's
+    kw = {"num_inference_steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16}
     samples = []
     for clip in clips:
         gt, kp = clip["frames"], clip["keypoints"]
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     result["size"] = "x".join(str(v) for v in clips[0]["frames"].shape[1:3])
     result["frames"] = int(sum(len(c["frames"]) for c in clips))
     result["test_signers"] = sorted({c["signer"] for c in clips})
-    result["guidance"] = list(args.guidance)
+    result["guidance"] = list(guidance or systems["model"].default_guidance)
     result["seconds"] = round(time.perf_counter() - t0, 1)
 
     from PIL import Image
@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- SSIM: Gaussian 11/1.5, data range 255, at {result['size']} (H x W); Hand SSIM: "
         "60x60 crops at the ground-truth middle knuckles (signgen.metrics); Face SSIM: 60x60 "
         "at the mean ground-truth face point",
-        f"- sampling: DDIM {args.steps} steps, cumulative guidance {tuple(args.guidance)}"
+        f"- sampling: DDIM {args.steps} steps, cumulative guidance {tuple(result['guidance'])}"
+        + (" (the model's default)" if guidance is None else "")
         + (f", focal guidance {args.guidance_focal or 'model default'}" if args.mcld else ""),
         "",
         "| system | SSIM | Hand SSIM | Face SSIM |",

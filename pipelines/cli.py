@@ -117,9 +117,10 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
                    "bundled demo model); must be readable on every node")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, default=20, metavar="N",
                    help="denoising steps (default 20)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
+    p.add_argument("--guidance", type=float, nargs=2, default=None,
                    metavar=("W_SRC", "W_FUSE"),
-                   help="cumulative guidance weights (default 2.0 2.0)")  # fmt: skip
+                   help="cumulative guidance weights (default: the model's; 2.0 2.0 "
+                        "for the paper's models)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
                    help="ddim, ddpm, dpm++, euler (default: the model's)")  # fmt: skip
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
@@ -164,7 +165,7 @@ def _settings(args: argparse.Namespace):
     render = RenderSettings(
         model=args.model,
         steps=args.steps,
-        guidance=tuple(args.guidance),
+        guidance=None if args.guidance is None else tuple(args.guidance),
         scheduler=args.scheduler,
         independent_noise=args.independent_noise,
         dtype=args.dtype,

@@ -168,7 +168,7 @@ class RenderSettings:
 
     model: str | None = None  # FPDM folder / hub id in the cache; None: bundled demo model
     steps: int = 20
-    guidance: tuple[float, float] = (2.0, 2.0)
+    guidance: tuple[float, float] | None = None  # None: the model's default
     scheduler: str | None = None  # None: the model's scheduler
     independent_noise: bool = False
     dtype: str = "fp32"
@@ -180,9 +180,11 @@ class RenderSettings:
 
         if not isinstance(self.steps, int) or self.steps <= 0:
             raise InputError(f"steps must be a positive integer, got {self.steps!r}")
-        if len(self.guidance) != 2 or not all(math.isfinite(float(w)) for w in self.guidance):
-            raise InputError(f"guidance must be two finite numbers, got {self.guidance!r}")
-        self.guidance = (float(self.guidance[0]), float(self.guidance[1]))
+        if self.guidance is not None:
+            g = self.guidance
+            if len(g) != 2 or not all(math.isfinite(float(w)) for w in g):
+                raise InputError(f"guidance must be two finite numbers, got {g!r}")
+            self.guidance = (float(g[0]), float(g[1]))
         if self.scheduler:
             self.scheduler = scheduler_name(self.scheduler)
         resolve_dtype(self.dtype)
@@ -193,7 +195,7 @@ class RenderSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
-        d["guidance"] = list(self.guidance)
+        d["guidance"] = None if self.guidance is None else list(self.guidance)
         return d
 
 
@@ -372,7 +374,7 @@ class FrameRenderer:
         device: str,
         dtype: str,
         steps: int,
-        guidance: Sequence[float],
+        guidance: Sequence[float] | None,
         scheduler: str | None,
         independent_noise: bool,
         threads: int | None = None,
@@ -393,7 +395,8 @@ class FrameRenderer:
             if not trained:
                 logger.warning("no bundled demo model: rendering with a tiny UNTRAINED model")
         self.steps = int(steps)
-        self.guidance = (float(guidance[0]), float(guidance[1]))
+        g = self.pipe.default_guidance if guidance is None else guidance
+        self.guidance = (float(g[0]), float(g[1]))
         self.independent_noise = bool(independent_noise)
         self.pipe.check_focal(guidance_focal)
         self.guidance_focal = guidance_focal
@@ -499,7 +502,7 @@ def build_dataset(specs: Sequence[ClipSpec], render: RenderSettings, cluster: Cl
             "device": cluster.worker_device,
             "dtype": render.dtype,
             "steps": render.steps,
-            "guidance": tuple(render.guidance),
+            "guidance": None if render.guidance is None else tuple(render.guidance),
             "scheduler": render.scheduler,
             "independent_noise": render.independent_noise,
             "threads": threads,

@@ -54,3 +54,23 @@ def spy_on_steps(scheduler) -> list[torch.Tensor]:
 
     scheduler.step = spy
     return seen
+
+
+def train_tiny_fpdm(tmp_path, model_overrides: list[str], steps: int = 1, prepared=None):
+    """Train the tiny FPDM (configs/train/tiny_fpdm.yaml) for ``steps`` through the real CLI
+    on ``prepared`` (default: a new tiny synthetic world), with ``model.<override>`` for each
+    of ``model_overrides``. Returns (output folder, the last checkpoint's weights)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from signgen.cli import main
+
+    prepared = prepared or tiny_world(Path(tmp_path) / "world")
+    out = Path(tmp_path) / "fpdm"
+    config = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_fpdm.yaml"
+    rc = main(["train", "fpdm", "--config", str(config), "-q", f"train.max_steps={steps}",
+               f"data.prepared={prepared}", f"output_dir={out}",
+               *(f"model.{o}" for o in model_overrides)])  # fmt: skip
+    assert rc == 0
+    return out, load_file(str(out / "checkpoints" / f"step-{steps:07d}" / "model.safetensors"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_helpers import random_clip, randomize, tiny_world
+from model_helpers import random_clip, randomize, train_tiny_fpdm
 
 from signgen.errors import InputError
 from signgen.models.config import CONFIG_DIR, load_model_config
@@ -90,18 +90,7 @@ def test_a_patch_model_renders_and_round_trips_through_a_model_folder(tmp_path: 
 def test_one_training_step_of_a_patch_model_through_the_cli(tmp_path: Path):
     """No VAE to train or load: ``signgen train fpdm`` builds the patch VAE from the model
     config, trains the denoiser on patch latents and exports a loadable model folder."""
-    from safetensors.torch import load_file
-
-    from signgen.cli import main
-
-    prepared = tiny_world(tmp_path / "world")
-    out = tmp_path / "fpdm"
-    configs = Path(__file__).resolve().parents[1] / "configs" / "train"
-    rc = main(["train", "fpdm", "--config", str(configs / "tiny_fpdm.yaml"), "-q",
-               "train.max_steps=1", f"data.prepared={prepared}", f"output_dir={out}",
-               *(f"model.{o}" for o in PATCH)])  # fmt: skip
-    assert rc == 0
-    w = load_file(str(out / "checkpoints" / "step-0000001" / "model.safetensors"))
+    out, w = train_tiny_fpdm(tmp_path, PATCH)
     assert w["denoiser.unet.conv_in.weight"].shape[1] == 384
     assert torch.isfinite(w["denoiser.unet.conv_in.weight"]).all()
     back = FPDMPipeline.from_pretrained(out / "export")

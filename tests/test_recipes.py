@@ -109,3 +109,25 @@ def test_model_overlays_are_small(path):
     text = path.read_text()
     assert "base:" in text and len(text.splitlines()) < 30
     assert load_yaml(path)["unet"]["pretrained"] == "stabilityai/stable-diffusion-2-1"
+
+
+DEMO_RECIPES = [p for p in sorted((RECIPES.parent / "train").glob("*.yaml"))
+                if "stage" in load_yaml(p)]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", DEMO_RECIPES, ids=lambda p: p.stem)
+def test_demo_and_tiny_recipes_load_and_build_on_meta(path):
+    """configs/train/*: what `make demo-model` and the tests train must stay loadable, and
+    the demo model's departures from the paper must be consistent (patch latents +
+    source-residual x0 prediction, or the learned VAE + v-prediction)."""
+    from signgen.models.config import build_components
+
+    cfg = load_train_config(path, ["data.prepared=unused"])  # the tiny ones name none
+    mcfg = _model_cfg(cfg)
+    parts = build_components(mcfg, device="meta")
+    unet = parts["unet"].config
+    if mcfg.unet.source_residual:
+        assert unet.in_channels == 2 * unet.out_channels
+        assert parts["scheduler"].config.prediction_type == "sample"
+    if mcfg.vae.kind == "patch":
+        assert unet.out_channels == 3 * mcfg.vae.config["patch_size"] ** 2

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import random_clip, randomize, tiny_world
-from safetensors.torch import load_file
+from model_helpers import random_clip, randomize, tiny_world, train_tiny_fpdm
 
-from signgen.cli import main
 from signgen.models.config import load_model_config
 from signgen.sampling.pipeline import FPDMPipeline
 
@@ -139,20 +137,17 @@ def test_save_load_keeps_the_path(pipe, tmp_path: Path):
 
 
 def test_one_training_step_through_the_cli(tmp_path: Path):
-    prepared = tiny_world(tmp_path / "world")
-    out = tmp_path / "fpdm"
-    args = [f"data.prepared={prepared}", f"output_dir={out}",
-            "model.unet.config.in_channels=8"]  # fmt: skip
     from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
 
-    cfg = load_train_config(CONFIGS / "tiny_fpdm.yaml", args)
+    prepared = tiny_world(tmp_path / "world")
+    spatial = ["unet.config.in_channels=8"]
+    cfg = load_train_config(
+        CONFIGS / "tiny_fpdm.yaml", [f"data.prepared={prepared}", *(f"model.{o}" for o in spatial)]
+    )
     task = task_factory("fpdm")(cfg, torch.device("cpu"))
     before = task.module.denoiser.unet.conv_in.weight.detach().clone()
-    rc = main(["train", "fpdm", "--config", str(CONFIGS / "tiny_fpdm.yaml"), "-q",
-               "train.max_steps=1", *args])  # fmt: skip
-    assert rc == 0
-    after = load_file(str(out / "checkpoints" / "step-0000001" / "model.safetensors"))
+    out, after = train_tiny_fpdm(tmp_path, spatial, prepared=prepared)
     w = after["denoiser.unet.conv_in.weight"]
     assert w.shape == before.shape and w.shape[1] == 8
     # The source-latent input channels are trained (gradients reach them).

@@ -3,9 +3,9 @@
 # with signgen's own commands only, on CPU. Called by `make demo-model`.
 #
 #   1. signgen prepare synthetic   100 signers (60 train, 20 dev, 20 test: unseen in training)
-#   2. signgen train vae           tiny AutoencoderKL (SD's VAE cannot be downloaded)
-#   3. signgen train ipf           stage 1, source-enhanced InfoNCE (B6), beside step 2
-#   4. signgen train fpdm          stage 2 with the frozen VAE + IPF           -> demo model
+#   2. (no VAE to train: the demo model uses the fixed patch autoencoder, demo_model.yaml)
+#   3. signgen train ipf           stage 1, source-enhanced InfoNCE (B6)
+#   4. signgen train fpdm          stage 2 with the frozen IPF                  -> demo model
 #   5. signgen train fpdm          the same budget without IPF (ablation B3)   -> benchmark
 #      signgen train fpdm          the same budget with MCLD focal conditioning -> benchmark
 #   6. examples/                   first frame + keypoints of a held-out test clip
@@ -42,27 +42,22 @@ rm -rf "$WORLD"
 fi
 
 COMMON=(data.prepared="$WORLD/prepared")
-# One stage per core: the IPF (stage 1) does not need the VAE, so it trains beside it.
-log "2/7 VAE, 3/7 IPF (stage 1, source-enhanced) beside it"
+log "3/7 IPF (stage 1, source-enhanced)"
 "$SG" train ipf --overwrite --config $CFG/demo_ipf.yaml "${COMMON[@]}" output_dir="$WORK/ipf" \
-  train.max_steps="$(steps 80)" -q &
-IPF_PID=$!
-"$SG" train vae --overwrite --config $CFG/demo_vae.yaml "${COMMON[@]}" output_dir="$WORK/vae" \
-  train.max_steps="$(steps 2000)" -q
-wait $IPF_PID
+  train.max_steps="$(steps 80)" -q
 # B6, B3 and MCLD train side by side (one thread each) with the same budget.
 FPDM=(train.max_steps="$(steps 2000)" -q)
 log "4/7 FPDM (stage 2, B6: with the source-enhanced IPF)"
 "$SG" train fpdm --overwrite --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b6" \
-  fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
+  fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
 PIDS=($!)
 if [ "${SKIP_ABLATION:-0}" != "1" ]; then
   log "5/7 FPDM without IPF (ablation B3) and with MCLD, same budget"
   "$SG" train fpdm --overwrite --config $CFG/demo_fpdm.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_b3" \
-    fpdm.vae="$WORK/vae/export/vae" model.ipf.enabled=false "${FPDM[@]}" &
+    model.ipf.enabled=false "${FPDM[@]}" &
   PIDS+=($!)
   "$SG" train fpdm --overwrite --config $CFG/demo_mcld.yaml "${COMMON[@]}" output_dir="$WORK/fpdm_mcld" \
-    fpdm.vae="$WORK/vae/export/vae" fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
+    fpdm.ipf="$WORK/ipf/export/ipf" "${FPDM[@]}" &
   PIDS+=($!)
 fi
 for pid in "${PIDS[@]}"; do wait "$pid"; done

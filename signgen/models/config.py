@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from signgen.config import from_dict, load_yaml
 from signgen.errors import InputError, MissingWeightsError
@@ -47,7 +48,11 @@ class VAEConfig(PretrainedSection):
 
 @dataclass
 class UNetConfig(PretrainedSection):
-    pass
+    # Source-residual prediction (signgen.models.fpdm): the UNet predicts target latents
+    # minus the source frame's. Needs spatial source latents (in_channels = 2 x
+    # out_channels) and scheduler.prediction_type "sample"; a UNet built from ``config``
+    # then gets a zero ``conv_out``, so the untrained model renders the first frame.
+    source_residual: bool = False
 
 
 @dataclass
@@ -135,6 +140,9 @@ class MCLDConfig:
 @dataclass
 class FPDMModelConfig:
     resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
+    # Default cumulative guidance (W_SRC, W_FUSE) of renders that give none; saved with the
+    # model. The paper's 2, 2.
+    guidance: tuple[float, float] = (2.0, 2.0)
     seed: int = 0  # seed of random initialisation (components without pretrained weights)
     vae: VAEConfig = field(default_factory=VAEConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -156,6 +164,21 @@ class FPDMModelConfig:
             raise InputError(f"vae.kind must be one of {VAE_KINDS}, got {self.vae.kind!r}")
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
+        if len(self.guidance) != 2:
+            raise InputError(f"guidance must be [W_SRC, W_FUSE], got {self.guidance!r}")
+        u = self.unet
+        if u.source_residual:
+            ins, outs = u.config.get("in_channels", 4), u.config.get("out_channels", 4)
+            if not u.pretrained and ins != 2 * outs:
+                raise InputError(
+                    "unet.source_residual needs spatial source latents: unet.config."
+                    "in_channels must be twice out_channels"
+                )
+            if self.scheduler.prediction_type != "sample":
+                raise InputError(
+                    "unet.source_residual predicts the clean sample: set "
+                    f"scheduler.prediction_type to 'sample' (got {self.scheduler.prediction_type!r})"
+                )
         m = self.mcld
         bad = [r for r in m.regions if r not in FOCAL_REGIONS]
         if bad or not m.regions:
@@ -268,6 +291,9 @@ def build_components(
             out["unet"] = _load(UNet2DConditionModel, cfg.unet, "UNet", **class_embed)
         else:
             out["unet"] = UNet2DConditionModel(**{**cfg.unet.config, **class_embed})
+        if cfg.unet.source_residual and not (pretrained and cfg.unet.pretrained):
+            nn.init.zeros_(out["unet"].conv_out.weight)  # starts as the copy of the source
+            nn.init.zeros_(out["unet"].conv_out.bias)
         unet_cfg = out["unet"].config
         c0 = unet_cfg.block_out_channels[0]
         time_dim = unet_cfg.time_embedding_dim or 4 * c0

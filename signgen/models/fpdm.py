@@ -20,6 +20,15 @@ exists for models without a pretrained source encoder (the CPU-trained demo mode
 frozen random-init ViT cannot carry appearance at pixel precision) and is selected by the
 UNet config alone, so saved models describe themselves.
 
+Source-residual prediction (optional, ``source_residual``; off in every paper recipe). With
+spatial source latents and a clean-sample (x0) prediction type, the UNet may predict the
+*difference* between the target latents and the source frame's: the denoiser returns
+``source_latents + unet(...)``. The residual base is the source latents as given, before
+condition dropout, so it is the same in every guidance branch and cumulative guidance acts
+on the residual alone. Most of a signing frame (background, clothes, the still body) is
+the first frame, so a miniature model starts from the copy and spends its capacity on what
+the pose moves; the option exists for the CPU-trained demo model.
+
 Null conditions. A dropped condition (training-time dropout, or the uncond/src branches of
 cumulative guidance at sampling time) is replaced by zeros *where it enters the UNet*:
 zero pose features after ``conv_in``, zero cross-attention tokens, zero time-embedding
@@ -54,6 +63,7 @@ class Conditions:
     class_emb: torch.Tensor | None  # (B, time_embed_dim) added to the time embedding
     focal_tokens: torch.Tensor | None = None  # (B, n, cross_attention_dim) MCLD focal tokens
     source_latents: torch.Tensor | None = None  # (B, c, h, w) concatenated to the UNet input
+    residual_base: torch.Tensor | None = None  # (B, c, h, w) added to the prediction
 
 
 def _keep(mask: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -86,6 +96,8 @@ class FPDMDenoiser(nn.Module):
         source_projector: SourceProjector,
         fusion_mlp: FusionMLP | None = None,
         focal_adapter: FocalAdapter | None = None,
+        *,
+        source_residual: bool = False,
     ) -> None:
         super().__init__()
         has_class = unet.config.class_embed_type == "identity"
@@ -113,6 +125,12 @@ class FPDMDenoiser(nn.Module):
                 f"{unet.config.out_channels}: in_channels must equal out_channels (FPDM) or "
                 "twice it (spatial source latents concatenated to the noisy latents)"
             )
+        if source_residual and not extra:
+            raise ValueError(
+                "source_residual needs spatial source latents (a UNet with in_channels = "
+                "2 * out_channels)"
+            )
+        self.source_residual = bool(source_residual)
         self.unet = unet
         self.pose_encoder = pose_encoder
         self.source_projector = source_projector
@@ -189,10 +207,11 @@ class FPDMDenoiser(nn.Module):
                 focal = _apply_keep(focal, _keep(drop_focal, b, device))
         elif focal_hidden is not None:
             raise ValueError("focal_hidden given, but this denoiser has no focal adapter")
-        src_lat = None
+        src_lat = base = None
         if c := self.source_latent_channels:
             if source_latents is None:  # null spatial source
                 src_lat = feats.new_zeros(b, c, *feats.shape[-2:])
+                base = src_lat if self.source_residual else None
             else:
                 src_lat = source_latents.to(feats.dtype)
                 src_lat = src_lat.expand(b, -1, -1, -1) if src_lat.shape[0] == 1 else src_lat
@@ -200,10 +219,11 @@ class FPDMDenoiser(nn.Module):
                     f"source latents {tuple(src_lat.shape)} do not match ({b}, {c}, "
                     f"{feats.shape[-2]}, {feats.shape[-1]})"
                 )
+                base = src_lat if self.source_residual else None  # before dropout
                 src_lat = _apply_keep(src_lat, _keep(drop_source, b, device))
         elif source_latents is not None:
             raise ValueError("source_latents given, but this UNet takes no spatial source")
-        return Conditions(feats, tokens, class_emb, focal, src_lat)
+        return Conditions(feats, tokens, class_emb, focal, src_lat, base)
 
     def denoise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditions
@@ -227,7 +247,7 @@ class FPDMDenoiser(nn.Module):
             )
         handle = self.unet.conv_in.register_forward_hook(add_pose)
         try:
-            return self.unet(
+            out = self.unet(
                 noisy_latents,
                 timesteps,
                 encoder_hidden_states=tokens,
@@ -236,6 +256,9 @@ class FPDMDenoiser(nn.Module):
             )[0]
         finally:
             handle.remove()
+        if cond.residual_base is not None:  # source-residual prediction
+            out = out + cond.residual_base.to(out.dtype)
+        return out
 
     def forward(
         self,

@@ -75,12 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "DeepFashion CSV)")  # fmt: skip
     p.add_argument("--steps", type=int, default=20, metavar="N",
                    help="denoising steps (default 20, as in the paper)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
+    p.add_argument("--guidance", type=float, nargs=2, default=None,
                    metavar=("W_SRC", "W_FUSE"),
-                   help="cumulative guidance weights (default 2.0 2.0, as in the paper)")  # fmt: skip
+                   help="cumulative guidance weights (default: the model's; 2.0 2.0 for "
+                        "the paper's models, as in the paper)")  # fmt: skip
     p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
                    help="MCLD models only: guidance weight of the face/hand focal tokens "
-                   "(default: the model's, 2.0 in the shipped configs)")  # fmt: skip
+                   "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip
     p.add_argument("--source-keypoints", metavar="FILE", default=None,
                    help="MCLD models only: keypoints of FIRST (its first pose is used) to "
                    "locate face and hands; default: the first pose of SEQ")  # fmt: skip
@@ -142,7 +143,8 @@ def run_render(args: argparse.Namespace) -> int:
                 "signgen: WARNING: no bundled demo model found; using a tiny UNTRAINED "
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
-    kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, tuple(args.guidance))
+    guidance = pipe.default_guidance if args.guidance is None else tuple(args.guidance)
+    kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, guidance)
     pipe.check_focal(args.guidance_focal)
     source_points = None
     if args.source_keypoints:
@@ -171,7 +173,7 @@ def run_render(args: argparse.Namespace) -> int:
             first,
             kp,
             num_inference_steps=args.steps,
-            guidance=tuple(args.guidance),
+            guidance=guidance,
             scheduler=scheduler,
             seed=args.seed,
             batch_size=args.batch_size,

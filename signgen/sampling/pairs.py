@@ -68,7 +68,7 @@ def render_pairs(
     limit: int | None = None,
     batch_size: int = 8,
     steps: int = 20,
-    guidance: tuple[float, float] = (2.0, 2.0),
+    guidance: tuple[float, float] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -139,8 +139,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N pairs only")
     p.add_argument("--steps", type=int, default=20, metavar="N",
                    help="denoising steps (default 20, as in the paper)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 2.0),
-                   metavar=("W_SRC", "W_FUSE"), help="cumulative guidance (default 2.0 2.0)")  # fmt: skip
+    p.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_SRC", "W_FUSE"),
+                   help="cumulative guidance (default: the model's; 2.0 2.0 for the paper's "
+                        "models)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B",
                    help="pairs generated together (default 8)")  # fmt: skip
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     counts = render_pairs(
         pipe, args.prepared, args.output, split=args.split, limit=args.limit,
-        batch_size=args.batch_size, steps=args.steps, guidance=tuple(args.guidance),
+        batch_size=args.batch_size, steps=args.steps,
+        guidance=None if args.guidance is None else tuple(args.guidance),
         seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
     logger.info("render-pairs: %d pairs (%d generated, %d already there) in %.1f s -> %s",

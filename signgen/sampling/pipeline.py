@@ -2,7 +2,9 @@
 
 Folder layout (``save_pretrained`` / ``from_pretrained``), diffusers-style::
 
-    model_index.json      component classes, model resolution, source preprocessing
+    model_index.json      component classes, model resolution, source preprocessing,
+                          default guidance (W_SRC, W_FUSE; absent = the paper's 2, 2) and
+                          ``source_residual`` (signgen.models.fpdm; absent = false)
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  fusion_mlp/  scheduler/
     ipf/                  (optional) CLIP vision tower + Combiner, see signgen.models.ipf
     focal_adapter/        (optional, MCLD) focal resampler + decoupled cross-attention
@@ -139,18 +141,28 @@ class FPDMPipeline:
         source_image_size: tuple[int, int] = (512, 512),
         source_mean: Sequence[float] = (0.485, 0.456, 0.406),
         source_std: Sequence[float] = (0.229, 0.224, 0.225),
+        source_residual: bool = False,
+        guidance: tuple[float, float] | None = None,
     ) -> None:
         self.vae = vae
         self.source_encoder = source_encoder
         self.ipf = ipf if fusion_mlp is not None else None
         self.scheduler = scheduler
         self.denoiser = FPDMDenoiser(
-            unet, pose_encoder, source_projector, fusion_mlp, focal_adapter=focal_adapter
-        )
+            unet, pose_encoder, source_projector, fusion_mlp, focal_adapter=focal_adapter,
+            source_residual=source_residual,
+        )  # fmt: skip
+        if source_residual and scheduler.config.prediction_type != "sample":
+            raise ValueError(
+                "a source-residual model predicts the clean sample: its scheduler's "
+                f"prediction_type must be 'sample', not {scheduler.config.prediction_type!r}"
+            )
         self.resolution = (int(resolution[0]), int(resolution[1]))  # (H, W)
         self.source_image_size = (int(source_image_size[0]), int(source_image_size[1]))
         self.source_mean = tuple(float(v) for v in source_mean)
         self.source_std = tuple(float(v) for v in source_std)
+        # Cumulative guidance (W_SRC, W_FUSE) of renders that give none (model_index.json).
+        self.default_guidance = (float(guidance[0]), float(guidance[1]))
         factor = vae_downscale_factor(vae)
         if factor != pose_encoder.downscale_factor:
             raise ValueError(
@@ -241,6 +253,8 @@ class FPDMPipeline:
             source_image_size=tuple(cfg.source_encoder.image_size),
             source_mean=mean,
             source_std=std,
+            source_residual=cfg.unet.source_residual,
+            guidance=tuple(cfg.guidance),
         )
 
     # -- persistence --------------------------------------------------------------------
@@ -273,6 +287,9 @@ class FPDMPipeline:
                 "mean": list(self.source_mean),
                 "std": list(self.source_std),
             }
+            index["guidance"] = list(self.default_guidance)
+            if self.denoiser.source_residual:  # absent = False (every paper recipe)
+                index["source_residual"] = True
             atomic_write_text(tmp / MODEL_INDEX, json.dumps(index, indent=2))
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
@@ -326,6 +343,8 @@ class FPDMPipeline:
             source_image_size=tuple(pre.get("image_size", (512, 512))),
             source_mean=pre.get("mean", (0.485, 0.456, 0.406)),
             source_std=pre.get("std", (0.229, 0.224, 0.225)),
+            source_residual=bool(index.get("source_residual", False)),
+            guidance=tuple(index.get("guidance", (2.0, 2.0))),
         )
         return pipe.eval().to(resolve_device(device), resolve_dtype(dtype))
 
@@ -439,7 +458,7 @@ class FPDMPipeline:
         keypoints: KeypointSequence,
         *,
         num_inference_steps: int = 20,
-        guidance: tuple[float, float] = (2.0, 2.0),
+        guidance: tuple[float, float] | None = None,
         scheduler: str | None = None,
         seed: int = 0,
         batch_size: int = 8,
@@ -452,12 +471,14 @@ class FPDMPipeline:
 
         ``source_image`` is the first frame (H, W, 3) uint8 RGB; the output has its exact
         size. ``keypoints`` has one pose per output frame. ``progress``: a tqdm bar (or
-        True for a new one on stderr) updated per frame. MCLD models only:
+        True for a new one on stderr) updated per frame. ``guidance`` (W_SRC, W_FUSE): None
+        = the model's ``default_guidance`` (model_index.json). MCLD models only:
         ``guidance_focal`` (default: the model's) weights the focal-token guidance term;
         ``source_points`` (133, 3) are the first frame's keypoints in its pixels (default:
         the first pose of ``keypoints``).
         """
-        # 1. Check inputs (before any compute).
+        # 1. Check inputs (before any compute). No guidance = the model's default.
+        guidance = self.default_guidance if guidance is None else guidance
         kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
         self.check_focal(guidance_focal)
         if self.focal_adapter is not None and source_points is None:
@@ -517,7 +538,7 @@ class FPDMPipeline:
         *,
         seed: int | Sequence[int] = 0,
         num_inference_steps: int = 20,
-        guidance: tuple[float, float] = (2.0, 2.0),
+        guidance: tuple[float, float] | None = None,
         scheduler: Any = None,
         independent_noise: bool = False,
         guidance_focal: float | None = None,
@@ -563,7 +584,7 @@ class FPDMPipeline:
         ipf_pose: torch.Tensor | None = None,
         seed: int | Sequence[int] = 0,
         num_inference_steps: int = 20,
-        guidance: tuple[float, float] = (2.0, 2.0),
+        guidance: tuple[float, float] | None = None,
         scheduler: Any = None,
         independent_noise: bool = False,
         guidance_focal: float | None = None,
@@ -637,7 +658,7 @@ class FPDMPipeline:
         latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
 
         # 5. Denoise: ONE batched UNet call per step for all branches.
-        w_src, w_fuse = (float(w) for w in guidance)
+        w_src, w_fuse = (float(w) for w in (guidance or self.default_guidance))
         step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
         for t in sched.timesteps:
             x = sched.scale_model_input(torch.cat([latents] * nb), t)  # (nb*b, 4, h, w)

@@ -44,6 +44,7 @@ class FPDMModule(nn.Module):
             components["unet"], components["pose_encoder"], components["source_projector"],
             components["fusion_mlp"],
             focal_adapter=components.get("focal_adapter"),  # MCLD (signgen.models.mcld)
+            source_residual=mcfg.unet.source_residual,
         )  # fmt: skip
         self.vae = components["vae"]
         self.source_encoder = components["source_encoder"]
@@ -312,14 +313,8 @@ def export_model(components: dict[str, Any], module: FPDMModule, mcfg, out_dir: 
                  fusion_mlp=d.fusion_mlp, vae=module.vae, ipf=module.ipf,
                  source_encoder=module.source_encoder, scheduler=module.scheduler)  # fmt: skip
     flags = [(p, p.requires_grad) for p in module.parameters()]
-    mean, std = mcfg.source_mean_std()
-    pipe = FPDMPipeline(
-        **parts,
-        resolution=tuple(mcfg.resolution),
-        source_image_size=tuple(mcfg.source_encoder.image_size),
-        source_mean=mean,
-        source_std=std,
-    )  # the pipeline puts its modules in eval mode and freezes them: undo after saving
+    # Saving puts the modules in eval mode and freezes them: undo after saving.
+    pipe = FPDMPipeline.from_components(mcfg, parts)
     try:
         pipe.save_pretrained(out_dir)
     finally:
