@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     result["size"] = "x".join(str(v) for v in clips[0]["frames"].shape[1:3])
     result["frames"] = int(sum(len(c["frames"]) for c in clips))
     result["test_signers"] = sorted({c["signer"] for c in clips})
-    result["guidance"] = list(guidance or systems["model"].default_guidance)
+    result["guidance"] = list(systems["model"].guidance_or_default(guidance))
     result["seconds"] = round(time.perf_counter() - t0, 1)
 
     from PIL import Image

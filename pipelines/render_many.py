@@ -395,8 +395,7 @@ class FrameRenderer:
             if not trained:
                 logger.warning("no bundled demo model: rendering with a tiny UNTRAINED model")
         self.steps = int(steps)
-        g = self.pipe.default_guidance if guidance is None else guidance
-        self.guidance = (float(g[0]), float(g[1]))
+        self.guidance = self.pipe.guidance_or_default(guidance)
         self.independent_noise = bool(independent_noise)
         self.pipe.check_focal(guidance_focal)
         self.guidance_focal = guidance_focal

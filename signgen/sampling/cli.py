@@ -143,7 +143,7 @@ def run_render(args: argparse.Namespace) -> int:
                 "signgen: WARNING: no bundled demo model found; using a tiny UNTRAINED "
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
-    guidance = pipe.default_guidance if args.guidance is None else tuple(args.guidance)
+    guidance = pipe.guidance_or_default(args.guidance)
     kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, guidance)
     pipe.check_focal(args.guidance_focal)
     source_points = None

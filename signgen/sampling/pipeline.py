@@ -175,6 +175,11 @@ class FPDMPipeline:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
 
+    def guidance_or_default(self, guidance: Sequence[float] | None) -> tuple[float, float]:
+        """(W_SRC, W_FUSE) as floats; None = the model's ``default_guidance``."""
+        g = self.default_guidance if guidance is None else guidance
+        return (float(g[0]), float(g[1]))
+
     def eval(self) -> FPDMPipeline:
         """Inference mode for every module (dropout off, no gradients); returns self.
 
@@ -478,7 +483,7 @@ class FPDMPipeline:
         the first pose of ``keypoints``).
         """
         # 1. Check inputs (before any compute). No guidance = the model's default.
-        guidance = self.default_guidance if guidance is None else guidance
+        guidance = self.guidance_or_default(guidance)
         kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
         self.check_focal(guidance_focal)
         if self.focal_adapter is not None and source_points is None:
@@ -658,7 +663,7 @@ class FPDMPipeline:
         latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
 
         # 5. Denoise: ONE batched UNet call per step for all branches.
-        w_src, w_fuse = (float(w) for w in (guidance or self.default_guidance))
+        w_src, w_fuse = self.guidance_or_default(guidance)
         step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
         for t in sched.timesteps:
             x = sched.scale_model_input(torch.cat([latents] * nb), t)  # (nb*b, 4, h, w)
