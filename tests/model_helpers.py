@@ -56,10 +56,13 @@ def spy_on_steps(scheduler) -> list[torch.Tensor]:
     return seen
 
 
-def train_tiny_fpdm(tmp_path, model_overrides: list[str], steps: int = 1, prepared=None):
+def train_tiny_fpdm(
+    tmp_path, model_overrides: list[str], steps: int = 1, prepared=None, overrides=()
+):
     """Train the tiny FPDM (configs/train/tiny_fpdm.yaml) for ``steps`` through the real CLI
     on ``prepared`` (default: a new tiny synthetic world), with ``model.<override>`` for each
-    of ``model_overrides``. Returns (output folder, the last checkpoint's weights)."""
+    of ``model_overrides`` and the run's own ``overrides`` (``key=value``). Returns (output
+    folder, the last checkpoint's weights)."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -71,6 +74,6 @@ def train_tiny_fpdm(tmp_path, model_overrides: list[str], steps: int = 1, prepar
     config = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_fpdm.yaml"
     rc = main(["train", "fpdm", "--config", str(config), "-q", f"train.max_steps={steps}",
                f"data.prepared={prepared}", f"output_dir={out}",
-               *(f"model.{o}" for o in model_overrides)])  # fmt: skip
+               *(f"model.{o}" for o in model_overrides), *overrides])  # fmt: skip
     assert rc == 0
     return out, load_file(str(out / "checkpoints" / f"step-{steps:07d}" / "model.safetensors"))

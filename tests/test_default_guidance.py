@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_helpers import random_clip, randomize
+from model_helpers import random_clip, randomize, train_tiny_fpdm
 
 from signgen.cli import main
 from signgen.errors import InputError
@@ -67,3 +67,25 @@ def test_render_cli_without_guidance_uses_the_models(pipe, tmp_path: Path):
 def test_guidance_must_be_two_weights():
     with pytest.raises(InputError, match="guidance"):
         load_model_config("tiny", ["guidance=[2.0]"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [((), (1.0, 1.5)), (("fpdm.guidance_source=3", "fpdm.guidance_fusion=2.5"), (3.0, 2.5))],
+)
+def test_training_sample_grids_use_the_models_guidance(tmp_path, monkeypatch, overrides, expected):
+    """The grids show what `signgen render` would make of the exported model, unless the
+    run's config names other weights."""
+    from signgen.train.fpdm import FPDMModule
+
+    seen = []
+    real = FPDMModule.sample
+
+    def spy(self, batch, steps, w_src, w_fuse, **kw):
+        seen.append((w_src, w_fuse))
+        return real(self, batch, steps, w_src, w_fuse, **kw)
+
+    monkeypatch.setattr(FPDMModule, "sample", spy)
+    out, _ = train_tiny_fpdm(tmp_path, ["guidance=[1.0, 1.5]"], overrides=overrides)
+    assert list((out / "samples").glob("grid-step*.png"))
+    assert seen and set(seen) == {expected}

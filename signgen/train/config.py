@@ -101,8 +101,10 @@ class FPDMLossConfig:
     # 256x176 DeepFashion model continuing from the 512x352 one. Shapes must match.
     init_from: str | None = None
     sample_steps: int = 10
-    guidance_source: float = 2.0
-    guidance_fusion: float = 2.0
+    # Guidance of the periodic sample grids; None: the model config's default guidance
+    # (what `signgen render` uses for the exported model), so the grids show its renders.
+    guidance_source: float | None = None
+    guidance_fusion: float | None = None
     num_samples: int = 4
 
 

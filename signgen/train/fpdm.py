@@ -285,7 +285,10 @@ class FPDMTask:
         idx = np.linspace(0, len(self.eval_set) - 1, min(fc.num_samples, len(self.eval_set)))
         items = [self.eval_set[int(i)] for i in idx]
         batch = torch.utils.data.default_collate(items)
-        gen = module.sample(batch, fc.sample_steps, fc.guidance_source, fc.guidance_fusion)
+        w_src, w_fuse = self.mcfg.guidance
+        w_src = w_src if fc.guidance_source is None else fc.guidance_source
+        w_fuse = w_fuse if fc.guidance_fusion is None else fc.guidance_fusion
+        gen = module.sample(batch, fc.sample_steps, w_src, w_fuse)
         res = module.resolution
         rows = []
         for i in range(len(items)):
