@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if systems["mcld"].focal_adapter is None:
             ap.error(f"--mcld {args.mcld} is not an MCLD model (no focal adapter)")
     per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", "vae", *systems]}
-    guidance = None if args.guidance is None else tuple(args.guidance)  # None: the model's
+    guidance = args.guidance  # None: each model's own
     kw = {"num_inference_steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16}
     samples = []
     for clip in clips:

@@ -165,7 +165,7 @@ def _settings(args: argparse.Namespace):
     render = RenderSettings(
         model=args.model,
         steps=args.steps,
-        guidance=None if args.guidance is None else tuple(args.guidance),
+        guidance=args.guidance,  # RenderSettings checks it
         scheduler=args.scheduler,
         independent_noise=args.independent_noise,
         dtype=args.dtype,

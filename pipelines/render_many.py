@@ -501,7 +501,7 @@ def build_dataset(specs: Sequence[ClipSpec], render: RenderSettings, cluster: Cl
             "device": cluster.worker_device,
             "dtype": render.dtype,
             "steps": render.steps,
-            "guidance": None if render.guidance is None else tuple(render.guidance),
+            "guidance": render.guidance,
             "scheduler": render.scheduler,
             "independent_noise": render.independent_noise,
             "threads": threads,

@@ -29,6 +29,11 @@ VAE_KINDS = ("kl", "patch")
 FOCAL_REGIONS = ("face", "left_hand", "right_hand")  # = signgen.models.mcld.REGIONS
 
 
+# The paper's cumulative guidance (W_SRC, W_FUSE): the default of model configs and of
+# model folders that predate saved guidance.
+PAPER_GUIDANCE = (2.0, 2.0)
+
+
 @dataclass
 class PretrainedSection:
     """A component loaded from ``pretrained`` (+ ``subfolder``) or built from ``config``."""
@@ -142,7 +147,7 @@ class FPDMModelConfig:
     resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
     # Default cumulative guidance (W_SRC, W_FUSE) of renders that give none; saved with the
     # model. The paper's 2, 2.
-    guidance: tuple[float, float] = (2.0, 2.0)
+    guidance: tuple[float, float] = PAPER_GUIDANCE
     seed: int = 0  # seed of random initialisation (components without pretrained weights)
     vae: VAEConfig = field(default_factory=VAEConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)

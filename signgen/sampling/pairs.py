@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     counts = render_pairs(
         pipe, args.prepared, args.output, split=args.split, limit=args.limit,
         batch_size=args.batch_size, steps=args.steps,
-        guidance=None if args.guidance is None else tuple(args.guidance),
+        guidance=args.guidance,
         seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
     logger.info("render-pairs: %d pairs (%d generated, %d already there) in %.1f s -> %s",

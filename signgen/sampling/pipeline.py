@@ -47,6 +47,7 @@ import torch
 from signgen.errors import InputError, MissingWeightsError
 from signgen.fileio import atomic_write_text
 from signgen.keypoints.sequence import KeypointSequence
+from signgen.models.config import PAPER_GUIDANCE
 from signgen.models.encoders import encode_source
 from signgen.models.fpdm import FPDMDenoiser
 from signgen.models.modules import vae_downscale_factor
@@ -142,7 +143,7 @@ class FPDMPipeline:
         source_mean: Sequence[float] = (0.485, 0.456, 0.406),
         source_std: Sequence[float] = (0.229, 0.224, 0.225),
         source_residual: bool = False,
-        guidance: tuple[float, float] | None = None,
+        guidance: Sequence[float] = PAPER_GUIDANCE,
     ) -> None:
         self.vae = vae
         self.source_encoder = source_encoder
@@ -349,7 +350,7 @@ class FPDMPipeline:
             source_mean=pre.get("mean", (0.485, 0.456, 0.406)),
             source_std=pre.get("std", (0.229, 0.224, 0.225)),
             source_residual=bool(index.get("source_residual", False)),
-            guidance=tuple(index.get("guidance", (2.0, 2.0))),
+            guidance=tuple(index.get("guidance", PAPER_GUIDANCE)),
         )
         return pipe.eval().to(resolve_device(device), resolve_dtype(dtype))
 
