@@ -12,7 +12,10 @@ Rows:
 * b3 / b6    the miniature ablation when --b3 is given: FPDM trained without IPF (B3) vs
              with the source-enhanced IPF (B6 = the model), same budget
 * vae        the target frames through the model's autoencoder (encode, decode) at the model
-             resolution: the upper bound of any model built on this VAE
+             resolution, then the model's source detail transfer: the upper bound of any
+             model built on this VAE and this render path
+* nodetail   when the model has a source detail transfer (signgen.sampling.detail): the
+             same renders without it, i.e. the model's frames merely resized back
 * mcld       with --mcld: the same recipe plus multi-focal (face/hand) conditioning,
              same budget (configs/train/demo_mcld.yaml); its source keypoints are the
              clip's first-frame keypoints
@@ -70,11 +73,13 @@ def load_clips(world: Path, max_clips: int | None) -> list[dict]:
 
 
 @torch.no_grad()
-def vae_reconstruction(pipe, frames: np.ndarray) -> np.ndarray:
+def vae_reconstruction(pipe, frames: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3) -> the same frames through the model's letterbox + VAE encode/decode
-    + inverse letterbox: what the model would output if its latents were perfect, i.e. an
-    upper bound for any model on this VAE at this resolution."""
+    + inverse letterbox (+ the model's detail transfer from ``source``, the first frame):
+    what the model would output if its latents were perfect, i.e. an upper bound for any
+    model on this VAE at this resolution."""
     from signgen.models.preprocess import Letterbox, tensor_to_uint8, to_model_input
+    from signgen.sampling.detail import detail_layers, transfer_detail
 
     mh, mw = pipe.resolution
     x = to_model_input(frames, (mh, mw)).to(pipe.device, pipe.dtype)
@@ -84,7 +89,10 @@ def vae_reconstruction(pipe, frames: np.ndarray) -> np.ndarray:
         out.append(pipe.vae.decode(z).sample.float())
     rec = (torch.cat(out) + 1) / 2  # [0, 1]
     box = Letterbox.fit((frames.shape[2], frames.shape[1]), (mw, mh))
-    return tensor_to_uint8(box.invert(rec))
+    rec = box.invert(rec)
+    if source is not None and pipe.detail_transfer:
+        rec = transfer_detail(rec, *detail_layers(source, pipe.resolution), pipe.detail_transfer)
+    return tensor_to_uint8(rec)
 
 
 def no_pose(pipe):
@@ -186,6 +194,7 @@ ROWS = {  # key -> label in the report
     "copy": "copy first frame",
     "nopose": "model, pose zeroed",
     "b3": "ablation B3 (no IPF)",
+    "nodetail": "model (B6) without detail transfer",
     "vae": "the model's autoencoder on the target (bound)",
     "mcld": "MCLD (focal face/hands), same budget",
 }
@@ -222,18 +231,22 @@ def main(argv: list[str] | None = None) -> int:
         if systems["mcld"].focal_adapter is None:
             ap.error(f"--mcld {args.mcld} is not an MCLD model (no focal adapter)")
     per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", "vae", *systems]}
+    if systems["model"].detail_transfer:
+        per["nodetail"] = []
     guidance = args.guidance  # None: each model's own
     kw = {"num_inference_steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16}
     samples = []
     for clip in clips:
         gt, kp = clip["frames"], clip["keypoints"]
         outs = {"copy": np.repeat(gt[:1], len(gt), axis=0),
-                "vae": vae_reconstruction(systems["model"], gt)}  # fmt: skip
+                "vae": vae_reconstruction(systems["model"], gt, gt[0])}  # fmt: skip
         for name, pipe in systems.items():
             extra = {}
             if pipe.focal_adapter is not None:  # the source frame is frame 0 of the clip
                 extra = {"source_points": kp.points[0], "guidance_focal": args.guidance_focal}
             outs[name] = pipe(gt[0], kp, **kw, **extra)
+        if systems["model"].detail_transfer:
+            outs["nodetail"] = systems["model"](gt[0], kp, **kw, detail_transfer=0)
         for name, pred in outs.items():
             per[name].append(score(pred, gt, kp.points))
         t = len(gt) // 2
@@ -267,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     result["frames"] = int(sum(len(c["frames"]) for c in clips))
     result["test_signers"] = sorted({c["signer"] for c in clips})
     result["guidance"] = list(systems["model"].guidance_or_default(guidance))
+    result["detail_transfer"] = systems["model"].detail_transfer
     result["seconds"] = round(time.perf_counter() - t0, 1)
 
     from PIL import Image
@@ -298,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- SSIM: Gaussian 11/1.5, data range 255, at {result['size']} (H x W); Hand SSIM: "
         "60x60 crops at the ground-truth middle knuckles (signgen.metrics); Face SSIM: 60x60 "
         "at the mean ground-truth face point",
+        f"- source detail transfer (signgen.sampling.detail): threshold "
+        f"{systems['model'].detail_transfer or 'off'} for every row of the model and its "
+        "autoencoder bound",
         f"- sampling: DDIM {args.steps} steps, cumulative guidance {tuple(result['guidance'])}"
         + (" (the model's default)" if guidance is None else "")
         + (f", focal guidance {args.guidance_focal or 'model default'}" if args.mcld else ""),

@@ -148,6 +148,9 @@ class FPDMModelConfig:
     # Default cumulative guidance (W_SRC, W_FUSE) of renders that give none; saved with the
     # model. The paper's 2, 2.
     guidance: tuple[float, float] = PAPER_GUIDANCE
+    # Source detail transfer threshold of renders (signgen.sampling.detail), in [0, 1]
+    # intensity units; saved with the model. 0 = off (every paper recipe).
+    detail_transfer: float = 0.0
     seed: int = 0  # seed of random initialisation (components without pretrained weights)
     vae: VAEConfig = field(default_factory=VAEConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -171,6 +174,9 @@ class FPDMModelConfig:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
         if len(self.guidance) != 2:
             raise InputError(f"guidance must be [W_SRC, W_FUSE], got {self.guidance!r}")
+        from signgen.sampling.detail import check_detail_transfer
+
+        self.detail_transfer = check_detail_transfer(self.detail_transfer, InputError)
         u = self.unet
         if u.source_residual:
             ins, outs = u.config.get("in_channels", 4), u.config.get("out_channels", 4)

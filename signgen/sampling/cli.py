@@ -85,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-keypoints", metavar="FILE", default=None,
                    help="MCLD models only: keypoints of FIRST (its first pose is used) to "
                    "locate face and hands; default: the first pose of SEQ")  # fmt: skip
+    p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
+                   help="put the first frame's fine detail back where the generated frame "
+                   "differs from it by less than T (0-1 intensity; 0 = off; default: the "
+                   "model's: 0 for full-resolution models, set for the 80x64 demo model)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
                    help="ddim (default: the model's scheduler, ddim for SD 2.1), ddpm, dpm++, "
                    "euler")  # fmt: skip
@@ -144,6 +148,7 @@ def run_render(args: argparse.Namespace) -> int:
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
     guidance = pipe.guidance_or_default(args.guidance)
+    detail_transfer = pipe.detail_transfer_or_default(args.detail_transfer)
     kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, guidance)
     pipe.check_focal(args.guidance_focal)
     source_points = None
@@ -181,6 +186,7 @@ def run_render(args: argparse.Namespace) -> int:
             progress=bar,
             guidance_focal=args.guidance_focal,
             source_points=source_points,
+            detail_transfer=detail_transfer,
         ):
             for frame in batch:
                 writer.write(frame)

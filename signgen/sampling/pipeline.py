@@ -3,8 +3,9 @@
 Folder layout (``save_pretrained`` / ``from_pretrained``), diffusers-style::
 
     model_index.json      component classes, model resolution, source preprocessing,
-                          default guidance (W_SRC, W_FUSE; absent = the paper's 2, 2) and
-                          ``source_residual`` (signgen.models.fpdm; absent = false)
+                          default guidance (W_SRC, W_FUSE; absent = the paper's 2, 2),
+                          ``source_residual`` (signgen.models.fpdm; absent = false) and
+                          ``detail_transfer`` (signgen.sampling.detail; absent = 0, off)
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  fusion_mlp/  scheduler/
     ipf/                  (optional) CLIP vision tower + Combiner, see signgen.models.ipf
     focal_adapter/        (optional, MCLD) focal resampler + decoupled cross-attention
@@ -16,6 +17,8 @@ Rendering conventions (see :meth:`FPDMPipeline.render`):
   to the model's aspect ratio (replicated borders), resized, and every generated frame
   is mapped back by the exact inverse (resize to the padded size, crop), so the output
   has the first frame's exact width and height. Keypoints go through the same geometry.
+  Models with a ``detail_transfer`` threshold then put the first frame's fine detail back
+  where the frame did not change (:mod:`signgen.sampling.detail`).
 * Noise: by default every frame of a clip starts from the SAME initial latent noise,
   drawn once from ``seed`` (frames then differ only by their pose, which reduces
   flicker). ``independent_noise=True`` draws each frame's noise from a generator seeded
@@ -37,7 +40,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,7 @@ from signgen.models.preprocess import (
     to_model_input,
     uint8_to_tensor,
 )
+from signgen.sampling.detail import check_detail_transfer, detail_layers, transfer_detail
 from signgen.sampling.guidance import branch_drop_masks, combine_branches
 from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
 
@@ -120,6 +124,16 @@ class EncodedSource:
     focal_hidden: torch.Tensor | None = None  # (1, R, N', Ds) MCLD crop tokens, or None
     focal_present: torch.Tensor | None = None  # (1, R) bool: region found in the first frame
     latents: torch.Tensor | None = None  # (1, c, h, w) scaled VAE latents (spatial-source UNets)
+    image: np.ndarray | None = None  # (H, W, 3) uint8 first frame (source detail transfer)
+    _layers: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def detail_layers(self, resolution: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full, low) of :func:`signgen.sampling.detail.detail_layers`, computed once."""
+        if self._layers is None:
+            if self.image is None:
+                raise ValueError("this encoded source keeps no image: no detail transfer")
+            self._layers = detail_layers(self.image, resolution)
+        return self._layers
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -144,6 +158,7 @@ class FPDMPipeline:
         source_std: Sequence[float] = (0.229, 0.224, 0.225),
         source_residual: bool = False,
         guidance: Sequence[float] = PAPER_GUIDANCE,
+        detail_transfer: float = 0.0,
     ) -> None:
         self.vae = vae
         self.source_encoder = source_encoder
@@ -164,6 +179,8 @@ class FPDMPipeline:
         self.source_std = tuple(float(v) for v in source_std)
         # Cumulative guidance (W_SRC, W_FUSE) of renders that give none (model_index.json).
         self.default_guidance = (float(guidance[0]), float(guidance[1]))
+        # Source detail transfer threshold of renders that give none (0 = off).
+        self.detail_transfer = check_detail_transfer(detail_transfer, ValueError)
         factor = vae_downscale_factor(vae)
         if factor != pose_encoder.downscale_factor:
             raise ValueError(
@@ -175,6 +192,12 @@ class FPDMPipeline:
         self.vae_scale_factor = factor
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+
+    def detail_transfer_or_default(self, threshold: float | None) -> float:
+        """Detail-transfer threshold; None = the model's ``detail_transfer``."""
+        if threshold is None:
+            return self.detail_transfer
+        return check_detail_transfer(threshold, InputError)
 
     def guidance_or_default(self, guidance: Sequence[float] | None) -> tuple[float, float]:
         """(W_SRC, W_FUSE) as floats; None = the model's ``default_guidance``."""
@@ -261,6 +284,7 @@ class FPDMPipeline:
             source_std=std,
             source_residual=cfg.unet.source_residual,
             guidance=tuple(cfg.guidance),
+            detail_transfer=cfg.detail_transfer,
         )
 
     # -- persistence --------------------------------------------------------------------
@@ -296,6 +320,8 @@ class FPDMPipeline:
             index["guidance"] = list(self.default_guidance)
             if self.denoiser.source_residual:  # absent = False (every paper recipe)
                 index["source_residual"] = True
+            if self.detail_transfer:  # absent = 0, off (every paper recipe)
+                index["detail_transfer"] = self.detail_transfer
             atomic_write_text(tmp / MODEL_INDEX, json.dumps(index, indent=2))
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
@@ -351,6 +377,7 @@ class FPDMPipeline:
             source_std=pre.get("std", (0.229, 0.224, 0.225)),
             source_residual=bool(index.get("source_residual", False)),
             guidance=tuple(index.get("guidance", PAPER_GUIDANCE)),
+            detail_transfer=float(index.get("detail_transfer", 0.0)),
         )
         return pipe.eval().to(resolve_device(device), resolve_dtype(dtype))
 
@@ -434,6 +461,7 @@ class FPDMPipeline:
         return EncodedSource(
             hidden, clip_emb, width=img.shape[2], height=img.shape[1],
             focal_hidden=focal_hidden, focal_present=focal_present, latents=latents,
+            image=img[0],
         )  # fmt: skip
 
     def _encode_focal(
@@ -472,6 +500,7 @@ class FPDMPipeline:
         progress: bool | Any = False,
         guidance_focal: float | None = None,
         source_points: np.ndarray | None = None,
+        detail_transfer: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield the clip's frames batch by batch as uint8 (b, H, W, 3), in order.
 
@@ -482,9 +511,12 @@ class FPDMPipeline:
         ``guidance_focal`` (default: the model's) weights the focal-token guidance term;
         ``source_points`` (133, 3) are the first frame's keypoints in its pixels (default:
         the first pose of ``keypoints``).
+        ``detail_transfer``: threshold of the source detail transfer
+        (:mod:`signgen.sampling.detail`); None = the model's, 0 = off.
         """
         # 1. Check inputs (before any compute). No guidance = the model's default.
         guidance = self.guidance_or_default(guidance)
+        detail_transfer = self.detail_transfer_or_default(detail_transfer)
         kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
         self.check_focal(guidance_focal)
         if self.focal_adapter is not None and source_points is None:
@@ -506,6 +538,7 @@ class FPDMPipeline:
                     scheduler=sched,
                     independent_noise=independent_noise,
                     guidance_focal=guidance_focal,
+                    detail_transfer=detail_transfer,
                 )
                 if bar is not None:
                     bar.update(stop - start)
@@ -548,6 +581,7 @@ class FPDMPipeline:
         scheduler: Any = None,
         independent_noise: bool = False,
         guidance_focal: float | None = None,
+        detail_transfer: float | None = None,
     ) -> list[np.ndarray]:
         """Generate one batch of frames; the frames may come from different clips.
 
@@ -555,8 +589,10 @@ class FPDMPipeline:
         its keypoints in that first frame's pixels, ``frame_indices[i]`` its index in the
         clip and ``seed`` (one per frame, or one for all) its clip's seed. Returns b uint8
         (H_i, W_i, 3) frames at each source's size. ``guidance_focal``: MCLD models only
-        (default: the model's ``guidance``).
+        (default: the model's ``guidance``). ``detail_transfer``: threshold of the source
+        detail transfer (:mod:`signgen.sampling.detail`; None = the model's, 0 = off).
         """
+        tau = self.detail_transfer_or_default(detail_transfer)
         b = len(sources)
         points = np.asarray(points, dtype=np.float32)
         assert points.shape == (b, 133, 3), points.shape
@@ -577,8 +613,15 @@ class FPDMPipeline:
             independent_noise=independent_noise, guidance_focal=guidance_focal,
         )  # fmt: skip
 
-        # 7. Map back to each first frame's exact size (inverse letterbox).
-        return [tensor_to_uint8(box.invert(images[i : i + 1]))[0] for i, box in enumerate(boxes)]
+        # 7. Map back to each first frame's exact size (inverse letterbox), then put back the
+        #    first frame's detail where the frame did not change (signgen.sampling.detail).
+        out = []
+        for i, box in enumerate(boxes):
+            frame = box.invert(images[i : i + 1])  # (1, 3, H_i, W_i)
+            if tau:
+                frame = transfer_detail(frame, *sources[i].detail_layers(self.resolution), tau)
+            out.append(tensor_to_uint8(frame)[0])
+        return out
 
     @torch.no_grad()
     def generate(
