@@ -62,7 +62,7 @@ from signgen.models.preprocess import (
     to_model_input,
     uint8_to_tensor,
 )
-from signgen.sampling.detail import check_detail_transfer, detail_layers, transfer_detail
+from signgen.sampling import detail
 from signgen.sampling.guidance import branch_drop_masks, combine_branches
 from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
 
@@ -125,14 +125,16 @@ class EncodedSource:
     focal_present: torch.Tensor | None = None  # (1, R) bool: region found in the first frame
     latents: torch.Tensor | None = None  # (1, c, h, w) scaled VAE latents (spatial-source UNets)
     image: np.ndarray | None = None  # (H, W, 3) uint8 first frame (source detail transfer)
-    _layers: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _layers: tuple[torch.Tensor, torch.Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def detail_layers(self, resolution: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(full, low) of :func:`signgen.sampling.detail.detail_layers`, computed once."""
         if self._layers is None:
             if self.image is None:
                 raise ValueError("this encoded source keeps no image: no detail transfer")
-            self._layers = detail_layers(self.image, resolution)
+            self._layers = detail.detail_layers(self.image, resolution)
         return self._layers
 
 
@@ -180,7 +182,7 @@ class FPDMPipeline:
         # Cumulative guidance (W_SRC, W_FUSE) of renders that give none (model_index.json).
         self.default_guidance = (float(guidance[0]), float(guidance[1]))
         # Source detail transfer threshold of renders that give none (0 = off).
-        self.detail_transfer = check_detail_transfer(detail_transfer, ValueError)
+        self.detail_transfer = detail.check_detail_transfer(detail_transfer, ValueError)
         factor = vae_downscale_factor(vae)
         if factor != pose_encoder.downscale_factor:
             raise ValueError(
@@ -197,7 +199,7 @@ class FPDMPipeline:
         """Detail-transfer threshold; None = the model's ``detail_transfer``."""
         if threshold is None:
             return self.detail_transfer
-        return check_detail_transfer(threshold, InputError)
+        return detail.check_detail_transfer(threshold, InputError)
 
     def guidance_or_default(self, guidance: Sequence[float] | None) -> tuple[float, float]:
         """(W_SRC, W_FUSE) as floats; None = the model's ``default_guidance``."""
@@ -619,7 +621,9 @@ class FPDMPipeline:
         for i, box in enumerate(boxes):
             frame = box.invert(images[i : i + 1])  # (1, 3, H_i, W_i)
             if tau:
-                frame = transfer_detail(frame, *sources[i].detail_layers(self.resolution), tau)
+                frame = detail.transfer_detail(
+                    frame, *sources[i].detail_layers(self.resolution), tau
+                )
             out.append(tensor_to_uint8(frame)[0])
         return out
 
