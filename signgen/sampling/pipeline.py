@@ -129,12 +129,16 @@ class EncodedSource:
         default=None, init=False, repr=False, compare=False
     )
 
-    def detail_layers(self, resolution: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(full, low) of :func:`signgen.sampling.detail.detail_layers`, computed once."""
-        if self._layers is None:
+    def detail_layers(
+        self, resolution: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full, low) of :func:`signgen.sampling.detail.detail_layers` on ``device``,
+        computed and moved there once per clip, not once per frame."""
+        if self._layers is None or self._layers[0].device != device:
             if self.image is None:
                 raise ValueError("this encoded source keeps no image: no detail transfer")
-            self._layers = detail.detail_layers(self.image, resolution)
+            full, low = detail.detail_layers(self.image, resolution)
+            self._layers = (full.to(device), low.to(device))
         return self._layers
 
 
@@ -622,7 +626,7 @@ class FPDMPipeline:
             frame = box.invert(images[i : i + 1])  # (1, 3, H_i, W_i)
             if tau:
                 frame = detail.transfer_detail(
-                    frame, *sources[i].detail_layers(self.resolution), tau
+                    frame, *sources[i].detail_layers(self.resolution, frame.device), tau
                 )
             out.append(tensor_to_uint8(frame)[0])
         return out
