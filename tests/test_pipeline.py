@@ -65,7 +65,21 @@ class _RecordingUNet(nn.Module):
         return (value.view(b, 1, 1, 1).expand_as(sample).to(sample.dtype),)
 
 
-def test_guidance_branches_in_one_unet_call_per_step(pipe):
+BRANCH_FLAGS = {  # branch: (pose, source, F) the UNet receives
+    "uncond": (False, False, False),
+    "src": (True, True, False),
+    "full": (True, True, True),
+}
+
+
+@pytest.mark.parametrize(
+    ("guidance", "branches"),
+    [((2.0, 3.0), ["uncond", "src", "full"]),  # every weight non-zero
+     ((2.0, 2.0), ["uncond", "full"]),  # the paper's: eps_src has weight 0
+     ((1.0, 1.0), ["full"]),  # no guidance: one pass of the full conditions
+     ((1.0, 0.0), ["src"])],
+)  # fmt: skip
+def test_guidance_branches_in_one_unet_call_per_step(pipe, guidance, branches):
     from signgen.models.fpdm import FPDMDenoiser
 
     stub = _RecordingUNet(
@@ -80,29 +94,68 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe):
         src = pipe.encode_source(img)
         sched = pipe.make_scheduler("ddim")
         seen = spy_on_steps(sched)
-        w_src, w_fuse = 2.0, 3.0
         pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=4,
-                           guidance=(w_src, w_fuse), scheduler=sched)  # fmt: skip
+                           guidance=guidance, scheduler=sched)  # fmt: skip
     finally:
         pipe.denoiser = real
     assert len(stub.calls) == 4 == len(seen)  # ONE UNet call per step
     b = 3
-    for call in stub.calls:
+    for call in stub.calls:  # only the branches with a non-zero weight, in branch order
         for key in ("pose", "source", "fusion"):
-            assert call[key].shape == (3 * b,)
-        expect = {  # branch: (pose, source, F)
-            "uncond": (False, False, False),
-            "src": (True, True, False),
-            "full": (True, True, True),
-        }
-        for i, (pose, source, fusion) in enumerate(expect.values()):
+            assert call[key].shape == (len(branches) * b,)
+        for i, name in enumerate(branches):
             sl = slice(i * b, (i + 1) * b)
+            pose, source, fusion = BRANCH_FLAGS[name]
             assert call["pose"][sl].tolist() == [pose] * b
             assert call["source"][sl].tolist() == [source] * b
             assert call["fusion"][sl].tolist() == [fusion] * b
-    # eps_u = 0, eps_src = 11, eps_full = 111 -> w_src * 11 + w_fuse * 100
+    # eps_u = 0, eps_src = 11, eps_full = 111: Eq. 12 gives w_src * 11 + w_fuse * 100
+    w_src, w_fuse = guidance
     for out in seen:
         torch.testing.assert_close(out, torch.full_like(out, w_src * 11 + w_fuse * 100))
+
+
+def test_skipped_branches_change_no_frame(pipe, monkeypatch):
+    # The real tiny model: running only the weighted branches gives the frames of running
+    # all three (the same sums, up to float rounding).
+    import signgen.sampling.pipeline as pl
+
+    img, kp = random_clip(frames=2)
+    for guidance in ((1.0, 1.0), (2.0, 2.0)):
+        pruned = pipe(img, kp, num_inference_steps=STEPS, guidance=guidance)
+        with monkeypatch.context() as m:
+            m.setattr(pl, "needed_branches", lambda *w: tuple(range(3)))
+            every = pipe(img, kp, num_inference_steps=STEPS, guidance=guidance)
+        assert np.abs(pruned.astype(int) - every.astype(int)).max() <= 1
+
+
+def test_combine_branches_of_a_subset():
+    from signgen.sampling.guidance import (
+        combine_branches,
+        focal_cumulative_guidance,
+        needed_branches,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    u, s, fo, f = (torch.randn(2, 4, 3, 3, generator=g) for _ in range(4))
+    assert needed_branches(1.0, 1.0) == (2,)
+    assert needed_branches(2.0, 2.0) == (0, 2)
+    assert needed_branches(1.0, 1.0, 1.0) == (3,)
+    assert needed_branches(2.0, 3.0, 3.0) == (0, 1, 3)  # focal term weight 0
+    for w in ((2.0, 2.0), (1.0, 1.0), (0.5, 1.5)):
+        br = needed_branches(*w)
+        pred = torch.cat([(u, s, f)[i] for i in br])
+        torch.testing.assert_close(combine_branches(pred, *w, None, br),
+                                   cumulative_guidance(u, s, f, *w))  # fmt: skip
+    w_src, w_fuse, w_focal = 2.0, 3.0, 3.0
+    br = needed_branches(w_src, w_fuse, w_focal)
+    pred = torch.cat([(u, s, fo, f)[i] for i in br])
+    torch.testing.assert_close(
+        combine_branches(pred, w_src, w_fuse, w_focal, br),
+        focal_cumulative_guidance(u, s, fo, f, w_src, w_focal, w_fuse),
+    )
+    with pytest.raises(ValueError, match="non-zero guidance weight"):
+        combine_branches(torch.cat([u, f]), 2.0, 3.0, None, (0, 2))  # eps_src weight -1
 
 
 # ---- determinism and batching --------------------------------------------------------------------

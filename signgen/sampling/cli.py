@@ -78,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, nargs=2, default=None,
                    metavar=("W_SRC", "W_FUSE"),
                    help="cumulative guidance weights (default: the model's; 2.0 2.0 for "
-                        "the paper's models, as in the paper)")  # fmt: skip
+                        "the paper's models, as in the paper). A term whose weight comes out 0 "
+                        "is not computed: 2 2 costs two UNet passes per step, 1 1 (no "
+                        "guidance) one, most other pairs three")  # fmt: skip
     p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
                    help="MCLD models only: guidance weight of the face/hand focal tokens "
                    "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip

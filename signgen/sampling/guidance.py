@@ -3,6 +3,9 @@
 Plain FPDM: three branches [uncond; src; full] in one batched UNet call (FPDM Eq. 12).
 With multi-focal conditioning (MCLD) a fourth branch adds the focal tokens of the source's
 face and hands between ``src`` and ``full``: [uncond; src; focal; full], still one call.
+The guided prediction is linear in the branches (:func:`branch_coefficients`), and a branch
+whose weight is 0 is not run at all (:func:`needed_branches`): no guidance (1, 1) costs one
+UNet pass per step, the paper's (2, 2) two.
 """
 
 from __future__ import annotations
@@ -67,14 +70,39 @@ def focal_cumulative_guidance(
     )
 
 
+def branch_coefficients(
+    w_src: float, w_fuse: float, w_focal: float | None = None
+) -> tuple[float, ...]:
+    """The guided prediction as a weighted sum of the branch predictions, weights in branch
+    order. FPDM Eq. 12 expands to (1 - w_src) eps_u + (w_src - w_fuse) eps_src + w_fuse
+    eps_full; with focal tokens (w_focal given) eps_src's weight is w_src - w_focal and
+    eps_focal's w_focal - w_fuse. The weights sum to 1."""
+    if w_focal is None:
+        return (1.0 - w_src, w_src - w_fuse, w_fuse)
+    return (1.0 - w_src, w_src - w_focal, w_focal - w_fuse, w_fuse)
+
+
+def needed_branches(w_src: float, w_fuse: float, w_focal: float | None = None) -> tuple[int, ...]:
+    """Indices (branch order) of the branches with a non-zero weight: the only ones a
+    sampler has to run. No guidance (1, 1) needs ``full`` alone (one UNet pass per step
+    instead of three), the paper's (2, 2) ``uncond`` and ``full``."""
+    return tuple(i for i, c in enumerate(branch_coefficients(w_src, w_fuse, w_focal)) if c != 0)
+
+
 def branch_drop_masks(
-    batch: int, device: torch.device | str = "cpu", *, focal: bool = False
+    batch: int,
+    device: torch.device | str = "cpu",
+    *,
+    focal: bool = False,
+    branches: tuple[int, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Drop masks for the batched guidance call, as keyword args of the denoiser:
     (3B,) each for [uncond; src; full], or with ``focal`` (4B,) each (plus ``drop_focal``)
-    for [uncond; src; focal; full]."""
-    branches = FOCAL_BRANCHES if focal else BRANCHES
-    masks = torch.tensor([flags for _, flags in branches], dtype=torch.bool)  # (n, 3|4)
+    for [uncond; src; focal; full]; ``branches`` (indices, e.g. :func:`needed_branches`)
+    keeps only those, in that order: (len(branches) B,) each."""
+    table = FOCAL_BRANCHES if focal else BRANCHES
+    rows = range(len(table)) if branches is None else branches
+    masks = torch.tensor([table[i][1] for i in rows], dtype=torch.bool)  # (n, 3|4)
     masks = masks.repeat_interleave(batch, dim=0).to(device)  # (nB, 3|4)
     out = {
         "drop_pose": masks[:, 0],
@@ -87,12 +115,31 @@ def branch_drop_masks(
 
 
 def combine_branches(
-    pred: torch.Tensor, w_src: float, w_fuse: float, w_focal: float | None = None
+    pred: torch.Tensor,
+    w_src: float,
+    w_fuse: float,
+    w_focal: float | None = None,
+    branches: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Batched branch predictions -> the guided one: (3B, ...) with FPDM's formula when
-    ``w_focal`` is None, else (4B, ...) with :func:`focal_cumulative_guidance`."""
-    if w_focal is None:
-        eps_u, eps_src, eps_full = pred.chunk(3)
-        return cumulative_guidance(eps_u, eps_src, eps_full, w_src, w_fuse)
-    eps_u, eps_src, eps_focal, eps_full = pred.chunk(4)
-    return focal_cumulative_guidance(eps_u, eps_src, eps_focal, eps_full, w_src, w_focal, w_fuse)
+    ``w_focal`` is None, else (4B, ...) with :func:`focal_cumulative_guidance`. With
+    ``branches`` (:func:`needed_branches`), ``pred`` holds only those, in that order, and
+    they are summed with their :func:`branch_coefficients`; a branch left out must have
+    weight 0."""
+    if branches is None:
+        if w_focal is None:
+            eps_u, eps_src, eps_full = pred.chunk(3)
+            return cumulative_guidance(eps_u, eps_src, eps_full, w_src, w_fuse)
+        eps_u, eps_src, eps_focal, eps_full = pred.chunk(4)
+        return focal_cumulative_guidance(
+            eps_u, eps_src, eps_focal, eps_full, w_src, w_focal, w_fuse
+        )
+    coef = branch_coefficients(w_src, w_fuse, w_focal)
+    missing = [i for i, c in enumerate(coef) if c != 0 and i not in branches]
+    if missing:
+        raise ValueError(f"branches {missing} have non-zero guidance weight but were not run")
+    parts = pred.chunk(len(branches))
+    out = parts[0] * coef[branches[0]]
+    for i, part in zip(branches[1:], parts[1:]):
+        out = out + part * coef[i]
+    return out

@@ -63,7 +63,7 @@ from signgen.models.preprocess import (
     uint8_to_tensor,
 )
 from signgen.sampling import detail
-from signgen.sampling.guidance import branch_drop_masks, combine_branches
+from signgen.sampling.guidance import branch_drop_masks, combine_branches, needed_branches
 from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
 
 logger = logging.getLogger(__name__)
@@ -676,19 +676,22 @@ class FPDMPipeline:
             fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
 
         # Conditions of the guidance branches, computed once: [uncond; src; full], or
-        # [uncond; src; focal; full] for MCLD models.
+        # [uncond; src; focal; full] for MCLD models; only those whose guidance weight is
+        # not 0 (no guidance runs `full` alone, the paper's 2, 2 `uncond` and `full`).
         cond_kw: dict[str, Any] = {}
         w_focal = None
         if self.focal_adapter is not None:
             self.check_focal(guidance_focal)
             w_focal = float(self.focal_adapter.config.guidance if guidance_focal is None
                             else guidance_focal)  # fmt: skip
-            if sources[0].focal_hidden is not None:
-                fh = _cat_per_frame([s.focal_hidden for s in sources])  # (1|b, R, N', Ds)
-                fp = _cat_per_frame([s.focal_present for s in sources])  # (1|b, R)
-                cond_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(4, 1, 1, 1),
-                            "focal_present": fp if fp.shape[0] == 1 else fp.repeat(4, 1)}  # fmt: skip
-        nb = 3 if w_focal is None else 4  # branches
+        w_src, w_fuse = self.guidance_or_default(guidance)
+        branches = needed_branches(w_src, w_fuse, w_focal)
+        nb = len(branches)
+        if w_focal is not None and sources[0].focal_hidden is not None:
+            fh = _cat_per_frame([s.focal_hidden for s in sources])  # (1|b, R, N', Ds)
+            fp = _cat_per_frame([s.focal_present for s in sources])  # (1|b, R)
+            cond_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(nb, 1, 1, 1),
+                       "focal_present": fp if fp.shape[0] == 1 else fp.repeat(nb, 1)}  # fmt: skip
         if self.denoiser.source_latent_channels:
             sl = _cat_per_frame([s.latents for s in sources])  # (1|b, c, h, w)
             cond_kw["source_latents"] = sl if sl.shape[0] == 1 else sl.repeat(nb, 1, 1, 1)
@@ -696,7 +699,7 @@ class FPDMPipeline:
             pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, mh, mw)
             hidden if hidden.shape[0] == 1 else hidden.repeat(nb, 1, 1),
             None if fusion is None else fusion.repeat(nb, 1),
-            **branch_drop_masks(b, device, focal=w_focal is not None),
+            **branch_drop_masks(b, device, focal=w_focal is not None, branches=branches),
             **cond_kw,
         )
 
@@ -715,12 +718,11 @@ class FPDMPipeline:
         latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
 
         # 5. Denoise: ONE batched UNet call per step for all branches.
-        w_src, w_fuse = self.guidance_or_default(guidance)
         step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
         for t in sched.timesteps:
             x = sched.scale_model_input(torch.cat([latents] * nb), t)  # (nb*b, 4, h, w)
             pred = self.denoiser.denoise(x.to(dtype), t.expand(nb * b), cond).float()
-            pred = combine_branches(pred, w_src, w_fuse, w_focal)  # (b, 4, h, w)
+            pred = combine_branches(pred, w_src, w_fuse, w_focal, branches)  # (b, 4, h, w)
             latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
 
         # 6. Decode with the VAE.

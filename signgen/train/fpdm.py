@@ -173,7 +173,7 @@ class FPDMModule(nn.Module):
         zero_pose: bool = False,
     ) -> torch.Tensor:
         """Generated images (B, 3, H, W) in [0, 1] with FPDM's cumulative guidance."""
-        from signgen.sampling.guidance import branch_drop_masks, combine_branches
+        from signgen.sampling.guidance import branch_drop_masks, combine_branches, needed_branches
         from signgen.sampling.schedulers import make_scheduler
 
         g = torch.Generator(device=self.device).manual_seed(seed)
@@ -185,12 +185,13 @@ class FPDMModule(nn.Module):
         lat = torch.randn(c["z0"].shape, generator=g, device=dev) * sch.init_noise_sigma
         pose = torch.zeros_like(c["pose"]) if zero_pose else c["pose"]
         focal = self.denoiser.has_focal  # MCLD: 4 branches [uncond; src; focal; full]
-        nb = 4 if focal else 3
-        masks = branch_drop_masks(b, dev, focal=focal)
-        if focal:
-            masks.update(focal_hidden=c["focal_hidden"].repeat(4, 1, 1, 1),
-                         focal_present=c["focal_present"].repeat(4, 1))  # fmt: skip
         w_focal = float(self.denoiser.focal_adapter.config.guidance) if focal else None
+        branches = needed_branches(w_src, w_fuse, w_focal)  # those with a non-zero weight
+        nb = len(branches)
+        masks = branch_drop_masks(b, dev, focal=focal, branches=branches)
+        if focal:
+            masks.update(focal_hidden=c["focal_hidden"].repeat(nb, 1, 1, 1),
+                         focal_present=c["focal_present"].repeat(nb, 1))  # fmt: skip
         if c.get("source_latents") is not None:
             masks["source_latents"] = c["source_latents"].repeat(nb, 1, 1, 1)
         cond = self.denoiser.encode_conditions(
@@ -200,7 +201,7 @@ class FPDMModule(nn.Module):
         for t in sch.timesteps:
             inp = sch.scale_model_input(lat.repeat(nb, 1, 1, 1), t)
             out = self.denoiser.denoise(inp, t.expand(nb * b).to(dev), cond)
-            pred = combine_branches(out, w_src, w_fuse, w_focal)
+            pred = combine_branches(out, w_src, w_fuse, w_focal, branches)
             lat = sch.step(pred, t, lat).prev_sample
         img = self.vae.decode(lat / self.vae.config.scaling_factor).sample
         return ((img + 1) / 2).clamp(0, 1)
