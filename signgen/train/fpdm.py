@@ -33,6 +33,29 @@ from signgen.train.common import datasets, eval_batches, freeze, model_config, p
 from signgen.train.config import TrainConfig
 
 
+def sample_timesteps(
+    batch: int,
+    num_train_timesteps: int,
+    high_fraction: float = 0.0,
+    high_from: float = 0.5,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Training timesteps (batch,), int64: uniform over [0, T), except that ``ceil(batch *
+    high_fraction)`` of them, spread evenly over the batch (sample i when ceil(i f) <
+    ceil((i + 1) f)), come from [high_from * T, T). ``high_fraction`` 0 draws exactly what
+    a plain ``torch.randint(0, T, (batch,))`` draws, so the default stream is the paper's."""
+    kw = {"generator": generator} if generator is not None else {}
+    t = torch.randint(0, num_train_timesteps, (batch,), device=device, **kw)
+    if high_fraction <= 0:
+        return t
+    lo = min(int(high_from * num_train_timesteps), num_train_timesteps - 1)
+    hi = torch.randint(lo, num_train_timesteps, (batch,), device=device, **kw)
+    i = torch.arange(batch, device=device, dtype=torch.float64)
+    high = torch.ceil(i * high_fraction) < torch.ceil((i + 1) * high_fraction)
+    return torch.where(high, hi, t)
+
+
 class FPDMModule(nn.Module):
     """Trainable denoiser + frozen encoders; ``forward(batch) -> (loss, logs)``."""
 
@@ -129,7 +152,10 @@ class FPDMModule(nn.Module):
                 b, z0.shape[1], 1, 1, device=dev, **kw
             )
         n_t = self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_t, (b,), device=dev, **kw)
+        t = sample_timesteps(
+            b, n_t, self.fc.high_t_fraction if self.training else 0.0, self.fc.high_t_from,
+            dev, generator,
+        )  # fmt: skip
         noisy = self.scheduler.add_noise(z0, noise, t)
         drops: dict[str, torch.Tensor | None] = {"drop_pose": None, "drop_source": None,
                                                  "drop_fusion": None}  # fmt: skip
