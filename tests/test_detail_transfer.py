@@ -1,5 +1,5 @@
 """Source detail transfer (signgen.sampling.detail): where a low-resolution model's frame
-agrees with the first frame, the first frame's own detail is put back; where it changed by
+agrees with the first frame, the first frame's own pixels are put back; where it changed by
 more than the threshold, the generated pixels are kept alone."""
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def test_transfer_on_a_hand_computed_case():
     gen[0, 2, 0, 3] += 0.3
     out = transfer_detail(gen, full, low, threshold=0.1)
     keep = torch.tensor([1.0, 0.5, 0.0, 0.0])  # 1 - change / threshold, clamped
-    torch.testing.assert_close(out, gen + keep * (full - low))
+    torch.testing.assert_close(out, gen + keep * (full - gen))
     torch.testing.assert_close(out[..., 0], full[..., 0])  # unchanged: the first frame exactly
+    # Half-way (change 0.05 of 0.1): the mean of the two, so half of the model's error on
+    # a still pixel is left, not all of it as with the detail band alone (gen + full - low).
+    torch.testing.assert_close(out[..., 1], (gen[..., 1] + full[..., 1]) / 2)
     torch.testing.assert_close(out[..., 3], gen[..., 3])  # moved: generated pixels alone
 
 

@@ -88,9 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="MCLD models only: keypoints of FIRST (its first pose is used) to "
                    "locate face and hands; default: the first pose of SEQ")  # fmt: skip
     p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
-                   help="put the first frame's fine detail back where the generated frame "
-                   "differs from it by less than T (0-1 intensity; 0 = off; default: the "
-                   "model's: 0 for full-resolution models, set for the 80x64 demo model)")  # fmt: skip
+                   help="keep the first frame's own full-resolution pixels where the "
+                   "generated frame agrees with it, blending up to a difference of T (0-1 "
+                   "intensity; 0 = off; default: the model's: 0 for full-resolution models, "
+                   "set for the 80x64 demo model)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
                    help="ddim (default: the model's scheduler, ddim for SD 2.1), ddpm, dpm++, "
                    "euler")  # fmt: skip

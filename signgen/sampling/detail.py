@@ -1,21 +1,26 @@
-"""Source detail transfer: render at the model's resolution, keep the first frame's detail.
+"""Source detail transfer: render at the model's resolution, keep the first frame where still.
 
 A model that runs below the first frame's resolution (the CPU-trained demo model renders
 80x64 for a 260x210 Phoenix frame) loses every detail finer than its pixels when its
 output is resized back, even where nothing moved. Signing frames are mostly the first
 frame (background, clothes, the still body), so where the generated frame agrees with the
-first frame *at the model's resolution*, the first frame's own finer detail is put back:
+first frame *at the model's resolution*, the first frame's own full-resolution pixels are
+put back:
 
     low    = the first frame through the letterbox to the model resolution and back
     change = max over RGB of |generated - low|            (native size, [0, 1] units)
     keep   = clamp(1 - change / threshold, 0, 1)
-    output = generated + keep * (first frame - low)
+    output = generated + keep * (first frame - generated)
 
 Unchanged regions (change 0) get the first frame exactly; regions that moved by more than
 ``threshold`` keep the generated pixels alone, so no edge of a limb that moved away is
-pasted back. This is the high-frequency layer of a Laplacian-pyramid blend (Burt and
-Adelson 1983), gated by the model's own change map. No library computes this blend for a
-letterbox geometry, so it is written here: a few tensor operations on the output.
+pasted back. In between the two are blended, and a small disagreement ``d`` keeps only
+``d / threshold`` of the model's error there: the model's low-amplitude noise on still
+regions goes with it, which putting back the detail band alone (``generated + keep *
+(first frame - low)``, a gated Laplacian-pyramid blend) leaves in place; measured in
+benchmarks/results/synthetic_quality.md. This is alpha compositing (Porter and Duff 1984)
+with the model's own agreement map as alpha; no library computes that map for a letterbox
+geometry, so it is written here: a few tensor operations on the output.
 
 The threshold is a property of a model (``detail_transfer`` in model_index.json, 0 = off,
 the default of every paper recipe, which render at full resolution); renders may override it.
@@ -56,11 +61,11 @@ def transfer_detail(
     generated: torch.Tensor, full: torch.Tensor, low: torch.Tensor, threshold: float
 ) -> torch.Tensor:
     """Generated frames (B, 3, H, W) in [0, 1] at native size + the first frame's layers
-    (:func:`detail_layers`) -> the frames with the first frame's detail where unchanged
+    (:func:`detail_layers`) -> the frames with the first frame's pixels where unchanged
     (module docstring). ``threshold`` > 0, in [0, 1] intensity units."""
     if threshold <= 0:
         raise ValueError(f"detail-transfer threshold must be positive, got {threshold}")
     full, low = full.to(generated), low.to(generated)
     change = (generated - low).abs().amax(dim=1, keepdim=True)  # (B, 1, H, W)
     keep = (1 - change / threshold).clamp(0, 1)
-    return generated + keep * (full - low)
+    return generated + keep * (full - generated)
