@@ -106,7 +106,9 @@ def test_pipeline_encodes_the_source_latents_once_per_clip(pipe):
 
     pipe.denoiser.denoise = spy
     try:
-        frames = pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=2)
+        # Guidance 2, 3: every branch has a non-zero weight, so all three are run.
+        frames = pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=2,
+                                    guidance=(2.0, 3.0))  # fmt: skip
     finally:
         del pipe.denoiser.denoise
     assert len(frames) == 3 and frames[0].shape == img.shape
