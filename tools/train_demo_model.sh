@@ -85,7 +85,7 @@ if [ "${SKIP_BENCH:-0}" != "1" ]; then
   log "7/7 benchmark"
   ABL=()
   [ "${SKIP_ABLATION:-0}" != "1" ] && ABL=(--b3 "$WORK/fpdm_b3/export" --mcld "$WORK/fpdm_mcld/export")
-  "$PY" benchmarks/synthetic_quality.py --world "$WORLD" --model signgen/assets/demo_model --clips 6 \
+  "$PY" benchmarks/synthetic_quality.py --world "$WORLD" --model signgen/assets/demo_model \
     "${ABL[@]}" --runs "$WORK"
 fi
 log "done"
