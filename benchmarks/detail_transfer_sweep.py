@@ -42,6 +42,14 @@ def with_transfer(frames: np.ndarray, first: np.ndarray, resolution, tau: float)
     return tensor_to_uint8(transfer_detail(uint8_to_tensor(frames), full, low, tau))
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results name no local folders)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", type=Path, required=True, help="`signgen prepare synthetic` output")
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{cmd.strip()}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
         f"{m['nproc']} cores, {m['cpu']}",
-        f"- model: `{args.model}` ({res[0]}x{res[1]}); clips: {len(clips)} of the "
+        f"- model: `{shown(args.model)}` ({res[0]}x{res[1]}); clips: {len(clips)} of the "
         f"{args.split!r} split ({', '.join(sorted({c['signer'] for c in clips}))}), "
         f"{sum(len(c['frames']) for c in clips)} frames; {args.steps} DDIM steps, seed 0",
         f"- {time.perf_counter() - t0:.0f} s",
