@@ -121,20 +121,15 @@ def combine_branches(
     w_focal: float | None = None,
     branches: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """Batched branch predictions -> the guided one: (3B, ...) with FPDM's formula when
-    ``w_focal`` is None, else (4B, ...) with :func:`focal_cumulative_guidance`. With
-    ``branches`` (:func:`needed_branches`), ``pred`` holds only those, in that order, and
-    they are summed with their :func:`branch_coefficients`; a branch left out must have
-    weight 0."""
-    if branches is None:
-        if w_focal is None:
-            eps_u, eps_src, eps_full = pred.chunk(3)
-            return cumulative_guidance(eps_u, eps_src, eps_full, w_src, w_fuse)
-        eps_u, eps_src, eps_focal, eps_full = pred.chunk(4)
-        return focal_cumulative_guidance(
-            eps_u, eps_src, eps_focal, eps_full, w_src, w_focal, w_fuse
-        )
+    """Batched branch predictions -> the guided one: FPDM's formula (Eq. 12,
+    :func:`cumulative_guidance`) when ``w_focal`` is None, else
+    :func:`focal_cumulative_guidance`, written as the weighted sum of the branches with their
+    :func:`branch_coefficients`. ``pred`` holds the branches ``branches`` (indices in branch
+    order, default: all 3 or 4), B rows each; a branch left out must have weight 0
+    (:func:`needed_branches` gives the ones to run)."""
     coef = branch_coefficients(w_src, w_fuse, w_focal)
+    if branches is None:
+        branches = tuple(range(len(coef)))
     missing = [i for i, c in enumerate(coef) if c != 0 and i not in branches]
     if missing:
         raise ValueError(f"branches {missing} have non-zero guidance weight but were not run")
