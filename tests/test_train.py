@@ -27,9 +27,9 @@ def _train(stage: str, prepared: Path, out: Path, *extra: str) -> int:
 
 
 def _initial_weights(stage: str, prepared: Path, out: Path) -> dict[str, torch.Tensor]:
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
     from signgen.train.loop import trainable_state
+    from signgen.train.stages import task_factory
 
     cfg = load_train_config(CONFIGS / f"tiny_{stage}.yaml",
                             [f"data.prepared={prepared}", f"output_dir={out}"])  # fmt: skip
@@ -88,8 +88,8 @@ def test_train_fpdm_one_step_exports_pipeline(prepared: Path, tmp_path: Path):
 def test_init_from_an_exported_model(prepared: Path, tmp_path: Path):
     from signgen.errors import InputError
     from signgen.sampling.pipeline import FPDMPipeline
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
 
     out = tmp_path / "first"
     assert _train("fpdm", prepared, out, "train.max_steps=1") == 0
@@ -149,9 +149,9 @@ def test_overrides_may_surround_options(prepared: Path, tmp_path: Path, capsys):
 
 def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
     """Run 4 steps; run 2 steps, stop as if killed, resume to 4; compare (FPDM + EMA)."""
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
     from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
 
     def cfg(out: Path):
         return load_train_config(
@@ -187,8 +187,8 @@ def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
 
 
 def test_ray_train_two_workers_hold_identical_weights(prepared: Path, tmp_path: Path):
+    from pipelines.train import launch
     from signgen.train.config import load_train_config
-    from signgen.train.loop import launch
 
     out = tmp_path / "ray"
     cfg = load_train_config(
