@@ -167,6 +167,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         command="signgen " + shlex.join(sys.argv[1:]),
+        distributed=getattr(getattr(args, "runners", None), "evaluate", None),
     )
     print(format_table(summary))
     print(f"wrote {args.output}")

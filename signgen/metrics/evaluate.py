@@ -1,7 +1,8 @@
 """``signgen evaluate``: per-frame metrics of generated vs ground-truth videos.
 
-Steps (the single-process path; ``pipelines.evaluate`` runs step 3 on Ray workers and
-hands the results to the same steps 4-5):
+Steps (the single-process path; with ``workers``/``address`` step 3 runs on Ray workers
+through the ``distributed`` runner the app layer passes in, ``pipelines.evaluate.
+ray_results``, and its results go through the same steps 4-5):
 
 1. check the inputs: match videos, count frames, read signers (no model loaded yet);
 2. load the metric models once (:class:`FrameEvaluator`);
@@ -570,23 +571,31 @@ def run_evaluation(
     address: str | None = None,
     command: str = "",
     results: Callable[[EvalPlan, bool], Iterator[BatchResult]] | None = None,
+    distributed: Callable[..., Iterator[BatchResult]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``config.pred`` against ``config.gt``; write the table and the summary.
 
-    ``workers > 0`` (or an ``address``) runs step 3 on Ray (``pipelines.evaluate``).
-    Returns the summary dict (also written to ``OUT.summary.json``).
+    ``workers > 0`` (or an ``address``) runs step 3 through ``distributed``, called as
+    ``distributed(config, plan, need_gt, workers=, address=, hand_detector=)``: the Ray
+    runner of the jobs layer (``pipelines.evaluate.ray_results``), which the ``signgen``
+    command passes in. Returns the summary dict (also written to ``OUT.summary.json``).
     """
     from tqdm import tqdm
 
+    if (workers or address) and results is None and distributed is None:
+        raise InputError(
+            "--workers/--address evaluate on Ray, which the `signgen` command provides "
+            "(pipelines.app); this entry point evaluates in-process only"
+        )
     plan = plan_evaluation(config)
     cached = load_cached_gt_stats(config, plan)
     gatherer = Gatherer(config, plan, cached)
     if results is None:
         if workers or address:
-            from pipelines.evaluate import ray_results
+            assert distributed is not None
 
             def results(p: EvalPlan, need_gt: bool) -> Iterator[BatchResult]:
-                return ray_results(
+                return distributed(
                     config,
                     p,
                     need_gt,
