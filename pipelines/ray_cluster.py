@@ -137,6 +137,10 @@ def _head_address(address: str) -> tuple[tuple[str, int] | None, str]:
                 from ray._private.services import canonicalize_bootstrap_address
             except ImportError:  # moved in another Ray version: skip the early check
                 return None, origin
+            # Ray logs which of the machine's clusters it picked: the job says it if needed.
+            ray_log = logging.getLogger("ray._private.services")
+            level = ray_log.level
+            ray_log.setLevel(logging.ERROR)
             try:
                 found = canonicalize_bootstrap_address("auto")
             except ConnectionError:
@@ -145,6 +149,8 @@ def _head_address(address: str) -> tuple[tuple[str, int] | None, str]:
                     "`ray start --head`, give its HOST:PORT, or leave --address out to run "
                     "on a local Ray"
                 ) from None
+            finally:
+                ray_log.setLevel(level)
             if not found:
                 return None, origin
             given, origin = found, "Ray's current-cluster file (written by `ray start`)"

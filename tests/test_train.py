@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -186,16 +188,31 @@ def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
     assert any(not torch.allclose(a[k], o[k]) for k in a)
 
 
-def test_ray_train_two_workers_hold_identical_weights(prepared: Path, tmp_path: Path):
-    from pipelines.train import launch
-    from signgen.train.config import load_train_config
+def test_ray_train_two_workers_hold_identical_weights(prepared: Path, tmp_path: Path, monkeypatch):
+    """`signgen train ipf --workers 2` (the console script, in-process) on a machine with
+    Ray leftovers: a dead `ray start` head's address in Ray's current-cluster file and in
+    RAY_ADDRESS. The job starts its own local Ray anyway (plain ray.init() would try to
+    join the dead head and refuse num_cpus), and both DDP ranks end with the same weights."""
+    import tempfile
 
+    from pipelines.app import main as app_main
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sgray", dir="/tmp"))  # short: Ray socket paths
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nobody listens there any more
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.setenv("RAY_ADDRESS", dead)
     out = tmp_path / "ray"
-    cfg = load_train_config(
-        CONFIGS / "tiny_ipf.yaml",
-        [f"data.prepared={prepared}", f"output_dir={out}", "train.max_steps=1"],
-    )
-    launch(cfg, workers=2, progress=False)
+    try:
+        rc = app_main(["train", "ipf", "--config", str(CONFIGS / "tiny_ipf.yaml"), "-q",
+                       f"data.prepared={prepared}", f"output_dir={out}", "train.max_steps=1",
+                       "--workers", "2"])  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rc == 0
     hashes = {p.name: p.read_text().strip() for p in (out / "worker_hashes").glob("rank*.txt")}
     assert set(hashes) == {"rank0.txt", "rank1.txt"}
     assert hashes["rank0.txt"] == hashes["rank1.txt"]

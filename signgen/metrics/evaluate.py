@@ -15,6 +15,7 @@ ray_results``, and its results go through the same steps 4-5):
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -611,6 +612,10 @@ def run_evaluation(
                 for pair in p.pairs:
                     yield from evaluator.evaluate_video(pair)
 
+    stream = results(plan, cached is None)
+    # The first result is awaited before the bar appears: a Ray start-up error (a cluster
+    # that cannot be joined) is then one line on a clean terminal.
+    first = next(stream, None)
     with tqdm(
         total=plan.total_frames,
         unit="frame",
@@ -618,7 +623,7 @@ def run_evaluation(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for res in results(plan, cached is None):
+        for res in itertools.chain([first] if first is not None else [], stream):
             bar.update(gatherer.add(res))
     return gatherer.finish(command)
 
