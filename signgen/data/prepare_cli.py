@@ -99,6 +99,7 @@ def _phoenix(args: argparse.Namespace) -> int:
         "wrote %s in %.1fs: videos kept: %s; pairs: %s; %d problem(s) (see prepare_report.json)",
         args.out, time.perf_counter() - t0, kept, pairs, report.total,
     )  # fmt: skip
+    log.debug("seconds (wall, CPU) per phase: %s", report.seconds)
     return 0
 
 
