@@ -37,8 +37,8 @@ examples:
   signgen render-many --manifest clips.csv --out renders/ --model runs/fpdm/final
   signgen render-many --manifest clips.csv --out renders/ --workers 2 --batch-size 4 \\
       --device cpu --steps 10
-  signgen render-many --manifest clips.csv --out /shared/renders --address auto \\
-      --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /shared/fpdm
+  signgen render-many --manifest clips.csv --out /nfs/renders --address auto \\
+      --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /nfs/fpdm
 """
 
 AUGMENT_EPILOG = """\

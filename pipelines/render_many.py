@@ -1,6 +1,7 @@
 """Render many clips on Ray Data: ``signgen render-many`` and the engine of ``signgen augment``.
 
-The job (DESIGN.md section 9, STYLE.md item 12) is three stages::
+The job (docs/architecture.md, "Data flow of signgen render-many"; docs/cluster.md) is
+three stages::
 
     clips (manifest rows)
       -> read    CPU tasks (fractional num_cpus): first frame + keypoints of one clip,

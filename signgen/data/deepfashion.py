@@ -1,6 +1,6 @@
 """DeepFashion In-shop (PGPIS split): preparation, training and evaluation datasets.
 
-Raw layout (the split of PATN, used by PIDM, NTED, CFLD, PCDMs; DESIGN.md section 7)::
+Raw layout (the split of PATN, used by PIDM, NTED, CFLD, PCDMs; docs/datasets.md)::
 
     ROOT/fasion-resize-pairs-{train,test}.csv        "from,to" image names
     ROOT/fasion-resize-annotation-{train,test}.csv   "name:keypoints_y:keypoints_x",

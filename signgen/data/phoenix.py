@@ -1,6 +1,6 @@
 """RWTH-PHOENIX-Weather 2014T: validate the raw tree and write signgen's prepared files.
 
-Raw layout (DESIGN.md section 7; the dataset as distributed, plus the MSKA keypoints)::
+Raw layout (docs/datasets.md; the dataset as distributed, plus the MSKA keypoints)::
 
     PHOENIX-2014-T/
       features/fullFrame-210x260px/{train,dev,test}/<name>/images0001.png ...

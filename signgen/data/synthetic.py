@@ -10,8 +10,8 @@ skin tone, clothing colour and pattern, hair, background) and a body shape
 trajectories near the chest and face from random cubic splines, finger flexion, head
 sway, mouthing).
 
-:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see DESIGN.md
-section 7) plus signgen's prepared files (``prepared/manifest.csv`` and
+:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see
+docs/datasets.md) plus signgen's prepared files (``prepared/manifest.csv`` and
 ``prepared/{split}_pairs.csv``, the format :mod:`signgen.data.pairs` reads).
 
 Coordinates: the motion is generated in pixels of a 210 x 260 reference frame (Phoenix)
@@ -569,7 +569,7 @@ class SyntheticConfig:
 def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]:
     """Generate the synthetic world under ``cfg.out``; returns the number of videos per split.
 
-    Layout (Phoenix-2014T, DESIGN.md section 7, plus signgen extras)::
+    Layout (Phoenix-2014T, docs/datasets.md, plus signgen extras)::
 
         PHOENIX-2014-T/features/fullFrame-WxHpx/{split}/<name>/images0001.png ...
         PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.{split}.corpus.csv

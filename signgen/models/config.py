@@ -122,7 +122,7 @@ class ResamplerConfig:
 
 @dataclass
 class MCLDConfig:
-    """Multi-focal conditioning (DESIGN.md section 6, :mod:`signgen.models.mcld`): focal
+    """Multi-focal conditioning (docs/model.md, :mod:`signgen.models.mcld`): focal
     tokens of the source's face and hands through decoupled cross-attention."""
 
     enabled: bool = False  # False = plain FPDM conditioning
