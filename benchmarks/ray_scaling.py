@@ -156,6 +156,7 @@ def measure_write(folder: Path, sink_cls, frames: int = 50) -> float:
 def write_report(
     args, runs, load_before, load_after, argv, write_phoenix, ceiling, read_warm
 ) -> None:
+    # Long: the result file's lines, in the order they are written.
     one, two = runs[1], runs[2]
     speedup = two["steady"] / one["steady"]
     speedup_e2e = two["end_to_end"] / one["end_to_end"]

@@ -206,6 +206,8 @@ ROWS = {  # key -> label in the report
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", type=Path, required=True, help="`signgen prepare synthetic` output")
     ap.add_argument("--model", type=Path, default=ROOT / "signgen" / "assets" / "demo_model")

@@ -617,6 +617,9 @@ def run_job(
     A clip with bad inputs is recorded as failed (``result.failed``) and the job goes on.
     ``renderer``: the model stage's class (see :func:`build_dataset`).
     """
+    # Over 80 lines on purpose: the driver's receive loop updates the ledger, the sink, the
+    # progress bar and the stage timings for every row; kept in one place so the order
+    # (stage the frame, commit the clip, then record it in the ledger) stays visible.
     from tqdm.auto import tqdm
 
     from pipelines.ledger import Ledger

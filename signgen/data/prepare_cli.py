@@ -127,6 +127,7 @@ def _deepfashion(args: argparse.Namespace) -> int:
 
 def register(prepare_subparsers: argparse._SubParsersAction) -> None:
     """Add ``phoenix`` and ``deepfashion`` under ``signgen prepare``."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     p = prepare_subparsers.add_parser(
         "phoenix",
         help="validate RWTH-PHOENIX-Weather 2014T + MSKA keypoints and write training pairs",

@@ -86,6 +86,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     kp = subparsers.add_parser(
         "keypoints",
         help="convert and inspect keypoint files (signgen JSON, MSKA, OpenPose, mmpose, ...)",

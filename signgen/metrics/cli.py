@@ -51,6 +51,7 @@ example:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Long: argparse declarations, one option per statement, each with its --help text.
     from signgen.metrics import DEFAULT_METRICS, KNOWN_METRICS
 
     p = subparsers.add_parser(

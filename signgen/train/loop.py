@@ -295,6 +295,10 @@ def run_training(
     as a killed run would (tests use it for resume equivalence). ``device``: where this
     process trains (a DDP launcher passes each worker's); default :func:`default_device`.
     """
+    # Over 80 lines on purpose: one optimisation loop whose steps share the optimizer,
+    # scheduler, EMA, scaler, DDP wrapper and data position; split up, they would travel as a
+    # dozen arguments, and the order of the steps (backward, clip, step, scheduler, EMA,
+    # checkpoint) is what a reader of this function checks.
     from tqdm import tqdm
 
     rank, world = _dist()
