@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine, write_result
-from synthetic_quality import load_clips, no_pose, score, weighted_mean
+from synthetic_quality import load_clips, no_pose, score
+
+from signgen.metrics.stats import weighted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.0, 0.1, 0.25, 0.4, 0.6, 1.0)

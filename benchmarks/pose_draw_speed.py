@@ -46,6 +46,8 @@ def fps_of(fn: Callable[[np.ndarray], object], poses: np.ndarray) -> float:
 
 
 def main() -> None:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -79,6 +79,8 @@ def reference_loop(pipe: FPDMPipeline, image: np.ndarray, kp: KeypointSequence, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -34,7 +34,7 @@ Metrics (every row):
 The last line printed is one JSON object with the figures: ``<row>_ssim``,
 ``<row>_hand_ssim`` and ``<row>_face_ssim`` for every row above; ``margins``, the model's
 per-clip paired margins over each baseline with a 95% bootstrap interval over clips
-(:func:`paired_margin`); ``beats_baselines`` (the model's mean above both baselines' on
+(:func:`signgen.metrics.stats.paired_margin`); ``beats_baselines`` (the model's mean above both baselines' on
 SSIM and Hand SSIM) and ``clear_margin`` (every one of those intervals above 0).
 """
 
@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from signgen.metrics.stats import paired_margin, weighted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,44 +163,6 @@ def score(pred: np.ndarray, gt: np.ndarray, points: np.ndarray) -> dict[str, flo
             "face_ssim": fs, "n_face": nf}  # fmt: skip
 
 
-def weighted_mean(rows: list[dict[str, float]], key: str, n_key: str) -> float:
-    """Per-clip scores (:func:`score`) -> their mean weighted by the clips' frame counts
-    ``n_key``; NaN scores (no hand / face in a clip) are left out."""
-    v = np.array([r[key] for r in rows])
-    n = np.array([r[n_key] for r in rows], dtype=float)
-    ok = np.isfinite(v) & (n > 0)
-    return float((v[ok] * n[ok]).sum() / n[ok].sum()) if ok.any() else float("nan")
-
-
-def paired_margin(
-    rows: list[dict[str, float]], base: list[dict[str, float]], key: str, n_key: str
-) -> dict[str, float]:
-    """Per-clip scores of a system and a baseline on the same clips -> the margin (the
-    frame-weighted mean of the per-clip differences, :func:`weighted_mean` of each), its 95%
-    confidence interval from a paired bootstrap over clips (scipy.stats.bootstrap, BCa,
-    10,000 resamples, seed 0) and the number of clips the system wins. Clips, not frames,
-    are the resampled unit: frames of one clip share a signer and a motion, so they are
-    not independent. Clips where either score is NaN are left out."""
-    from scipy.stats import bootstrap
-
-    a = np.array([r[key] for r in rows])
-    b = np.array([r[key] for r in base])
-    n = np.array([r[n_key] for r in rows], dtype=float)
-    ok = np.isfinite(a) & np.isfinite(b) & (n > 0)
-    d, w = a[ok] - b[ok], n[ok]
-    out = {"margin": float((d * w).sum() / w.sum()) if ok.any() else float("nan"),
-           "lo": float("nan"), "hi": float("nan"), "won": int((d > 0).sum()),
-           "clips": int(ok.sum())}  # fmt: skip
-    if ok.sum() >= 3 and np.ptp(d) > 0:  # a bootstrap needs spread
-        ci = bootstrap((d, w), lambda d, w: (d * w).sum() / w.sum(), paired=True,
-                       vectorized=False, n_resamples=10_000, confidence_level=0.95,
-                       method="BCa", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
-        out["lo"], out["hi"] = float(ci.low), float(ci.high)
-    elif ok.any() and np.ptp(d) == 0:
-        out["lo"] = out["hi"] = out["margin"]
-    return out
-
-
 def loss_curves(runs: Path, out_png: Path) -> None:
     import matplotlib
 
@@ -242,6 +206,8 @@ ROWS = {  # key -> label in the report
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", type=Path, required=True, help="`signgen prepare synthetic` output")
     ap.add_argument("--model", type=Path, default=ROOT / "signgen" / "assets" / "demo_model")

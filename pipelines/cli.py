@@ -29,16 +29,19 @@ clips are tried again by the next run.
 Exit codes: 0 all clips done; 3 some clips failed (listed at the end and in the ledger);
 2 bad options or manifest.
 
-Cluster: without --address a local Ray is started on this machine. --address auto joins
-the cluster of this node (`ray start --head` / a Ray job), ray://HOST:10001 a remote one.
-Every node needs signgen installed (same image), or --ship-code.
+Cluster: without --address a local Ray is started on this machine (whatever an earlier
+`ray start` left behind, and whatever RAY_ADDRESS says). --address auto joins the cluster
+of RAY_ADDRESS or of `ray start --head` on this node, HOST:6379 a head, ray://HOST:10001 a
+remote one through Ray Client. A head with token authentication needs RAY_AUTH_MODE=token
+and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token). Every node needs signgen installed
+(same image), or --ship-code.
 
 examples:
   signgen render-many --manifest clips.csv --out renders/ --model runs/fpdm/final
   signgen render-many --manifest clips.csv --out renders/ --workers 2 --batch-size 4 \\
       --device cpu --steps 10
-  signgen render-many --manifest clips.csv --out /shared/renders --address auto \\
-      --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /shared/fpdm
+  signgen render-many --manifest clips.csv --out /nfs/renders --address auto \\
+      --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /nfs/fpdm
 """
 
 AUGMENT_EPILOG = """\

@@ -1,6 +1,7 @@
 """Render many clips on Ray Data: ``signgen render-many`` and the engine of ``signgen augment``.
 
-The job (DESIGN.md section 9, STYLE.md item 12) is three stages::
+The job (docs/architecture.md, "Data flow of signgen render-many"; docs/cluster.md) is
+three stages::
 
     clips (manifest rows)
       -> read    CPU tasks (fractional num_cpus): first frame + keypoints of one clip,
@@ -69,9 +70,6 @@ SPOOL_DIR = ".spool"
 SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are far fewer)
 # Exit code of a job in which at least one clip failed (bad inputs); 2 is a usage error.
 EXIT_CLIPS_FAILED = 3
-# Fault injection for tests: an actor that finds this file deletes it and exits abruptly
-# on its second batch (only one actor can win the unlink), as a crashed GPU worker would.
-KILL_FILE_ENV = "SIGNGEN_TEST_KILL_ACTOR_FILE"
 
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -247,42 +245,16 @@ class ClusterSettings:
 
 
 # ---- Ray set-up ----------------------------------------------------------------------------
-def init_ray(cluster: ClusterSettings) -> bool:
-    """Connect to ``cluster.address`` or start a local Ray; returns True if started here.
+def _runtime_env(cluster: ClusterSettings) -> dict[str, Any] | None:
+    """``--ship-code``: this checkout's signgen and pipelines travel to the workers."""
+    if not cluster.ship_code:
+        return None
+    import pipelines
+    import signgen
 
-    An already initialised Ray (a test session, a notebook) is reused as it is.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                              "configure_logging": True}  # fmt: skip
-    if cluster.ship_code:
-        import pipelines
-        import signgen
-
-        kwargs["runtime_env"] = {
-            "py_modules": [str(Path(signgen.__file__).parent), str(Path(pipelines.__file__).parent)]
-        }
-    if cluster.address:
-        ray.init(address=cluster.address, **kwargs)
-    else:
-        ray.init(num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
-                 **kwargs)  # fmt: skip
-    return True
-
-
-def _quiet_ray_data() -> None:
-    """Ray Data's own progress bars and per-operator logs would fight our bar on stderr."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.verbose_stats_logs = False
-    for name in ("ray.data", "ray.data._internal"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    return {
+        "py_modules": [str(Path(signgen.__file__).parent), str(Path(pipelines.__file__).parent)]
+    }
 
 
 def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
@@ -382,12 +354,12 @@ class FrameRenderer:
     ) -> None:
         import torch
 
-        from signgen.sampling.cli import _quiet_libraries
+        from signgen.runtime import quiet_libraries
         from signgen.sampling.pipeline import FPDMPipeline, load_default_pipeline
 
         if threads and device == "cpu":
             torch.set_num_threads(int(threads))
-        _quiet_libraries()
+        quiet_libraries()
         if model:
             self.pipe = FPDMPipeline.from_pretrained(model, device=device, dtype=dtype)
         else:
@@ -401,7 +373,6 @@ class FrameRenderer:
         self.guidance_focal = guidance_focal
         self.scheduler = self.pipe.make_scheduler(scheduler)  # as FPDMPipeline.render does
         self.sources: OrderedDict[str, Any] = OrderedDict()
-        self.calls = 0
 
     def _source(self, clip_id: str, png: bytes, points: np.ndarray) -> tuple[Any, float]:
         """The clip's EncodedSource from the LRU cache, or encoded now; (source, seconds)."""
@@ -420,18 +391,7 @@ class FrameRenderer:
             self.sources.popitem(last=False)
         return src, time.perf_counter() - t0
 
-    def _maybe_crash(self) -> None:
-        flag = os.environ.get(KILL_FILE_ENV)
-        if flag and self.calls >= 2:
-            try:
-                os.unlink(flag)  # exactly one actor wins this
-            except FileNotFoundError:
-                return
-            os._exit(1)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.calls += 1
-        self._maybe_crash()
         n = len(batch["clip_id"])
         frames = np.empty(n, dtype=object)
         frames[:] = [b""] * n
@@ -483,8 +443,17 @@ class FrameRenderer:
         }
 
 
-def build_dataset(specs: Sequence[ClipSpec], render: RenderSettings, cluster: ClusterSettings):
-    """The lazy Ray Dataset of rendered frame rows (read -> model); nothing runs yet."""
+def build_dataset(
+    specs: Sequence[ClipSpec],
+    render: RenderSettings,
+    cluster: ClusterSettings,
+    renderer: type[FrameRenderer] = FrameRenderer,
+):
+    """The lazy Ray Dataset of rendered frame rows (read -> model); nothing runs yet.
+
+    ``renderer`` is the model stage's callable class: :class:`FrameRenderer`, or a subclass
+    with the same constructor (the tests' crashing actor).
+    """
     import ray
 
     cpus, gpus, threads = worker_resources(cluster)
@@ -495,7 +464,7 @@ def build_dataset(specs: Sequence[ClipSpec], render: RenderSettings, cluster: Cl
     ds = ds.flat_map(read_clip, num_cpus=cluster.read_cpus)
     remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
     return ds.map_batches(
-        FrameRenderer,
+        renderer,
         fn_constructor_kwargs={
             "model": render.model,
             "device": cluster.worker_device,
@@ -640,15 +609,21 @@ def run_job(
     cluster: ClusterSettings,
     *,
     progress: bool = True,
+    renderer: type[FrameRenderer] = FrameRenderer,
 ) -> JobResult:
     """Render every clip of ``specs`` not yet finished in the ledger of ``ledger_dir``.
 
     Resumable: a finished clip is skipped, a killed run is picked up by the next one.
     A clip with bad inputs is recorded as failed (``result.failed``) and the job goes on.
+    ``renderer``: the model stage's class (see :func:`build_dataset`).
     """
+    # Over 80 lines on purpose: the driver's receive loop updates the ledger, the sink, the
+    # progress bar and the stage timings for every row; kept in one place so the order
+    # (stage the frame, commit the clip, then record it in the ledger) stays visible.
     from tqdm.auto import tqdm
 
     from pipelines.ledger import Ledger
+    from pipelines.ray_cluster import quiet_ray_data, ray_session
 
     render.validate()
     cluster.validate()
@@ -666,57 +641,55 @@ def run_job(
         result.skipped = len(specs) - len(todo)
         if not todo:
             return result
-        started = init_ray(cluster)
-        _quiet_ray_data()
         by_id = {s.clip_id: s for s in todo}
         received: dict[str, set[int]] = {}
         stages = {"read": 0.0, "source": 0.0, "model": 0.0, "write": 0.0}
         bar = tqdm(total=len(todo), unit="clip", desc="render-many", file=sys.stderr,
                    dynamic_ncols=True, disable=not progress)  # fmt: skip
         try:
-            ds = build_dataset(todo, render, cluster)
-            for row in ds.iter_rows():
-                if result.first_row_s is None:
-                    result.first_row_s = time.perf_counter() - t_start
-                cid = str(row["clip_id"])
-                if cid not in by_id:
-                    continue  # already finished or failed (a retried read may repeat rows)
-                stages["read"] += float(row["read_s"])
-                if row["error"]:
-                    ledger.fail(cid, str(row["error"]))
-                    result.failed[cid] = str(row["error"])
-                    sink.discard(cid)
-                    del by_id[cid]
-                    bar.update(1)
-                    continue
-                result.note_batch_done(float(row["done_at"]))
-                stages["source"] += float(row["source_s"])
-                stages["model"] += float(row["model_s"])
-                h, w = int(row["height"]), int(row["width"])
-                frame = np.frombuffer(row["frame"], np.uint8).reshape(h, w, 3)  # (H, W, 3)
-                idx, n = int(row["frame_index"]), int(row["num_frames"])
-                t0 = time.perf_counter()
-                sink.put(cid, idx, frame)
-                got = received.setdefault(cid, set())
-                got.add(idx)  # a set: a frame delivered twice is written once
-                if len(got) == n:
-                    out = sink.commit(cid, n, float(row["fps"]))
-                    ledger.done(cid, output=os.path.relpath(out, out_dir), frames=n,
-                                seed=int(row["seed"]))  # fmt: skip
-                    result.done.append(cid)
-                    result.frames += n
-                    del by_id[cid], received[cid]
-                    bar.update(1)
-                stages["write"] += time.perf_counter() - t0
-                rendered = result.frames + sum(map(len, received.values()))
-                rate = rendered / (time.perf_counter() - t_start)
-                bar.set_postfix_str(f"{rate:.2f} frames/s", refresh=False)
+            with ray_session(cluster.address, num_cpus=cluster.num_cpus,
+                             object_store_memory=cluster.object_store_memory,
+                             runtime_env=_runtime_env(cluster)):  # fmt: skip
+                quiet_ray_data()
+                ds = build_dataset(todo, render, cluster, renderer)
+                for row in ds.iter_rows():
+                    if result.first_row_s is None:
+                        result.first_row_s = time.perf_counter() - t_start
+                    cid = str(row["clip_id"])
+                    if cid not in by_id:
+                        continue  # already finished or failed (a retried read may repeat rows)
+                    stages["read"] += float(row["read_s"])
+                    if row["error"]:
+                        ledger.fail(cid, str(row["error"]))
+                        result.failed[cid] = str(row["error"])
+                        sink.discard(cid)
+                        del by_id[cid]
+                        bar.update(1)
+                        continue
+                    result.note_batch_done(float(row["done_at"]))
+                    stages["source"] += float(row["source_s"])
+                    stages["model"] += float(row["model_s"])
+                    h, w = int(row["height"]), int(row["width"])
+                    frame = np.frombuffer(row["frame"], np.uint8).reshape(h, w, 3)  # (H, W, 3)
+                    idx, n = int(row["frame_index"]), int(row["num_frames"])
+                    t0 = time.perf_counter()
+                    sink.put(cid, idx, frame)
+                    got = received.setdefault(cid, set())
+                    got.add(idx)  # a set: a frame delivered twice is written once
+                    if len(got) == n:
+                        out = sink.commit(cid, n, float(row["fps"]))
+                        ledger.done(cid, output=os.path.relpath(out, out_dir), frames=n,
+                                    seed=int(row["seed"]))  # fmt: skip
+                        result.done.append(cid)
+                        result.frames += n
+                        del by_id[cid], received[cid]
+                        bar.update(1)
+                    stages["write"] += time.perf_counter() - t0
+                    rendered = result.frames + sum(map(len, received.values()))
+                    rate = rendered / (time.perf_counter() - t_start)
+                    bar.set_postfix_str(f"{rate:.2f} frames/s", refresh=False)
         finally:
             bar.close()
-            if started:
-                import ray
-
-                ray.shutdown()
         for cid in list(by_id):  # cannot happen unless Ray dropped rows; never silent
             reason = f"incomplete: {len(received.get(cid, ()))} frames arrived"
             ledger.fail(cid, reason)

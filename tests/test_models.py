@@ -274,7 +274,7 @@ def test_full_size_model_builds_on_meta_with_paper_shapes():
     for name, expected in PUBLISHED_PARAMS.items():
         assert abs(counts[name] / expected - 1) < 0.01, (name, counts[name], expected)
     assert all(p.is_meta for p in comps["unet"].parameters())  # nothing was allocated
-    # Shapes FPDM relies on (DESIGN.md section 5).
+    # Shapes FPDM relies on (docs/model.md).
     unet = comps["unet"]
     assert unet.config.cross_attention_dim == 1024 and unet.config.class_embed_type == "identity"
     assert comps["fusion_mlp"].config.in_dim == 768 and comps["fusion_mlp"].config.out_dim == 1280

@@ -46,7 +46,7 @@ def test_recipes_exist():
 def test_recipe_loads_and_builds_on_meta(path):
     cfg = load_train_config(path)
     mcfg = _model_cfg(cfg)
-    # The paper's hyper-parameters (DESIGN.md section 5).
+    # The paper's hyper-parameters (docs/training.md).
     assert cfg.optim.lr == pytest.approx(1e-4) and cfg.optim.weight_decay == pytest.approx(1e-4)
     assert cfg.train.mixed_precision == "fp16"
     if cfg.stage == "ipf":

@@ -139,8 +139,8 @@ def test_save_load_keeps_the_path(pipe, tmp_path: Path):
 
 
 def test_one_training_step_through_the_cli(tmp_path: Path):
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
 
     prepared = tiny_world(tmp_path / "world")
     spatial = ["unet.config.in_channels=8"]

@@ -2,13 +2,12 @@
 
 This module creates the ``prepare`` command and its ``synthetic`` subcommand; the real
 datasets (``prepare phoenix``, ``prepare deepfashion``) are registered by
-:mod:`signgen.data.prepare_cli` when that module is present.
+:mod:`signgen.data.prepare_cli`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import time
 
@@ -130,10 +129,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synthetic)
-    try:
-        other = importlib.import_module("signgen.data.prepare_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "signgen.data.prepare_cli":
-            raise
-    else:
-        other.register(sub)
+    from signgen.data import prepare_cli
+
+    prepare_cli.register(sub)

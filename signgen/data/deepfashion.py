@@ -1,6 +1,6 @@
 """DeepFashion In-shop (PGPIS split): preparation, training and evaluation datasets.
 
-Raw layout (the split of PATN, used by PIDM, NTED, CFLD, PCDMs; DESIGN.md section 7)::
+Raw layout (the split of PATN, used by PIDM, NTED, CFLD, PCDMs; docs/datasets.md)::
 
     ROOT/fasion-resize-pairs-{train,test}.csv        "from,to" image names
     ROOT/fasion-resize-annotation-{train,test}.csv   "name:keypoints_y:keypoints_x",
@@ -151,6 +151,8 @@ def prepare_deepfashion(
     its images exist, are readable and have an annotation row. With ``strict`` any
     problem raises InputError and nothing is written.
     """
+    # Over 80 lines: a straight sequence of checks, then writes in the order of the prepared
+    # files, as prepare_phoenix; each step is a few lines and reads top to bottom.
     from tqdm.auto import tqdm
 
     root, out = Path(root), Path(out)

@@ -10,8 +10,8 @@ skin tone, clothing colour and pattern, hair, background) and a body shape
 trajectories near the chest and face from random cubic splines, finger flexion, head
 sway, mouthing).
 
-:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see DESIGN.md
-section 7) plus signgen's prepared files (``prepared/manifest.csv`` and
+:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see
+docs/datasets.md) plus signgen's prepared files (``prepared/manifest.csv`` and
 ``prepared/{split}_pairs.csv``, the format :mod:`signgen.data.pairs` reads).
 
 Coordinates: the motion is generated in pixels of a 210 x 260 reference frame (Phoenix)
@@ -263,6 +263,9 @@ def sample_motion(
     every other point has score 1, except that ``hand_dropout`` > 0 sets that fraction
     of hand points to a low confidence (0.1..0.3) for realism (the figure is still drawn).
     """
+    # Over 80 lines: one smooth curve per body part (torso, head, arms, hands, face), each a
+    # few lines of the same pattern; split up, the shared sway and body shape would be
+    # passed to every piece.
     if T < 1:
         raise InputError(f"number of frames must be >= 1, got {T}")
     b = body or BodyShape()
@@ -411,6 +414,8 @@ def render_signer(
     only. Points are read regardless of score (scores describe detector confidence, not
     visibility, in this world), so the frame is the exact render of its keypoints.
     """
+    # Over 80 lines: the drawing order of the signer's layers (background, torso, arms,
+    # hands, head, hair, face) is the function; each layer is a few drawing calls.
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (133, 3):
         raise InputError(f"points must have shape (133, 3), got {pts.shape}")
@@ -569,7 +574,7 @@ class SyntheticConfig:
 def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]:
     """Generate the synthetic world under ``cfg.out``; returns the number of videos per split.
 
-    Layout (Phoenix-2014T, DESIGN.md section 7, plus signgen extras)::
+    Layout (Phoenix-2014T, docs/datasets.md, plus signgen extras)::
 
         PHOENIX-2014-T/features/fullFrame-WxHpx/{split}/<name>/images0001.png ...
         PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.{split}.corpus.csv
@@ -578,6 +583,8 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
         prepared/manifest.csv, prepared/{split}_pairs.csv
         signers.json                               appearance and body of each signer
     """
+    # Over 80 lines: the world is written split by split, video by video, with the corpus,
+    # keypoints and prepared files that describe it; one pass keeps them consistent.
     import json
 
     import torch

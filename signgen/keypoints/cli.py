@@ -1,18 +1,15 @@
 """``signgen keypoints``: convert keypoint files to signgen JSON and describe them.
 
-Other modules add subcommands (``extract``, ``models``) by appending a
-``register(keypoints_subparsers)`` callable to :data:`EXTRA_COMMANDS` or by providing
-``signgen.keypoints.extract_cli.register``.
+The mmpose commands (``extract``, ``models``) are registered by
+:mod:`signgen.keypoints.extract_cli` (mmpose itself is imported only when they run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,6 @@ from signgen.errors import InputError
 from signgen.keypoints.filters import OneEuroConfig
 
 _ONE_EURO = OneEuroConfig()  # defaults shown in --help
-
-# Callables that add subcommands to the ``keypoints`` sub-subparsers (see module docstring).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-_EXTRA_MODULES = ("signgen.keypoints.extract_cli",)
 
 FORMAT_HELP = (
     "input format (default: auto = detect from the path and content). "
@@ -93,6 +86,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     kp = subparsers.add_parser(
         "keypoints",
         help="convert and inspect keypoint files (signgen JSON, MSKA, OpenPose, mmpose, ...)",
@@ -179,18 +173,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     info.set_defaults(func=info_command)
 
-    for name in _EXTRA_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # not part of this build
-            raise
-        hook = getattr(module, "register", None)
-        if hook is not None and hook not in EXTRA_COMMANDS:
-            hook(kp_sub)
-    for hook in EXTRA_COMMANDS:
-        hook(kp_sub)
+    from signgen.keypoints import extract_cli
+
+    extract_cli.register(kp_sub)
 
 
 def _load(args: argparse.Namespace):

@@ -1,4 +1,4 @@
-"""Read any supported keypoint file into a :class:`KeypointSequence` (DESIGN.md section 3).
+"""Read any supported keypoint file into a :class:`KeypointSequence` (docs/keypoints.md).
 
 Formats (``fmt``), detected from the path and its content when ``fmt="auto"``:
 

@@ -51,6 +51,7 @@ example:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Long: argparse declarations, one option per statement, each with its --help text.
     from signgen.metrics import DEFAULT_METRICS, KNOWN_METRICS
 
     p = subparsers.add_parser(
@@ -167,6 +168,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         command="signgen " + shlex.join(sys.argv[1:]),
+        distributed=getattr(getattr(args, "runners", None), "evaluate", None),
     )
     print(format_table(summary))
     print(f"wrote {args.output}")

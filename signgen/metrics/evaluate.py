@@ -1,7 +1,8 @@
 """``signgen evaluate``: per-frame metrics of generated vs ground-truth videos.
 
-Steps (the single-process path; ``pipelines.evaluate`` runs step 3 on Ray workers and
-hands the results to the same steps 4-5):
+Steps (the single-process path; with ``workers``/``address`` step 3 runs on Ray workers
+through the ``distributed`` runner the app layer passes in, ``pipelines.evaluate.
+ray_results``, and its results go through the same steps 4-5):
 
 1. check the inputs: match videos, count frames, read signers (no model loaded yet);
 2. load the metric models once (:class:`FrameEvaluator`);
@@ -14,6 +15,7 @@ hands the results to the same steps 4-5):
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -570,23 +572,31 @@ def run_evaluation(
     address: str | None = None,
     command: str = "",
     results: Callable[[EvalPlan, bool], Iterator[BatchResult]] | None = None,
+    distributed: Callable[..., Iterator[BatchResult]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``config.pred`` against ``config.gt``; write the table and the summary.
 
-    ``workers > 0`` (or an ``address``) runs step 3 on Ray (``pipelines.evaluate``).
-    Returns the summary dict (also written to ``OUT.summary.json``).
+    ``workers > 0`` (or an ``address``) runs step 3 through ``distributed``, called as
+    ``distributed(config, plan, need_gt, workers=, address=, hand_detector=)``: the Ray
+    runner of the jobs layer (``pipelines.evaluate.ray_results``), which the ``signgen``
+    command passes in. Returns the summary dict (also written to ``OUT.summary.json``).
     """
     from tqdm import tqdm
 
+    if (workers or address) and results is None and distributed is None:
+        raise InputError(
+            "--workers/--address evaluate on Ray, which the `signgen` command provides "
+            "(pipelines.app); this entry point evaluates in-process only"
+        )
     plan = plan_evaluation(config)
     cached = load_cached_gt_stats(config, plan)
     gatherer = Gatherer(config, plan, cached)
     if results is None:
         if workers or address:
-            from pipelines.evaluate import ray_results
+            assert distributed is not None
 
             def results(p: EvalPlan, need_gt: bool) -> Iterator[BatchResult]:
-                return ray_results(
+                return distributed(
                     config,
                     p,
                     need_gt,
@@ -602,6 +612,10 @@ def run_evaluation(
                 for pair in p.pairs:
                     yield from evaluator.evaluate_video(pair)
 
+    stream = results(plan, cached is None)
+    # The first result is awaited before the bar appears: a Ray start-up error (a cluster
+    # that cannot be joined) is then one line on a clean terminal.
+    first = next(stream, None)
     with tqdm(
         total=plan.total_frames,
         unit="frame",
@@ -609,7 +623,7 @@ def run_evaluation(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for res in results(plan, cached is None):
+        for res in itertools.chain([first] if first is not None else [], stream):
             bar.update(gatherer.add(res))
     return gatherer.finish(command)
 

@@ -122,7 +122,7 @@ class ResamplerConfig:
 
 @dataclass
 class MCLDConfig:
-    """Multi-focal conditioning (DESIGN.md section 6, :mod:`signgen.models.mcld`): focal
+    """Multi-focal conditioning (docs/model.md, :mod:`signgen.models.mcld`): focal
     tokens of the source's face and hands through decoupled cross-attention."""
 
     enabled: bool = False  # False = plain FPDM conditioning
@@ -207,7 +207,8 @@ class FPDMModelConfig:
         return tuple(se.image_mean or default[0]), tuple(se.image_std or default[1])
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+# The presets ship inside the package (signgen/configs -> the repository's configs/).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
 def load_model_config(path_or_name: str | Path, overrides: list[str] | None = None):

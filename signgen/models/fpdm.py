@@ -1,6 +1,6 @@
 """The FPDM denoiser: diffusers' UNet2DConditionModel plus FPDM's three conditions.
 
-The UNet is extended, not forked (STYLE.md 2):
+The UNet is extended, not forked (docs/model.md):
 
 * pose features (PoseEncoder, at latent resolution) are added to the output of the
   UNet's ``conv_in`` through a forward hook registered for the duration of one call,

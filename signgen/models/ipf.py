@@ -2,7 +2,7 @@
 
 The same CLIP ViT (with its visual projection) embeds the source image, the pose image
 and (in training) the target image; the Combiner fuses source and pose into the fusion
-embedding F that stage 2 adds to the UNet's time embedding (DESIGN.md section 5).
+embedding F that stage 2 adds to the UNet's time embedding (docs/model.md).
 
 Folder layout written by :meth:`IPFModel.save_pretrained`::
 

@@ -1,7 +1,7 @@
 """Multi-focal conditioning (MCLD) for faces and hands: focal tokens + decoupled attention.
 
 After "Multi-focal Conditioned Latent Diffusion for Person Image Synthesis" (Liu et al.
-2025; DESIGN.md section 6), adapted to signers: the focal regions are the face and both
+2025; docs/model.md), adapted to signers: the focal regions are the face and both
 hands of the SOURCE frame.
 
 1. Boxes. For each region (face 23-90, left hand 91-111, right hand 112-132 of COCO-

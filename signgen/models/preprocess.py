@@ -12,7 +12,7 @@ encoder, CLIP of the IPF) and where a generated image leaves it: **letterbox**.
 
 Nothing is cropped and nothing is squashed, so a 210x260 Phoenix frame run at 512x512
 keeps its proportions (the reference code centre-crops in one stage and squashes in
-the other; see DESIGN.md section 5). Keypoints follow the same geometry through
+the other; see docs/model.md, "Image geometry"). Keypoints follow the same geometry through
 :meth:`Letterbox.points_to_padded`, so pose images line up with the letterboxed frames.
 """
 

@@ -114,6 +114,7 @@ def run_render(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - imported here so `signgen --help` stays fast
 
     from signgen.keypoints.io import load_keypoints
+    from signgen.runtime import quiet_libraries
     from signgen.sampling.pipeline import (
         FPDMPipeline,
         load_default_pipeline,
@@ -140,7 +141,7 @@ def run_render(args: argparse.Namespace) -> int:
     kp = load_keypoints(args.keypoints, sample=args.sample)
 
     # 3. Model.
-    _quiet_libraries()
+    quiet_libraries()
     if args.model:
         pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
     else:
@@ -227,15 +228,3 @@ def _staged_dir(target: str | None):
                 os.replace(f, final / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _quiet_libraries() -> None:
-    """Silence per-shard progress bars and info chatter of transformers/diffusers loading."""
-    with contextlib.suppress(Exception):
-        import diffusers
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
-        diffusers.utils.logging.set_verbosity_error()

@@ -1,7 +1,7 @@
 """``signgen train fpdm``: stage 2 of FPDM, the conditioned latent diffusion model.
 
 Frozen: VAE, source encoder (DINOv2/CLIP), stage-1 IPF. Trained: UNet, pose encoder,
-source projector, fusion MLP (DESIGN.md section 5). Per step:
+source projector, fusion MLP (docs/model.md, docs/training.md). Per step:
 
 1. latents z0 = VAE(target) * scaling_factor; source tokens = source_encoder(source)
    (full last hidden state); F = IPF.fuse(IPF.embed(source), IPF.embed(pose image));
