@@ -136,6 +136,20 @@ def _solutions() -> Any:
     return solutions
 
 
+def _started(factory: Any, **options: Any) -> Any:
+    """A MediaPipe solution graph, created and run once on a blank frame.
+
+    The graph opens its TF Lite models in background threads, which log *after* the
+    constructor has returned; the first ``process`` waits for them. Doing both inside one
+    :func:`native_stderr_to_log` block keeps that output off the terminal even when the caller
+    holds no capture of its own. A blank frame holds no person, so it leaves no tracking state.
+    """
+    with native_stderr_to_log():
+        graph = factory(**options)
+        graph.process(np.zeros((64, 64, 3), dtype=np.uint8))
+    return graph
+
+
 def _landmarks(lms: Any, width: int, height: int, visibility: bool = False) -> np.ndarray | None:
     """A landmark list -> (N, 2) or (N, 3 with visibility) float32 pixels; None when absent."""
     if lms is None:
@@ -178,8 +192,7 @@ class HolisticExtractor:
     def reset(self) -> None:
         """Forget the tracked person (start of a new clip)."""
         self.close()
-        with native_stderr_to_log():
-            self._graph = self._solutions.holistic.Holistic(**self._options)
+        self._graph = _started(self._solutions.holistic.Holistic, **self._options)
 
     def close(self) -> None:
         if self._graph is not None:
@@ -295,14 +308,13 @@ class MediaPipeHandDetector:
 
         self._cv2 = cv2
         self.version = mediapipe_version()
-        solutions = _solutions()
-        with native_stderr_to_log():
-            self._graph = solutions.hands.Hands(
-                static_image_mode=True,
-                max_num_hands=int(max_num_hands),
-                model_complexity=MODEL_COMPLEXITY,
-                min_detection_confidence=float(min_detection_confidence),
-            )
+        self._graph = _started(
+            _solutions().hands.Hands,
+            static_image_mode=True,
+            max_num_hands=int(max_num_hands),
+            model_complexity=MODEL_COMPLEXITY,
+            min_detection_confidence=float(min_detection_confidence),
+        )
 
     def close(self) -> None:
         if self._graph is not None:
