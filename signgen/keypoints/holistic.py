@@ -44,9 +44,9 @@ HOLISTIC_NAME = "mediapipe-holistic"
 HANDS_NAME = "mediapipe-hands"
 # Hand PE with MediaPipe Hands: the window around each 60x60 hand patch that the detector sees,
 # as a multiple of the patch side, and the size it is scaled to. MediaPipe finds a hand with a
-# palm detector first, which needs some context around the hand: on real Phoenix frames it
-# found 30 % of the hands in the bare 60x60 patch and 92 % in a 120x120 window
-# (docs/keypoint_extraction.md).
+# palm detector first, which needs some context around the hand: on the real Phoenix samples
+# it finds far fewer hands in the bare 60x60 patch than in a 120x120 window
+# (benchmarks/results/extract_speed.md, docs/keypoint_extraction.md).
 HAND_CONTEXT = 2.0
 HAND_INPUT_SIZE = 256
 
@@ -295,7 +295,8 @@ class MediaPipeHandDetector:
     (K_i, 21, 3) of x, y in pixels of the frame and a score.
 
     Unlike HRNetv2, MediaPipe Hands detects before it locates the keypoints. Each box is
-    enlarged about its centre to :data:`HAND_CONTEXT` times its size (kept inside the frame),
+    enlarged about its centre to ``context`` (:data:`HAND_CONTEXT`) times its size (kept
+    inside the frame),
     that window is scaled to :data:`HAND_INPUT_SIZE` pixels and run in static mode, and the
     detected hand whose middle knuckle lies nearest the box centre is kept. A hand that is
     not found gets 21 points of score 0; Hand PE skips it (and its counterpart).
@@ -303,9 +304,17 @@ class MediaPipeHandDetector:
 
     name = HANDS_NAME
 
-    def __init__(self, min_detection_confidence: float = 0.3, max_num_hands: int = 2) -> None:
+    def __init__(
+        self,
+        min_detection_confidence: float = 0.3,
+        max_num_hands: int = 2,
+        context: float = HAND_CONTEXT,
+    ) -> None:
         import cv2
 
+        if not context >= 1.0:
+            raise InputError(f"hand detector context must be >= 1 (the box itself), got {context}")
+        self.context = float(context)
         self._cv2 = cv2
         self.version = mediapipe_version()
         self._graph = _started(
@@ -329,7 +338,7 @@ class MediaPipeHandDetector:
     def _one(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        side = max(box[2] - box[0], box[3] - box[1]) * HAND_CONTEXT
+        side = max(box[2] - box[0], box[3] - box[1]) * self.context
         side = round(min(side, w, h))
         x1 = int(min(max(round(cx - side / 2), 0), w - side))
         y1 = int(min(max(round(cy - side / 2), 0), h - side))
