@@ -321,7 +321,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 
     # 3. Extract, and write each output atomically. MediaPipe's native logging is kept off the
     # terminal for the whole run (signgen.keypoints.holistic.native_stderr_to_log).
-    written = []
+    written, extractor, seq = 0, {}, None
     if backend == "mediapipe":
         from signgen.keypoints.holistic import native_stderr_to_log
 
@@ -339,19 +339,18 @@ def _run_extract(args: argparse.Namespace) -> int:
             if args.batch is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
             save_keypoints(seq, out)
-            written.append(seq)
+            written += 1
+            extractor = seq.meta["extractor"]
             logger.debug("wrote %s: %d frames", out, len(seq))
-    extractor = written[0].meta["extractor"]
     what = f"{extractor['name']} {extractor.get('version', '')}".strip()
     if args.batch is None:
-        seq = written[0]
         print(
             f"wrote {jobs[0][1]}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps; "
             f"backend {backend} ({what}; {why})"
         )
     else:
         print(
-            f"wrote {len(written)} keypoint file{'' if len(written) == 1 else 's'} to "
+            f"wrote {written} keypoint file{'' if written == 1 else 's'} to "
             f"{args.output} ({frames} frames); "
             f"backend {backend} ({what}; {why})"
         )
