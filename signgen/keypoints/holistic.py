@@ -2,7 +2,7 @@
 
 MediaPipe's legacy ``solutions`` API (mediapipe 0.10.14, whose wheel carries every model it
 runs: nothing is downloaded) gives whole-body keypoints without any checkpoint, on CPU, at
-tens of milliseconds per Phoenix-sized frame (``benchmarks/results/extract_speed.md``).
+about 55 ms of CPU time per Phoenix-sized frame (``benchmarks/results/extract_speed.md``).
 
 - **Holistic** (:class:`HolisticExtractor`): BlazePose body, FaceMesh and both hands per frame,
   mapped to COCO-WholeBody 133 by :mod:`signgen.keypoints.holistic_map`. Clips run in video
@@ -12,8 +12,10 @@ tens of milliseconds per Phoenix-sized frame (``benchmarks/results/extract_speed
 - **Hands** (:class:`MediaPipeHandDetector`): a named alternative to HRNetv2 for Hand PE.
 
 MediaPipe's native code (TF Lite, absl/glog) writes to file descriptor 2 directly, so Python's
-logging cannot silence it: every call into the graph runs inside :func:`native_stderr_to_log`,
-which sends that output to the debug log (``signgen -v`` shows it) instead of the terminal.
+logging cannot silence it. Graphs start (and run once on a blank frame) inside
+:func:`native_stderr_to_log`, every call runs inside it, and extraction runs hold it for the
+whole clip or batch; it sends that output to the debug log (``signgen -v`` shows it)
+instead of the terminal.
 """
 
 from __future__ import annotations
