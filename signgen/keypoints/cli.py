@@ -22,7 +22,8 @@ FORMAT_HELP = (
     "input format (default: auto = detect from the path and content). "
     "signgen: signgen JSON; mska: MSKA Phoenix-2014T pickle; openpose: folder of OpenPose "
     "*_keypoints.json; mmpose: mmpose inferencer prediction JSON (file or folder); "
-    "deepfashion: DeepFashion name:keypoints_y:keypoints_x CSV; pcdms: PCDMs pose .txt"
+    "deepfashion: DeepFashion name:keypoints_y:keypoints_x CSV; pcdms: PCDMs pose .txt; "
+    "pose: pose-format .pose file (MediaPipe Holistic, OpenPose-135, OpenPose, COCO-WholeBody)"
 )
 
 CONVERT_EPILOG = """\
@@ -36,6 +37,11 @@ formats read (auto-detected):
   DeepFashion CSV     name:keypoints_y:keypoints_x on 176x256; every row becomes a frame
                       unless --sample NAME picks one
   PCDMs .txt          18 rows "x y" (+40 px x-offset) on 176x256
+  pose-format .pose   MediaPipe Holistic (with or without world landmarks), OpenPose-135,
+                      OpenPose or COCO-WholeBody 133 headers; size and fps from the file
+
+Output: signgen JSON, or a pose-format .pose file (COCO-WholeBody 133 header) when OUT
+ends in .pose.
 
 Missing points get score 0. When several people are detected (OpenPose, mmpose) the main
 signer is kept: the largest bounding box area x mean keypoint confidence.
@@ -45,6 +51,8 @@ examples:
   signgen keypoints convert openpose_json/ --size 1280x720 --fps 30 -o seq.json
   signgen keypoints convert preds.json --size 210x260 --fps 25 --threshold 0.3 \\
       --interpolate-gaps 3 --smooth -o seq.json
+  signgen keypoints convert holistic.pose -o seq.json     # a MediaPipe Holistic .pose file
+  signgen keypoints convert seq.json -o seq.pose          # signgen -> pose-format
 """
 
 INFO_EPILOG = """\
@@ -79,7 +87,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms"),
+        choices=("auto", "signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms", "pose"),
         help=FORMAT_HELP,
     )
 
@@ -108,7 +116,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_input_options(conv)
-    conv.add_argument("-o", "--output", required=True, metavar="OUT.json", help="output file")
+    conv.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file: signgen JSON, or pose-format when it ends in .pose",
+    )
     conv.add_argument(
         "--threshold",
         type=float,
@@ -193,6 +207,7 @@ def _load(args: argparse.Namespace):
 
 def convert_command(args: argparse.Namespace) -> int:
     from signgen.keypoints.filters import process
+    from signgen.keypoints.io import save_keypoints
 
     out = Path(args.output)
     if out.is_dir():
@@ -204,10 +219,10 @@ def convert_command(args: argparse.Namespace) -> int:
         smooth = OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
     seq, kind = _load(args)
     seq = process(seq, threshold=args.threshold, smooth=smooth, max_gap=args.interpolate_gaps)
-    seq.save(out)
+    written = save_keypoints(seq, out)
     print(
         f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
-        f"(read as {kind})"
+        f"(read as {kind}, written as {written})"
     )
     return 0
 

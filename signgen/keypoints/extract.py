@@ -505,14 +505,14 @@ def extract_keypoints(
     bbox: str | np.ndarray = "auto",
     detector: Callable[[Sequence[np.ndarray]], list[np.ndarray | None]] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
+    progress: Any = True,
     meta: dict[str, Any] | None = None,
 ) -> KeypointSequence:
     """Run ``model`` on every frame of ``video`` (file, frame folder or image).
 
     ``bbox``: ``"auto"``, ``"full"`` or a (4,) box; see the module docstring for ``"auto"``
-    (uses ``detector`` when given). Returns a KeypointSequence of (T, 133, 3) at the video's
-    size and fps.
+    (uses ``detector`` when given). ``progress``: a bool, or a tqdm bar to advance (batch
+    runs share one). Returns a KeypointSequence of (T, 133, 3) at the video's size and fps.
     """
     from tqdm import tqdm
 
@@ -544,10 +544,19 @@ def extract_keypoints(
             )
     chunks: list[np.ndarray] = []
     last_box = full  # the box the next frame starts from in auto mode
-    bar = tqdm(
-        total=info.num_frames, unit="frame", desc="extract", file=sys.stderr, disable=not progress
+    own_bar = not hasattr(progress, "update")
+    bar = (
+        tqdm(
+            total=info.num_frames,
+            unit="frame",
+            desc="extract",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        if own_bar
+        else progress
     )
-    with bar:
+    with bar if own_bar else contextlib.nullcontext():
         for frames in iter_batches(video, int(batch_size)):  # (B, H, W, 3) uint8 RGB
             b = frames.shape[0]
             if mode == "fixed":
