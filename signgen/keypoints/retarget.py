@@ -34,8 +34,8 @@ reference lacks (an unconfident end, or zero length) keeps the driver's length s
 ``s``, said once per call in a :class:`RetargetWarning`.
 
 Why hand-written: no maintained library retargets 2D whole-body keypoints; the pose-
-alignment code of MusePose / MimicMotion is per-frame, per-person Python over the 18-point
-OpenPose body (and would have to be run, not imported).
+alignment scripts of MusePose and MimicMotion are not packaged, work one frame at a time on
+the 18-point OpenPose body and scale each hand and the face as a whole.
 """
 
 from __future__ import annotations
