@@ -191,6 +191,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     extract_cli.register(kp_sub)
 
+    _register_retarget(kp_sub)
+
 
 def _load(args: argparse.Namespace):
     from signgen.keypoints.io import load_keypoints_and_format, parse_size
@@ -269,4 +271,125 @@ def info_command(args: argparse.Namespace) -> int:
             text += f": {_format_ranges(missing)}"
         lines.append(text)
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# ---- signgen keypoints retarget ----------------------------------------------------------
+
+RETARGET_EPILOG = """\
+How (docs/retargeting.md): a global fit maps the first driving frame onto REF (scale and
+translation from the torso points confident in both: nose, eyes, ears, shoulders, hips),
+then every bone of the driving skeleton is scaled by REF's length over the driver's on that
+frame (body, each finger bone, the head as one rigid patch) and the bones are chained from
+the neck outwards. Every bone keeps the driver's direction in every frame (its angles and
+timing), and hands hang off the retargeted wrists. Missing points stay missing (score 0).
+A bone REF lacks keeps the driver's length, scaled by the global fit; a warning names it.
+
+REF is a keypoint file in any format signgen reads (its first frame is used) or an image,
+video or frame folder: then its first frame's keypoints are extracted with the whole-body
+pose model of `signgen keypoints extract` (needs its checkpoint, see `signgen keypoints
+models`). The output is signgen JSON in pixels of REF's frame, at DRIVE's fps.
+
+examples:
+  signgen keypoints retarget other_signer.json --reference first_frame_keypoints.json -o seq.json
+  signgen keypoints retarget Phoenix-2014T.test --sample NAME --reference signer.png -o seq.json
+  signgen render --video signer.png --keypoints seq.json -o out.mp4
+"""
+
+
+def _register_retarget(kp_sub: argparse._SubParsersAction) -> None:
+    from signgen.keypoints.retarget import DEFAULT_MIN_SCORE
+
+    p = kp_sub.add_parser(
+        "retarget",
+        help="put a keypoint sequence on another person's body (bone lengths, size, place)",
+        description="Retarget the keypoint sequence DRIVE onto the skeleton of REF: the result "
+        "has REF's bone lengths, size and position in the frame, and DRIVE's joint angles "
+        "and timing. Render it with REF's appearance: `signgen render`.",
+        epilog=RETARGET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("drive", metavar="DRIVE", help="driving keypoint sequence (any format)")
+    p.add_argument("--reference", required=True, metavar="REF",
+                   help="keypoint file (its first frame), or an image / video / frame folder "
+                   "(its first frame's keypoints are extracted)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="output file")
+    p.add_argument("--sample", metavar="NAME", help="sample of DRIVE in a multi-sample file")
+    p.add_argument("--size", metavar="WxH",
+                   help="frame size of DRIVE (required for OpenPose / mmpose input)")  # fmt: skip
+    p.add_argument("--fps", type=float, metavar="F",
+                   help="frame rate of DRIVE (required for OpenPose / mmpose input)")  # fmt: skip
+    p.add_argument("--reference-sample", metavar="NAME",
+                   help="sample of REF in a multi-sample keypoint file")  # fmt: skip
+    p.add_argument("--reference-size", metavar="WxH",
+                   help="frame size of REF when its keypoint format does not store it")  # fmt: skip
+    p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
+                   help="points below this confidence neither measure lengths nor anchor bones "
+                   f"(default {DEFAULT_MIN_SCORE:g}, the pose drawing threshold)")  # fmt: skip
+    p.add_argument("--pose-model", metavar="NAME",
+                   help="named whole-body model for an image/video REF (default: that of "
+                   "`signgen keypoints extract`)")  # fmt: skip
+    p.add_argument("--pose-checkpoint", metavar="P",
+                   help="its checkpoint .pth (default: $SIGNGEN_WEIGHTS_DIR/<its file>)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="device of the pose model (default: auto)")
+    p.set_defaults(func=retarget_command)
+
+
+def retarget_command(args: argparse.Namespace) -> int:
+    import warnings
+
+    from signgen.keypoints.io import load_keypoints, parse_size
+    from signgen.keypoints.retarget import (
+        RetargetWarning,
+        is_media,
+        load_reference,
+        mmpose_first_frame_extractor,
+        retarget_sequence,
+    )
+
+    # 1. Options that need no file.
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name such as {out / 'seq.json'}")
+    if not (math.isfinite(args.min_score) and 0 <= args.min_score <= 1):
+        raise InputError(f"--min-score must be in [0, 1], got {args.min_score}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
+    size = parse_size(args.size) if args.size is not None else None
+    ref_size = parse_size(args.reference_size) if args.reference_size is not None else None
+
+    # 2. Inputs: the driving sequence, then the reference (maybe extracted from a frame).
+    drive = load_keypoints(args.drive, sample=args.sample, size=size, fps=args.fps)
+    extractor = None
+    if Path(args.reference).exists() and is_media(args.reference):
+        try:
+            extractor = mmpose_first_frame_extractor(
+                args.pose_model, args.pose_checkpoint, args.device
+            )
+        except InputError as exc:
+            raise type(exc)(
+                f"--reference {args.reference} is an image/video, so its first frame's "
+                f"keypoints must be extracted, but no pose model is available: {exc}; or "
+                f"extract them where one is (`signgen keypoints extract --video "
+                f"{args.reference} -o ref.json`) and pass --reference ref.json"
+            ) from None
+    ref_points, ref_wh = load_reference(
+        args.reference, sample=args.reference_sample, size=ref_size, extractor=extractor
+    )
+
+    # 3. Retarget; the library's warning becomes one line on stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RetargetWarning)
+        seq = retarget_sequence(drive, ref_points, ref_wh, min_score=args.min_score)
+    for w in caught:
+        if issubclass(w.category, RetargetWarning):
+            sys.stderr.write(f"signgen: warning: {w.message}\n")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    seq.save(out)
+    fit = seq.meta["retarget"]
+    print(
+        f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
+        f"(global scale x{fit['scale']:.3f}, fitted on driving frame {fit['anchor_frame']})"
+    )
     return 0
