@@ -3,6 +3,8 @@ windows stay separate, UNet and MCLD untouched, save/load, gradient checkpointin
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from diffusers import UNet2DConditionModel, UNetMotionModel
@@ -240,3 +242,54 @@ def test_gradients_are_the_same_with_unet_gradient_checkpointing():
         grads.append(torch.cat([p.grad.flatten() for p in motion.parameters()]))
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_windowed_sampling_with_an_untrained_module_follows_the_per_frame_model():
+    """The render-loop pattern of signgen.sampling.windows: clip latents on the CPU, windows
+    predicted in turn with the guidance branches in one call, blended, stepped per run of
+    finished frames. With the zero-initialised module every window agrees with the
+    per-frame model, so the clip's latents are the per-frame ones (to float rounding)."""
+    from signgen.sampling.guidance import combine_branches
+    from signgen.sampling.schedulers import make_scheduler
+    from signgen.sampling.windows import iter_blended, window_plan, window_weights
+
+    den = _denoiser()
+    temporal = TemporalDenoiser(den, build_motion_module(den.unet, MOTION)).eval()
+    t_frames, w, o, nb = 7, 4, 2, 3
+    x = _inputs(den, t_frames)
+    cond = den.encode_conditions(
+        x["pose"].repeat(nb, 1, 1, 1), x["hidden"].repeat(nb, 1, 1), x["fusion"].repeat(nb, 1),
+        **branch_drop_masks(t_frames),
+    )  # fmt: skip
+
+    def rows(frames: torch.Tensor) -> torch.Tensor:  # frame indices -> rows of all branches
+        return torch.cat([frames + i * t_frames for i in range(nb)])
+
+    def select(c, idx):
+        return type(c)(*(None if v is None else v[idx] for v in vars(c).values()))
+
+    def predict(spans, lat, t):  # (n, W, c, h, w) guided predictions of windows `spans`
+        idx = torch.cat([torch.arange(s, e) for s, e in spans])  # window-major frames
+        out = temporal.denoise(lat[idx].repeat(nb, 1, 1, 1), t, select(cond, rows(idx)), w)
+        return combine_branches(out, 2.0, 2.0).view(len(spans), w, *lat.shape[1:])
+
+    plan = window_plan(t_frames, w, o)
+    weights = window_weights(plan, "linear")
+    results = []
+    for windowed in (False, True):
+        sched = make_scheduler("ddim", load_model_config("tiny").scheduler.config)
+        sched.set_timesteps(3)
+        lat = x["noisy"].clone()  # (T, c, h, w), the whole clip
+        with torch.no_grad():
+            for t in sched.timesteps:
+                if not windowed:
+                    out = den.denoise(lat.repeat(nb, 1, 1, 1), t, cond)
+                    lat = sched.step(combine_branches(out, 2.0, 2.0), t, lat).prev_sample
+                    continue
+                new = lat.clone()
+                step = functools.partial(predict, lat=lat, t=t)
+                for (s, e), pred in iter_blended(step, plan, weights):
+                    new[s:e] = sched.step(pred, t, lat[s:e]).prev_sample
+                lat = new
+        results.append(lat)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
