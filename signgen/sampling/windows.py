@@ -6,8 +6,9 @@ denoising step each window is predicted on its own and the predictions of the fr
 several windows share are blended by per-frame weights that sum to 1. This is the context
 scheduler of AnimateDiff's long-video sampling and of AnimateAnyone's pipeline ("uniform"
 context, predictions averaged over the windows that contain a frame); the "linear" weights
-taper each window towards its edges inside the clip, as MimicMotion's progressive latent
-fusion does, so a frame near a window's edge follows the window that sees it in context.
+taper each window towards its edges inside the clip (in the spirit of MimicMotion's
+progressive latent fusion), so a frame near a window's edge follows the window that sees it
+in context.
 
 Window plan (:func:`window_plan`): windows start every ``W - O`` frames; the last window is
 aligned to the end of the clip (so it may overlap its predecessor by more than O); a clip of
@@ -27,17 +28,19 @@ window at the same timestep, so a step is a pass over all windows:
    SD's 4 x 64 x 64 latents are 131 MB in float32), drawn from per-frame generators so
    they do not depend on W or O;
 2. per step, :func:`iter_blended` asks the ``predict`` callable for a few windows at a
-   time (``windows_per_call``); the callable moves those windows' latents and conditions
-   to the device, runs the temporal denoiser with the guidance branches in one batch,
-   combines the branches and returns the prediction (on any device). Only the windows of
-   one call are ever on the device;
+   time (``windows_per_call``); the callable moves those windows' latents to the device,
+   builds their per-frame conditions there (pose images drawn from the keypoints, the
+   per-frame fusion embeddings cached on the CPU: 768 floats a frame), runs the temporal
+   denoiser with the guidance branches in one batch, combines the branches and returns
+   the prediction. Only the windows of one call are ever on the device;
 3. :func:`iter_blended` yields each run of frames as soon as every window containing it
-   has been predicted (in frame order), so the blended prediction never needs a buffer
-   larger than about two windows; the loop applies the scheduler step to that run of
-   frames and writes it back into the CPU latents. A scheduler that keeps state across
-   steps (multistep solvers, Euler's step index) gets one instance per run of frames, as
-   the per-frame render loop keeps one per batch of frames; DDIM and DDPM are stateless
-   per timestep;
+   has been predicted (in frame order), so the blended prediction is never held for more
+   frames than the windows of one call span; the loop applies the scheduler step to that
+   run and writes it back into the CPU latents in place: no later window of the same
+   step reads a finished frame, so the clip's latents exist once. A scheduler that keeps
+   state across steps (multistep solvers, Euler's step index) gets one instance per run
+   of frames, as the per-frame render loop keeps one per batch of frames; DDIM and DDPM
+   are stateless per timestep;
 4. after the last step the frames are decoded in batches and streamed out as now.
 
 The source (first frame) is encoded once per clip and its tokens are shared by every window.
