@@ -247,3 +247,16 @@ def test_fvd_uses_the_first_frames_and_leaves_short_clips_out():
     with pytest.raises(InputError, match="at least 2 clips"):
         stats.fvd()
     assert "1 shorter clips left out" in stats.describe()
+
+
+def test_load_fvd_names_its_weights_by_their_hash(tmp_path):
+    import hashlib
+
+    from signgen.metrics.video import load_fvd
+
+    path = tmp_path / "i3d.pt"
+    torch.save(InceptionI3d().state_dict(), path)
+    stats = load_fvd(path)
+    assert stats.weights == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert stats.weights[:16] in stats.describe()
+    assert isinstance(stats.network, InceptionI3d) and not stats.network.training

@@ -368,7 +368,10 @@ class FVDStats:
         )
 
 
-def load_fvd(path: str | Path, device: torch.device | str = "cpu", **kwargs: Any) -> FVDStats:
-    """:class:`FVDStats` over the I3D weights at the local ``path``."""
-    net = load_i3d(path).to(device)
+def load_fvd(
+    path: str | Path, device: torch.device | str = "cpu", *, bn_eps: float = 1e-3, **kwargs: Any
+) -> FVDStats:
+    """:class:`FVDStats` over the I3D weights at the local ``path`` (``bn_eps`` 1e-5 for
+    weights made for VideoGPT's port of the network)."""
+    net = load_i3d(path, bn_eps=bn_eps).to(device)
     return FVDStats(net, weights=file_sha256(path), device=device, **kwargs)
