@@ -40,7 +40,6 @@ bit (tested).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,9 +269,6 @@ class TemporalDenoiser(nn.Module):
         """Prediction (B*F, c, h, w); ``condition_kwargs`` as :meth:`FPDMDenoiser.forward`."""
         cond = self.encode_conditions(pose, source_hidden, fusion, **condition_kwargs)
         return self.denoise(noisy_latents, timesteps, cond, num_frames)
-
-    def motion_parameters(self) -> Iterator[nn.Parameter]:
-        return self.motion.parameters()
 
 
 def save_motion_module(motion: MotionAdapter, model_dir: str | Path) -> Path:
