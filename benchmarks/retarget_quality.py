@@ -25,7 +25,7 @@ Metrics, per clip, then frame-weighted over clips:
   so renders of every second frame (--render-every 2: 16 of each clip's 32, the whole
   motion) measure the same thing at half the cost; keypoint errors use every frame.
 Margins: retargeted minus raw per clip (for keypoint error: raw minus retargeted), with a
-95% paired bootstrap interval over clips (synthetic_quality.paired_margin).
+95% paired bootstrap interval over clips (signgen.metrics.stats.paired_margin).
 
 The world is generated when --world does not exist, with the settings of the demo model's
 world (tools/train_demo_model.sh: 100 signers, 160 videos of 32 frames at 210 x 260) but
@@ -47,7 +47,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine, write_result
-from synthetic_quality import paired_margin, score, weighted_mean
+from synthetic_quality import score
+
+from signgen.metrics.stats import paired_margin, weighted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"body": list(range(0, 17)), "face": list(range(23, 91)),
