@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints, resolve_device
+from signgen.devices import resolve_device
+from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints
 from signgen.keypoints.models import get_model
 from signgen.video import write_video
 
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))  # text, as the extractor takes it
     width, height = (int(v) for v in args.size.lower().split("x"))
     spec = get_model(args.model)
     rows = []

@@ -148,12 +148,12 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
+    from signgen.devices import resolve_device
     from signgen.keypoints.extract import (
         MMDetPersonDetector,
         MMPoseWholeBody,
         extract_keypoints,
         parse_bbox,
-        resolve_device,
     )
     from signgen.video import probe
 
