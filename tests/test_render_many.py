@@ -348,13 +348,14 @@ def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
     batch = {k: np.array([rows[i][k] for i in order], dtype=object) for k in rows[0]}
     for key in ("points", "source_points"):
         batch[key] = np.stack([rows[i][key] for i in order])  # (b, 133, 3)
-    stage = FrameRenderer(str(model_dir), "cpu", "fp32", STEPS, (2.0, 2.0), None, False)
+    stage = FrameRenderer(RenderSettings(model=str(model_dir), steps=STEPS, guidance=(2.0, 2.0)),
+                          "cpu")  # fmt: skip
     out = stage(batch)
     assert len(stage.sources) == 2  # one encoded source per clip
     pipe = FPDMPipeline.from_pretrained(model_dir)
     for spec in specs[:2]:
         first = read_first_frame(spec.video)
-        want = pipe(first, load_keypoints(spec.keypoints), num_inference_steps=STEPS,
+        want = pipe(first, load_keypoints(spec.keypoints), steps=STEPS, guidance=(2.0, 2.0),
                     seed=spec.seed, batch_size=FRAMES)  # fmt: skip
         for j in np.flatnonzero(out["clip_id"] == spec.clip_id):
             got = np.frombuffer(out["frame"][j], np.uint8).reshape(H, W, 3)
