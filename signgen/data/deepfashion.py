@@ -135,6 +135,9 @@ def image_size(path: Path, full: bool) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------------------
 # Preparation
 # ---------------------------------------------------------------------------------
+# Over 80 lines: one linear recipe (check the tree, read the annotations, check and resize
+# every image, write the files) whose steps all feed one report; split up, they would only
+# hand that state around.
 def prepare_deepfashion(
     root: str | os.PathLike,
     out: str | os.PathLike,

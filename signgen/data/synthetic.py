@@ -250,6 +250,8 @@ def _hand(
     return out
 
 
+# Over 80 lines: the skeleton is built joint after joint, each from the ones before it
+# (torso, shoulders, elbows, wrists, hands, head); the chain reads best in one place.
 def sample_motion(
     rng: np.random.Generator,
     T: int,
@@ -402,6 +404,8 @@ def _layers(app: SignerAppearance, size: tuple[int, int]) -> _StaticLayers:
     return _LAYER_CACHE[key]
 
 
+# Over 80 lines: the figure is painted back to front, one layer after another on one
+# image (background, torso, arms, head, hands); the order is the drawing.
 def render_signer(
     appearance: SignerAppearance, points: np.ndarray, size: tuple[int, int]
 ) -> np.ndarray:
@@ -566,6 +570,8 @@ class SyntheticConfig:
     hand_dropout: float = 0.0
 
 
+# Over 80 lines: one pass over the splits writes frames, keypoints, corpus and manifest
+# together, so that every file of a video comes from the same sampled motion.
 def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]:
     """Generate the synthetic world under ``cfg.out``; returns the number of videos per split.
 

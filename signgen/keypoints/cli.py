@@ -91,6 +91,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
     kp = subparsers.add_parser(

@@ -50,6 +50,7 @@ example:
 """
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
     from signgen.metrics import DEFAULT_METRICS, KNOWN_METRICS
 
