@@ -97,15 +97,24 @@ def vae_reconstruction(pipe, frames: np.ndarray, source: np.ndarray | None = Non
     return tensor_to_uint8(rec)
 
 
-def no_pose(pipe):
-    """The same pipeline with the pose condition nulled in every guidance branch."""
-    orig = pipe.denoiser.encode_conditions
+class _NoPose:
+    """A denoiser with the pose condition nulled in every guidance branch (the rest is the
+    wrapped denoiser's)."""
 
-    def encode(*args, **kwargs):
+    def __init__(self, denoiser) -> None:
+        self.denoiser = denoiser
+
+    def encode_conditions(self, *args, **kwargs):
         kwargs["drop_pose"] = torch.ones_like(kwargs["drop_pose"])
-        return orig(*args, **kwargs)
+        return self.denoiser.encode_conditions(*args, **kwargs)
 
-    pipe.denoiser.encode_conditions = encode
+    def __getattr__(self, name: str):
+        return getattr(self.denoiser, name)
+
+
+def no_pose(pipe):
+    """The same pipeline (a pipeline of its own) with the pose condition nulled."""
+    pipe.denoiser = _NoPose(pipe.denoiser)
     return pipe
 
 

@@ -165,8 +165,6 @@ class FPDMPipeline(DiffusionPipeline):
             source_residual=bool(source_residual),
             _signgen_version=__version__,
         )
-        self.default_guidance = (float(guidance[0]), float(guidance[1]))
-        self.detail_transfer = float(detail_transfer)
         self.denoiser = build_denoiser(
             unet, pose_encoder, source_projector, fusion_mlp, focal_adapter,
             source_residual=source_residual,
@@ -194,6 +192,17 @@ class FPDMPipeline(DiffusionPipeline):
     def resolution(self) -> tuple[int, int]:
         """(H, W) the model runs at."""
         return self._image_processor.resolution
+
+    @property
+    def default_guidance(self) -> tuple[float, float]:
+        """(W_SRC, W_FUSE) of renders that give none (the pipeline config's ``guidance``)."""
+        w_src, w_fuse = self.config["guidance"]
+        return float(w_src), float(w_fuse)
+
+    @property
+    def detail_transfer(self) -> float:
+        """Detail-transfer threshold of renders that give none (0 = off)."""
+        return float(self.config["detail_transfer"])
 
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
