@@ -588,6 +588,8 @@ def check_job_file(out_dir: Path, render: RenderSettings) -> None:
     atomic_write_text(path, json.dumps({"render": now}, indent=2) + "\n")
 
 
+# Over 80 lines: the driver's loop over arriving rows keeps the ledger, the sink, the
+# progress bar and the stage timings in step for each row; the steps share that state.
 def run_job(
     specs: Sequence[ClipSpec],
     sink: ClipSink,
