@@ -193,6 +193,20 @@ def test_bad_render_options_are_one_line_and_no_output(pipe, tmp_path, capsys, b
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_signgen_render_validates_its_options_once(pipe, tmp_path, monkeypatch):
+    checks = []
+    validate = RenderOptions.__post_init__
+
+    def counting(self):
+        checks.append(self)
+        validate(self)
+
+    monkeypatch.setattr(RenderOptions, "__post_init__", counting)
+    model = pipe.save_pretrained(tmp_path / "model")
+    assert _render_cli(tmp_path, model, "--steps", "1", "--guidance", "2", "3") == 0
+    assert len(checks) == 1 and checks[0].guidance == (2.0, 3.0)
+
+
 def test_render_and_render_many_declare_the_same_render_options():
     from pipelines.render_many import RenderSettings
     from signgen.cli import build_parser
