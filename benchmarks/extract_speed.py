@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints, resolve_device
+from signgen.devices import resolve_device
+from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints
 from signgen.keypoints.holistic import HAND_CONTEXT
 from signgen.keypoints.layout import FACE, LEFT_HAND, RIGHT_HAND
 from signgen.keypoints.models import get_model
@@ -172,7 +173,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))  # text, as the extractor takes it
     spec = get_model(args.model)
     clips = phoenix_clips()
     rows: list[tuple] = []
