@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import sys
-import warnings
 from collections.abc import Iterable
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -30,14 +29,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("signgen", "pipelines")
-
-# Cycles that exist on this branch and are being removed elsewhere (the render-path
-# refactoring: the model-config factories and the region list shared by models/config.py
-# and models/mcld.py). Each is reported as a warning on every run, never hidden; a new
-# cycle fails, and so does an entry here once its cycle is gone (delete the entry then).
-KNOWN_CYCLES: list[frozenset[str]] = [
-    frozenset({"signgen.models.config", "signgen.models.mcld"}),
-]
 
 
 def _module_name(path: Path) -> str:
@@ -174,18 +165,8 @@ def test_the_library_never_imports_the_jobs_or_the_benchmarks():
 @pytest.mark.parametrize("layer", LAYERS)
 def test_no_import_cycles(layer):
     graph = _graph()
-    cycles = _cycles(graph, layer)
-    known = [c for c in cycles if c in KNOWN_CYCLES]
-    for c in known:
-        warnings.warn(
-            f"known import cycle, removed by the render-path refactoring: "
-            f"{_path_through(graph, c)}",
-            stacklevel=1,
-        )
-    new = [_path_through(graph, c) for c in cycles if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles in {layer}/:\n" + "\n".join(new)
-    gone = [c for c in KNOWN_CYCLES if next(iter(c)).startswith(layer + ".") and c not in cycles]
-    assert not gone, f"no longer a cycle, delete it from KNOWN_CYCLES: {[sorted(c) for c in gone]}"
+    cycles = [_path_through(graph, c) for c in _cycles(graph, layer)]
+    assert not cycles, f"import cycles in {layer}/:\n" + "\n".join(cycles)
 
 
 def test_every_dependency_is_a_plain_import():

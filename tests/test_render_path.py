@@ -209,7 +209,7 @@ def test_signgen_render_validates_its_options_once(pipe, tmp_path, monkeypatch):
 
 def test_render_and_render_many_declare_the_same_render_options():
     from pipelines.render_many import RenderSettings
-    from signgen.cli import build_parser
+    from pipelines.app import build_parser
     from signgen.sampling.options import options_from_args
 
     parser = build_parser()
@@ -374,3 +374,17 @@ def test_training_sample_grid_is_the_render_for_the_same_seed(model):
     np.testing.assert_array_equal(tensor_to_uint8(grid), np.stack(frames))
     other = module.sample(batch, STEPS, 2.0, 3.0, seed=6)
     assert not torch.equal(other, grid)
+
+
+def test_every_allow_listed_library_is_imported_before_diffusers_loads():
+    """diffusers resolves a component's class in modules already imported: every library the
+    allow-list names must be imported by the loader (a new one added to COMPONENT_CLASSES
+    without an import would make its folders unloadable)."""
+    import sys
+
+    from signgen.sampling.loading import COMPONENT_CLASSES
+    from signgen.sampling.pipeline import _import_component_libraries
+
+    _import_component_libraries()
+    libraries = {lib for pairs in COMPONENT_CLASSES.values() for lib, _ in pairs}
+    assert libraries and all(lib in sys.modules for lib in libraries), libraries

@@ -138,4 +138,3 @@ def resolve_model_dir(path: str | os.PathLike, local_files_only: bool = True) ->
 def default_model_path() -> Path:
     """The bundled demo model folder (``signgen/assets/demo_model``); may not exist."""
     return Path(__file__).resolve().parents[1] / "assets" / "demo_model"
-

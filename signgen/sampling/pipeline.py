@@ -45,7 +45,6 @@ length of the sequence except the keypoint array.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -73,7 +72,6 @@ from signgen.sampling.detail import DetailTransfer
 from signgen.sampling.guidance import GuidancePlan, fpdm_chain
 from signgen.sampling.inputs import check_clip
 from signgen.sampling.loading import (
-    COMPONENT_CLASSES,
     MODEL_INDEX,
     check_model_folder,
     check_model_index,
@@ -311,9 +309,7 @@ class FPDMPipeline(DiffusionPipeline):
         try:
             index = cls.load_config(root)
             check_model_folder(root, index)
-            for name in COMPONENT_CLASSES:  # diffusers loads only from imported libraries
-                if index[name][0] is not None:
-                    importlib.import_module(index[name][0])  # allow-listed above
+            _import_component_libraries()  # diffusers resolves classes in imported modules
             pipe = super().from_pretrained(str(root), local_files_only=True)
         except MissingWeightsError:
             raise
@@ -600,3 +596,14 @@ def load_default_pipeline(
         )
     pipe = FPDMPipeline.from_config(load_model_config(tiny))
     return pipe.to(resolve_device(device), resolve_dtype(dtype)), False
+
+
+def _import_component_libraries() -> None:
+    """Import every library a model folder's allow-list (``COMPONENT_CLASSES``) may name:
+    diffusers' loader looks classes up in modules that are already imported."""
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+    import signgen.models.ipf
+    import signgen.models.mcld
+    import signgen.models.modules  # noqa: F401
