@@ -7,8 +7,8 @@ keypoints retarget --reference IMAGE``, the read stage of ``signgen render-many`
 them here, with one choice of pose model: the ``auto`` backend of ``signgen keypoints
 extract`` (``docs/keypoint_extraction.md``), i.e. the HRNet whole-body model when its
 checkpoint is found locally, else MediaPipe Holistic (offline, its models ship with the
-package). One frame has nothing to track, so MediaPipe runs in static-image mode and HRNet
-on the whole frame.
+package). One frame has nothing to track, so MediaPipe runs in static-image mode (a fresh
+graph per frame) and HRNet on the whole frame.
 """
 
 from __future__ import annotations
@@ -140,7 +140,19 @@ def first_frame_extractor(
 
     with native_stderr_to_log():
         holistic = HolisticExtractor(static=True)
-    return FrameExtractor("mediapipe", why, holistic, holistic.close)
+    used = False
+
+    def run(frame: np.ndarray) -> np.ndarray:
+        # A fresh graph per frame: even in static-image mode Holistic's face landmarks
+        # depend on the frame it saw before (up to 0.7 px on a 128 x 128 photograph), and
+        # a frame's keypoints must not depend on which frames a worker extracted earlier.
+        nonlocal used
+        if used:
+            holistic.reset()
+        used = True
+        return holistic(frame)
+
+    return FrameExtractor("mediapipe", why, run, holistic.close)
 
 
 @contextlib.contextmanager
