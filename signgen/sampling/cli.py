@@ -56,10 +56,10 @@ examples:
       --model runs/fpdm/final -o out/NAME.mp4 --frames-dir out/NAME --steps 20 --device cuda
   signgen render --video first.mp4 --keypoints seq.json --scheduler dpm++ --steps 10 \\
       --guidance 2.0 2.0 --seed 7 --batch-size 16 --dtype bf16
-  signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \
+  signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \\
       --guidance-focal 3.0 --source-keypoints first_pose.json
   signgen render --video signer.png --keypoints other_signer.json --retarget
-  signgen render --video signer.png --keypoints other_signer.json --retarget \
+  signgen render --video signer.png --keypoints other_signer.json --retarget \\
       --source-keypoints signer_keypoints.json
 """
 
