@@ -67,7 +67,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_clips(world: Path, max_clips: int | None, split: str = "test") -> list[dict]:
+def load_clips(
+    world: Path, max_clips: int | None, split: str = "test", every: int = 1
+) -> list[dict]:
+    """The clips of one split: frames (T, H, W, 3), keypoints, part labels (or None).
+    ``every`` > 1 keeps frames 0, every, 2 * every, ... of each clip (frame 0 stays the
+    source): quicker experiment readings."""
+    from dataclasses import replace
+
     from PIL import Image
 
     from signgen.data.pairs import frame_path, read_manifest
@@ -78,16 +85,19 @@ def load_clips(world: Path, max_clips: int | None, split: str = "test") -> list[
     entries = entries[:max_clips] if max_clips else entries
     clips = []
     for e in entries:
+        keep = list(range(0, e.frames, every))
         frames = np.stack([np.asarray(Image.open(frame_path(e, t)).convert("RGB"))
-                           for t in range(e.frames)])  # fmt: skip
+                           for t in keep])  # fmt: skip
         seq = json.loads(e.keypoints_file.read_text())
         from signgen.keypoints.sequence import from_json_dict
 
+        kp = from_json_dict(seq, str(e.keypoints_file))
+        kp = replace(kp, points=kp.points[keep])
         labels = None
         if part_masks_path(world, split, e.video).is_file():
-            labels = load_part_masks(world, split, e.video)  # (T, H, W) part labels
+            labels = load_part_masks(world, split, e.video)[keep]  # (T, H, W) part labels
         clips.append({"video": e.video, "signer": e.signer, "frames": frames, "labels": labels,
-                      "keypoints": from_json_dict(seq, str(e.keypoints_file))})  # fmt: skip
+                      "keypoints": kp})  # fmt: skip
     return clips
 
 
@@ -236,8 +246,10 @@ def loss_curves(runs: Path, out_png: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(found), figsize=(4 * len(found), 3.2))
     for ax, (d, title) in zip(np.atleast_1d(axes), found, strict=True):
-        rows = list(csv.DictReader((runs / d / "logs" / "train.csv").open()))
-        ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=1)
+        # A resumed run logs again from its last checkpoint: keep each step's last row.
+        rows = {int(r["step"]): r for r in csv.DictReader((runs / d / "logs" / "train.csv").open())}
+        steps = sorted(rows)
+        ax.plot(steps, [float(rows[s]["loss"]) for s in steps], lw=1)
         ev = runs / d / "logs" / "eval.csv"
         if ev.is_file():
             er = list(csv.DictReader(ev.open()))
@@ -314,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=("test", "dev"),
                     help="clips of this split (default: test; choose recipes on dev)")  # fmt: skip
     ap.add_argument("--clips", type=int, default=None, help="at most this many clips")
+    ap.add_argument("--every", type=int, default=1, metavar="N",
+                    help="score frames 0, N, 2N, ... of each clip (default: 1, every frame)")  # fmt: skip
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps (default: 20)")
     ap.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_SRC", "W_FUSE"),
                     help="cumulative guidance (default: each model's own)")  # fmt: skip
@@ -330,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     from signgen.sampling.pipeline import FPDMPipeline
 
     t0 = time.perf_counter()
-    clips = load_clips(args.world, args.clips, args.split)
+    if args.every < 1:
+        ap.error(f"--every must be >= 1, got {args.every}")
+    clips = load_clips(args.world, args.clips, args.split, args.every)
     if not clips:
         ap.error(f"{args.world} has no {args.split} clips")
     if any(c["labels"] is None for c in clips):
@@ -443,7 +459,8 @@ def report_lines(args: argparse.Namespace, meta: dict, result: dict) -> list[str
         f"- command: `{meta['command']}`",
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']}",
-        f"- clips: {result['clips']} {result['split']} clips, {result['frames']} frames, signers "
+        f"- clips: {result['clips']} {result['split']} clips, {result['frames']} frames"
+        + (f" (every {args.every}th)" if args.every > 1 else "") + ", signers "
         f"{', '.join(result['signers'])} (not seen in training)",
         f"- model resolution {tuple(result['resolution'])} (H x W), frames scored at "
         f"{result['size']} (H x W)",
