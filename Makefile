@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make env         build (or reuse) the environment and link it at .venv"
-	@echo "make demo        render the bundled example with the bundled demo model"
+	@echo "make demo        render the bundled example with the bundled demo model (+ side by side)"
 	@echo "make test        run the test suite (builds the environment if needed)"
 	@echo "make lint        ruff check + format --check"
 	@echo "make demo-model  retrain the bundled demo model on the synthetic world (CPU)"
@@ -18,9 +18,14 @@ help:
 env:
 	@bash tools/build_env.sh
 
+# The render, then the same clip side by side (first frame | pose | render | ground truth,
+# when examples/ holds it) as a video and as a PNG strip of a few frames.
 demo: env
 	$(VENV)/bin/signgen render --video examples/first_frame.png --keypoints examples/sequence.json -o out/demo.mp4 --frames-dir out/demo_frames
-	@echo "wrote out/demo.mp4"
+	$(PY) tools/demo_sheet.py --first examples/first_frame.png --keypoints examples/sequence.json \
+		--render out/demo_frames $(if $(wildcard examples/ground_truth.mp4),--truth examples/ground_truth.mp4) \
+		--video out/demo_side_by_side.mp4 --strip out/demo_strip.png
+	@echo "wrote out/demo.mp4, out/demo_side_by_side.mp4 and out/demo_strip.png"
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)

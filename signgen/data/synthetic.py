@@ -15,7 +15,9 @@ the exact ground truth of pose retargeting (``write_retarget_pairs``).
 
 :func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see
 docs/datasets.md) plus signgen's prepared files (``prepared/manifest.csv`` and
-``prepared/{split}_pairs.csv``, the format :mod:`signgen.data.pairs` reads).
+``prepared/{split}_pairs.csv``, the format :mod:`signgen.data.pairs` reads), and the
+part labels of every frame (:func:`render_part_labels`: background, torso, arms, head,
+hands), from which :mod:`signgen.metrics.regions` scores how well a render follows the pose.
 
 Coordinates: the motion is generated in pixels of a 210 x 260 reference frame (Phoenix)
 and scaled to the requested size, so the same seed gives the same figure at any size.
@@ -633,6 +635,133 @@ def render_signer(
 
 
 # ---------------------------------------------------------------------------------
+# Part labels: which body part each pixel of a rendered frame shows
+# ---------------------------------------------------------------------------------
+# Label values of :func:`render_part_labels` (uint8). Arms are the sleeves and forearms,
+# the head is the face with its hair and ears, the torso includes the neck and the
+# shoulders.
+BACKGROUND, TORSO, LEFT_ARM, RIGHT_ARM, HEAD, LEFT_HAND, RIGHT_HAND = range(7)
+PART_NAMES = ("background", "torso", "left_arm", "right_arm", "head", "left_hand", "right_hand")
+LIMBS = (LEFT_ARM, RIGHT_ARM, LEFT_HAND, RIGHT_HAND)
+MASKS_DIR = "masks"  # <world>/masks/<split>/<video>.npz
+
+
+def _label_line(img: np.ndarray, a: np.ndarray, b: np.ndarray, value: int, thick: int) -> None:
+    cv2.line(img, tuple(_fx(a)), tuple(_fx(b)), value, max(1, thick), cv2.LINE_8, _SHIFT)
+
+
+def _label_poly(img: np.ndarray, p: np.ndarray, value: int) -> None:
+    cv2.fillPoly(img, [_fx(p).reshape(-1, 1, 2)], value, cv2.LINE_8, _SHIFT)
+
+
+def render_part_labels(
+    appearance: SignerAppearance, points: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """The body part each pixel of ``render_signer(appearance, points, size)`` shows.
+
+    Returns (H, W) uint8 labels (BACKGROUND, TORSO, LEFT_ARM, ...). The shapes are those of
+    :func:`render_signer`, drawn in its order without antialiasing, so a pixel gets the
+    label of the last shape that covers its centre. Where the frame cannot tell parts
+    apart, the label follows the frame: a sleeve over the torso shows the same patterned
+    cloth (one static pattern layer), so it is torso there.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (133, 3):
+        raise InputError(f"points must have shape (133, 3), got {pts.shape}")
+    w, h = int(size[0]), int(size[1])
+    lab = np.zeros((h, w), np.uint8)
+    u = h / REF_H
+    p = pts[:, :2]
+    l_sh, r_sh = p[L.LEFT_SHOULDER], p[L.RIGHT_SHOULDER]
+    l_hip, r_hip = p[L.LEFT_HIP], p[L.RIGHT_HIP]
+    face = p[23:91]
+    head_c = (p[L.LEFT_EAR] + p[L.RIGHT_EAR]) / 2
+    head_w = np.linalg.norm(p[L.LEFT_EAR] - p[L.RIGHT_EAR])
+    chin = face[8]
+    head_h = 2 * np.linalg.norm(chin - head_c) / 1.04
+    tilt = math.degrees(math.atan2(*(p[L.LEFT_EAR] - p[L.RIGHT_EAR])[::-1]))
+    if appearance.hair_style == "long":
+        back = np.array(
+            [head_c + _v(-0.62 * head_w, -0.1 * head_h), head_c + _v(0.62 * head_w, -0.1 * head_h),
+             head_c + _v(0.7 * head_w, 0.75 * head_h), head_c + _v(-0.7 * head_w, 0.75 * head_h)]
+        )  # fmt: skip
+        _label_poly(lab, back, HEAD)
+    neck_base = (l_sh + r_sh) / 2
+    _label_line(lab, chin - _v(0, 0.15 * head_h), neck_base, TORSO, round(0.42 * head_w))
+    sh_w = np.linalg.norm(l_sh - r_sh)
+    arm_t = round(0.2 * sh_w)
+    for a, b_, value in ((l_sh, p[L.LEFT_ELBOW], LEFT_ARM), (r_sh, p[L.RIGHT_ELBOW], RIGHT_ARM)):
+        _label_line(lab, a, b_, value, arm_t)
+    torso = np.zeros((h, w), np.uint8)
+    _label_poly(torso, np.array(
+        [r_sh + _v(-0.04 * sh_w, 0.02 * sh_w), neck_base + _v(-0.12 * sh_w, -0.05 * sh_w),
+         neck_base + _v(0.12 * sh_w, -0.05 * sh_w), l_sh + _v(0.04 * sh_w, 0.02 * sh_w),
+         l_hip + _v(0.06 * sh_w, 0), r_hip + _v(-0.06 * sh_w, 0)]), 1)  # fmt: skip
+    _label_poly(torso, np.array([neck_base + _v(-0.1 * sh_w, -0.06 * sh_w),
+                                 neck_base + _v(0.1 * sh_w, -0.06 * sh_w),
+                                 neck_base + _v(0.0, 0.12 * sh_w)]), 0)  # fmt: skip
+    lab[torso > 0] = TORSO
+    for a in (l_sh, r_sh):
+        cv2.circle(lab, tuple(_fx(a)), int(arm_t / 2 * _ONE), TORSO, -1, cv2.LINE_8, _SHIFT)
+    for e, wr, value in ((p[L.LEFT_ELBOW], p[L.LEFT_WRIST], LEFT_ARM),
+                         (p[L.RIGHT_ELBOW], p[L.RIGHT_WRIST], RIGHT_ARM)):  # fmt: skip
+        _label_line(lab, e, wr, value, round(0.17 * sh_w))
+    axes = (int(head_w / 2 * _ONE), int(head_h / 2 * _ONE))
+    centre = tuple(_fx(head_c + _v(0, 0.02 * head_h)))
+    if appearance.hair_style == "bun":
+        cv2.circle(lab, tuple(_fx(head_c - _v(0, 0.55 * head_h))), int(0.18 * head_w * _ONE),
+                   HEAD, -1, cv2.LINE_8, _SHIFT)  # fmt: skip
+    cv2.ellipse(lab, centre, axes, tilt, 0, 360, HEAD, -1, cv2.LINE_8, _SHIFT)
+    if appearance.hair_style != "bald":
+        hair_axes = (int(head_w * 0.54 * _ONE), int(head_h * 0.4 * _ONE))
+        up = _rotate(np.array([0.0, -0.14 * head_h]), math.radians(tilt))
+        cv2.ellipse(lab, tuple(_fx(head_c + up)), hair_axes, tilt, 180, 360, HEAD, -1,
+                    cv2.LINE_8, _SHIFT)  # fmt: skip
+    for ear in (p[L.LEFT_EAR], p[L.RIGHT_EAR]):
+        cv2.circle(lab, tuple(_fx(ear)), int(0.09 * head_w * _ONE), HEAD, -1, cv2.LINE_8, _SHIFT)
+    # The face features lie inside the head ellipse; the hands come last, on top.
+    bone_t = max(1, round(2.4 * u))
+    for start, value in ((L.RIGHT_HAND.start, RIGHT_HAND), (L.LEFT_HAND.start, LEFT_HAND)):
+        hand = p[start : start + 21]
+        hull = cv2.convexHull(_fx(hand[[0, 1, 5, 9, 13, 17]]).reshape(-1, 1, 2))
+        cv2.fillPoly(lab, [hull], value, cv2.LINE_8, _SHIFT)
+        hf = [tuple(q) for q in _fx(hand).tolist()]
+        for i, j in L.HAND_BONES:
+            cv2.line(lab, hf[i], hf[j], value, bone_t + 2, cv2.LINE_8, _SHIFT)
+    return lab
+
+
+def part_masks_path(world: str | Path, split: str, video: str) -> Path:
+    """Where :func:`write_dataset` puts a video's part labels: ``<world>/masks/<split>/<video>.npz``."""
+    return Path(world) / MASKS_DIR / split / f"{video}.npz"
+
+
+def write_part_masks(
+    world: Path, split: str, video: str, appearance: SignerAppearance, points: np.ndarray,
+    size: tuple[int, int],
+) -> Path:  # fmt: skip
+    """Write the part labels of every frame of one video (``labels``: (T, H, W) uint8, one
+    compressed npz beside the frames; :func:`load_part_masks` reads it back)."""
+    labels = np.stack([render_part_labels(appearance, p, size) for p in points])
+    path = part_masks_path(world, split, video)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, labels=labels)
+    return path
+
+
+def load_part_masks(world: str | Path, split: str, video: str) -> np.ndarray:
+    """(T, H, W) uint8 part labels of one video of a synthetic world (:func:`write_part_masks`)."""
+    path = part_masks_path(world, split, video)
+    if not path.is_file():
+        raise InputError(
+            f"no part masks at {path}: regenerate the world with `signgen prepare synthetic`"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        return data["labels"]
+
+
+# ---------------------------------------------------------------------------------
 # Dataset writer
 # ---------------------------------------------------------------------------------
 def split_signers(num_signers: int) -> dict[str, list[int]]:
@@ -694,6 +823,7 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
         keypoints/json/{split}/<name>.json         signgen JSON per video
         prepared/manifest.csv, prepared/{split}_pairs.csv
         signers.json                               appearance and body of each signer
+        masks/{split}/<name>.npz                   part labels of every frame (render_part_labels)
 
     With ``cfg.retarget_pairs`` = N > 0, also N clips per dev and test video in which
     another signer of that split performs the video's motion with their own body
@@ -745,6 +875,7 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
             clips[split].append(_Clip(name, signer, motion, points[..., 2].copy()))
             frame_dir = frames_root / split / name
             _write_frames(frame_dir, signer.appearance, points, size, bar)
+            write_part_masks(out, split, name, signer.appearance, points, size)
             words = [str(w) for w in vid_rng.choice(_VOCAB, size=int(vid_rng.integers(3, 7)))]
             gloss, text = " ".join(words), " ".join(words).lower() + " ."
             corpus.append([name, f"{name}/1/*.png", "-1", "-1", signer.name, gloss, text])
