@@ -271,11 +271,13 @@ def fpdm_training(
     model: str = PAPER_MODEL,
     overrides: list[str] | None = None,
     device: torch.device | str = "cpu",
+    comps: dict[str, Any] | None = None,
 ) -> tuple[Any, torch.optim.Optimizer, Any]:
     """(FPDMModule, AdamW, TrainConfig) of the Phoenix B6 recipe with ``overrides``, as
     ``signgen train fpdm`` builds them (FPDMTask + run_training), with random weights and
     no dataset: the frozen stage-1 IPF is the config's random one instead of a trained
-    folder. ``model``: a configs/model name (the paper's, or ``tiny`` for miniature)."""
+    folder. ``model``: a configs/model name (the paper's, or ``tiny`` for miniature);
+    ``comps``: its components when already built (:func:`build`)."""
     from signgen.models.config import CONFIG_DIR
     from signgen.train.config import load_train_config
     from signgen.train.fpdm import FPDMModule
@@ -286,7 +288,7 @@ def fpdm_training(
     from signgen.train.common import model_config as train_model_config
 
     mcfg = train_model_config(tcfg)
-    comps = build(mcfg)
+    comps = build(mcfg) if comps is None else comps
     if tcfg.train.gradient_checkpointing:
         comps["unet"].enable_gradient_checkpointing()
     module = FPDMModule(comps, mcfg, tcfg).to(device)

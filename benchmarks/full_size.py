@@ -220,11 +220,16 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     unet = module.denoiser.unet
+    # Gradients already allocated, as from a step's second micro-batch on (and on every
+    # step after the first when gradients are zeroed in place): backward adds into them,
+    # so the figures below are activations and temporaries alone.
+    trained = [p for p in module.parameters() if p.requires_grad]
+    for p in trained:
+        p.grad = torch.zeros_like(p)
     for ckpt in (False, True):
         unet.enable_gradient_checkpointing() if ckpt else unet.disable_gradient_checkpointing()
         for b in (1, 2):
             module.conditions = conditions_of(b)  # the frozen encoders' outputs, reused
-            module.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=bf16), fs.cuda_like_autocast_norms():
                 with fs.AllocatorPeak() as f:
@@ -233,7 +238,8 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
                 loss.backward()  # recomputed blocks must cast their norms as the forward did
             finite = bool(torch.isfinite(loss))
             del loss
-            module.zero_grad(set_to_none=True)
+            for p in trained:
+                p.grad.zero_()
             out["train"].append({
                 "checkpointing": ckpt, "batch": b, "seconds": time.perf_counter() - t0,
                 "forward_retained_gib": f.end / GIB, "forward_peak_gib": f.peak / GIB,
@@ -242,6 +248,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
             })  # fmt: skip
             print(json.dumps(out["train"][-1]), file=sys.stderr, flush=True)
     del module.conditions
+    module.zero_grad(set_to_none=True)
 
     # Inference in bf16 weights (FPDMPipeline.to(dtype=bf16)): one frame, two branches.
     den = module.denoiser.to(bf16).eval()
@@ -586,8 +593,9 @@ def _md_memory(v: dict[str, Any] | None) -> list[str]:
     lines += [
         "The denoiser's training forward (frozen encoders' outputs computed once, then "
         "reused) under CPU bf16 autocast, group and layer norms in fp32 as CUDA autocast "
-        "runs them; backward outside autocast, as in the loop. Allocator bytes relative to "
-        "the weights (gradients included in the backward figures).",
+        "runs them; backward outside autocast, as in the loop, into gradients already "
+        "allocated (as from a step's second micro-batch on). Allocator bytes relative to the "
+        "weights and gradients: activations, autocast's bf16 weight copies, temporaries.",
         "",
         "| checkpointing | batch | kept for backward (GiB) | forward peak | backward peak "
         "above kept | step peak (GiB) | seconds |",
