@@ -19,8 +19,9 @@ Sections, in order, each skipped with a note when the time left cannot cover it:
 The model is the paper's (configs/model/fpdm_sd21_dinov2l_512.yaml) with random weights:
 speed and memory do not depend on the weights. FLOPs come from torch's FlopCounterMode on
 the meta device; MFU = counted FLOPs / seconds / --peak-tflops (default 790, an H200's
-dense bf16 rate). --cpu-smoke runs the same code with the miniature model
-(configs/model/tiny.yaml) on the CPU in about a minute, so CI keeps it working.
+dense bf16 rate). --cpu-smoke runs the same code at miniature size (configs/model/tiny.yaml,
+2 steps, batches of 2 to 8, :data:`SMOKE`) on the CPU in about a minute, so CI keeps it
+working.
 
     tools/gpu_check.sh                      # writes benchmarks/results/gpu_check.{json,md}
     tools/gpu_check.sh --cpu-smoke --out out/gpu_check_smoke
@@ -43,6 +44,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,24 @@ import _fullsize as fs
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("tests", "render", "train", "render_many", "speed")
 GIB = 2**30
-STEPS = 20
 GUIDANCE = (2.0, 2.0)  # the paper's: branches uncond and full
-RENDER_BATCHES = (8, 16, 32)
-SPEED_BATCH, SPEED_STEPS = 16, 5
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each section does: the paper's settings on a GPU, miniature on the CPU."""
+
+    steps: int = 20  # render steps (the paper's)
+    render_batches: tuple[int, ...] = (8, 16, 32)
+    speed_batch: int = 16  # frames per batch of the speed-option runs (x2 for VAE slicing)
+    speed_steps: int = 5
+    train_batch: tuple[int, int] | None = None  # (micro-batch, accumulation); None = recipe's
+    clip_frames: int = 32  # frames of each render-many clip
+
+
+FULL = Sizes()
+SMOKE = Sizes(steps=2, render_batches=(2, 4, 8), speed_batch=4, speed_steps=2,
+              train_batch=(2, 2), clip_frames=4)  # fmt: skip
 # Seconds each section needs at least on an H200 (measured parts plus start-up); a section
 # starts only when that much of the budget is left.
 NEEDS_S = {"tests": 30, "build": 60, "render": 45, "train": 60, "render_many": 90, "speed": 60}
@@ -73,6 +89,7 @@ class Check:
 
         self.args = args
         self.smoke = args.cpu_smoke
+        self.sizes = SMOKE if self.smoke else FULL
         self.device = torch.device("cpu" if self.smoke else "cuda")
         self.t0 = time.monotonic()
         self.result: dict[str, Any] = {"sections": {}, "notes": []}
@@ -105,6 +122,17 @@ class Check:
             yield out
             out["peak_gib"] = fs.peak_rss_mib() / 1024
 
+    def free(self) -> None:
+        """Return cached GPU memory (the next section, or a render-many worker process on
+        the same GPU, starts from what is really in use)."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # -- sections -------------------------------------------------------------------------------
     def section(self, name: str, fn: Callable[[], dict[str, Any]], need_s: float) -> None:
         """Run one section if ``need_s`` seconds are left; record its result, its error or
@@ -128,6 +156,7 @@ class Check:
             out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                    "traceback": traceback.format_exc().splitlines()[-8:]}  # fmt: skip
         out["seconds"] = time.monotonic() - t
+        self.free()
         self.result["sections"][name] = out
         self.write()
 
@@ -180,7 +209,7 @@ class Model:
         self.build_s = time.monotonic() - t
         self.flops = fs.meta_flops(self.cfg)
         self.params = fs.param_counts(self.comps)
-        self.image, self.kp = fs.example_clip(max(RENDER_BATCHES))
+        self.image, self.kp = fs.example_clip(max(chk.sizes.render_batches))
 
     def pipeline(self, chk: Check):
         """FPDMPipeline in bf16 on the device (a copy: the components stay for training)."""
@@ -235,11 +264,11 @@ def render_once(chk: Check, model: Model, pipe: Any, batch: int, steps: int) -> 
 def run_render(chk: Check, model: Model) -> dict[str, Any]:
     pipe = model.pipeline(chk)
     rows = []
-    for b in RENDER_BATCHES:
+    for b in chk.sizes.render_batches:
         if chk.left() < 15:
             rows.append({"batch": b, "skipped": "time budget"})
             continue
-        rows.append(render_once(chk, model, pipe, b, STEPS))
+        rows.append(render_once(chk, model, pipe, b, chk.sizes.steps))
     return {"dtype": "bf16", "guidance": list(GUIDANCE), "rows": rows,
             "flops_per_unet_sample": model.flops["unet_forward"]}  # fmt: skip
 
@@ -253,7 +282,11 @@ def run_train(chk: Check, model: Model) -> dict[str, Any]:
     from signgen.runtime.speed import SpeedOptions, apply_training_options
 
     # A copy of the components: the frozen-encoder variant changes them in place.
-    module, opt, tcfg = fs.fpdm_training(model.name, device=chk.device,
+    over = []
+    if chk.sizes.train_batch is not None:
+        over = [f"train.batch_size={chk.sizes.train_batch[0]}",
+                f"train.grad_accum={chk.sizes.train_batch[1]}"]  # fmt: skip
+    module, opt, tcfg = fs.fpdm_training(model.name, over, device=chk.device,
                                          comps=copy.deepcopy(model.comps))  # fmt: skip
     module.train()
     micro, accum = tcfg.train.batch_size, tcfg.train.grad_accum
@@ -272,6 +305,7 @@ def run_train(chk: Check, model: Model) -> dict[str, Any]:
             apply_training_options(module, SpeedOptions(frozen_dtype="bf16"))
         row: dict[str, Any] = {"checkpointing": ckpt, "frozen_encoders": frozen,
                                "micro_batch": micro, "grad_accum": accum}  # fmt: skip
+        oom = False
         try:
             fs.train_step(module, opt, batches[:1], tcfg.optim.grad_clip, torch.bfloat16, chk.sync)
             with chk.peak() as mem:
@@ -282,13 +316,13 @@ def run_train(chk: Check, model: Model) -> dict[str, Any]:
             row.update(step, peak_gib=mem["peak_gib"],
                        samples_per_s=micro * accum / row["seconds"])  # fmt: skip
         except torch.OutOfMemoryError:
+            oom = True  # cleaned up below, once the traceback no longer holds the tensors
+        if oom:
             row["error"] = "out of memory"
             opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
+            chk.free()
         rows.append(row)
-    del module, opt
-    if chk.device.type == "cuda":
-        torch.cuda.empty_cache()  # the next sections start from the weights alone
+    del module, opt  # freed by Check.section: the next sections start from nothing
     return {"recipe": str(fs.PAPER_FPDM_RECIPE.relative_to(fs.REPO)), "amp": "bf16",
             "rows": rows}  # fmt: skip
 
@@ -299,7 +333,7 @@ def run_render_many(chk: Check, model: Model) -> dict[str, Any]:
     from the bf16 pipeline)."""
     from pipelines.ledger import read_ledger
 
-    frames = 8 if chk.smoke else 32
+    frames, steps, batch = chk.sizes.clip_frames, chk.sizes.steps, chk.sizes.speed_batch
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
         pipe = model.pipeline(chk)
@@ -311,12 +345,12 @@ def run_render_many(chk: Check, model: Model) -> dict[str, Any]:
             kp.slice(i * 4, i * 4 + frames).save(work / f"clip{i}.json")
             rows.append(f"clip{i},{fs.EXAMPLES / 'first_frame.png'},clip{i}.json,{i}")
         (work / "clips.csv").write_text("\n".join(rows) + "\n")
-        device = ["--device", "cpu", "--num-cpus", "2"] if chk.smoke else [
+        device = ["--device", "cpu", "--num-cpus", "2", "--threads-per-worker", "1"] if chk.smoke else [
             "--device", "cuda", "--gpus-per-worker", "1"]  # fmt: skip
         cmd = [sys.executable, "-c", "from signgen.cli import main; raise SystemExit(main())",
                "render-many", "--manifest", str(work / "clips.csv"), "--out", str(work / "out"),
-               "--model", str(work / "model"), "--workers", "1", "--steps", str(STEPS),
-               "--batch-size", str(SPEED_BATCH), "--dtype", "bf16", "-q", *device]  # fmt: skip
+               "--model", str(work / "model"), "--workers", "1", "--steps", str(steps),
+               "--batch-size", str(batch), "--dtype", "bf16", "-q", *device]  # fmt: skip
         t = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, check=False,
                              timeout=max(10.0, chk.left() - 5))  # fmt: skip
@@ -327,7 +361,7 @@ def run_render_many(chk: Check, model: Model) -> dict[str, Any]:
     summary = [ln for ln in res.stdout.splitlines() if "rendered" in ln]
     m = re.search(r"\(([\d.]+) frames in ([\d.]+) s", summary[0]) if summary else None
     out = {"command": "signgen render-many --workers 1 " + " ".join(device) + " --dtype bf16 "
-           f"--steps {STEPS} --batch-size {SPEED_BATCH}", "returncode": res.returncode,
+           f"--steps {steps} --batch-size {batch}", "returncode": res.returncode,
            "clips": 3, "frames_per_clip": frames, "videos": len(videos),
            "ledger_done": len(done), "seconds": seconds,
            "summary": summary[0] if summary else None}  # fmt: skip
@@ -349,8 +383,10 @@ def run_speed(chk: Check, model: Model) -> dict[str, Any]:
 
     pipe = model.pipeline(chk)
 
-    def measure(batch: int = SPEED_BATCH) -> dict[str, Any]:
-        return render_once(chk, model, pipe, batch, SPEED_STEPS)
+    sb = chk.sizes.speed_batch
+
+    def measure(batch: int) -> dict[str, Any]:
+        return render_once(chk, model, pipe, batch, chk.sizes.speed_steps)
 
     def toggle_dtype(on: bool) -> None:
         pipe.to(dtype=torch.float32 if on else torch.bfloat16)
@@ -375,13 +411,13 @@ def run_speed(chk: Check, model: Model) -> dict[str, Any]:
         speed.set_vae_slicing(pipe.vae, on)
 
     options = [  # (name, what "on" means, toggle, batch)
-        ("fp32 weights", "fp32 instead of bf16", toggle_dtype, SPEED_BATCH),
+        ("fp32 weights", "fp32 instead of bf16", toggle_dtype, sb),
         ("eager attention", "explicit softmax(QK^T)V instead of SDPA", toggle_attention,
-         SPEED_BATCH),
-        ("channels-last", "NHWC UNet, VAE, pose encoder", toggle_channels_last, SPEED_BATCH),
+         sb),
+        ("channels-last", "NHWC UNet, VAE, pose encoder", toggle_channels_last, sb),
         ("torch.compile", "UNet transformer blocks compiled (first call not timed)",
-         toggle_compile, SPEED_BATCH),
-        ("VAE slicing", "decode one frame at a time", toggle_slicing, 2 * SPEED_BATCH),
+         toggle_compile, sb),
+        ("VAE slicing", "decode one frame at a time", toggle_slicing, 2 * sb),
     ]  # fmt: skip
     rows = []
     baselines: dict[int, dict[str, Any]] = {}
@@ -393,17 +429,21 @@ def run_speed(chk: Check, model: Model) -> dict[str, Any]:
             baselines[batch] = measure(batch)
         row: dict[str, Any] = {"option": name, "on_means": what, "batch": batch,
                                "off": _brief(baselines[batch])}  # fmt: skip
+        oom = False
         try:
             toggle(True)
             row["on"] = _brief(measure(batch))
             row["speedup"] = row["off"]["seconds"] / row["on"]["seconds"]
         except torch.OutOfMemoryError:
-            row["error"] = "out of memory"
+            oom = True
         finally:
             toggle(False)
+        if oom:
+            row["error"] = "out of memory"
+            chk.free()
         rows.append(row)
     return {"baseline": "bf16 weights, SDPA attention, contiguous, eager, no slicing",
-            "steps": SPEED_STEPS, "rows": rows}  # fmt: skip
+            "steps": chk.sizes.speed_steps, "rows": rows}  # fmt: skip
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +472,8 @@ def markdown(r: dict[str, Any]) -> list[str]:
     if head("tests", "CUDA-marked tests (pytest -m gpu)"):
         lines += [f"`{s['tests']['summary']}` (exit {s['tests']['returncode']})", ""]
         lines += [f"- {f}" for f in s["tests"].get("failures", [])]
-    if head("render", f"Render throughput ({STEPS} steps, guidance 2, 2, bf16)"):
+    z = r["setup"]["sizes"]
+    if head("render", f"Render throughput ({z['steps']} steps, guidance 2, 2, bf16)"):
         lines += ["| batch | frames/s | s per batch | UNet calls x batch | UNet MFU | "
                   "end-to-end MFU | peak (GiB) | finite |", "|---:|---:|---:|---|---:|---:|---:|---|"]  # fmt: skip
         for x in s["render"]["rows"]:
@@ -459,7 +500,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
         x = s["render_many"]
         lines += [f"`{x['command']}`: {x['videos']} videos of {x['clips']}, {x['ledger_done']} "
                   f"in the ledger; {x.get('summary')}", ""]  # fmt: skip
-    if head("speed", f"Speed options, {SPEED_STEPS} steps, each on vs the bf16 baseline"):
+    if head("speed", f"Speed options, {z['speed_steps']} steps, each on vs the bf16 baseline"):
         lines += ["| option (on =) | batch | s off | s on | speed-up | peak off / on (GiB) |",
                   "|---|---:|---:|---:|---:|---|"]  # fmt: skip
         for x in s["speed"]["rows"]:
@@ -483,7 +524,8 @@ def setup_info(chk: Check) -> dict[str, Any]:
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "host": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__, "device": str(chk.device),
-            "budget_s": chk.args.budget_s, "peak_tflops": chk.args.peak_tflops}  # fmt: skip
+            "budget_s": chk.args.budget_s, "peak_tflops": chk.args.peak_tflops,
+            "sizes": asdict(chk.sizes)}  # fmt: skip
     if chk.device.type == "cuda":
         p = torch.cuda.get_device_properties(chk.device)
         info["gpu"] = f"{p.name}, {p.total_memory / GIB:.0f} GiB, CUDA {torch.version.cuda}"
@@ -537,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # dtype-cast advice on every `to(bf16)`
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # "Writing model shards" of save_pretrained
+    if args.cpu_smoke:  # tiny ops: more threads only spin (and the machine may be shared)
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the pytest and render-many processes
     chk = Check(args)
     chk.result["setup"] = setup_info(chk)
     if args.cpu_smoke:
