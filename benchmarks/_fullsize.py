@@ -8,6 +8,8 @@ runs it, and example inputs from ``examples/``.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,13 +157,15 @@ class AllocatorPeak:
         from torch.profiler import ProfilerActivity, profile
 
         self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-        self._prof.__enter__()
+        with _quiet_stderr():
+            self._prof.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         from torch._C._profiler import _EventType
 
-        self._prof.__exit__(*exc)
+        with _quiet_stderr():
+            self._prof.__exit__(*exc)
         events, stack = [], list(self._prof.profiler.kineto_results.experimental_event_tree())
         while stack:
             e = stack.pop()
@@ -174,6 +178,22 @@ class AllocatorPeak:
             peak = max(peak, live)
         self.peak, self.end = peak, live
         self._prof = None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null inside the block: the profiler's native library
+    (kineto) prints start/stop lines there that no log level turns off."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
 
 
 def peak_rss_mib() -> float:

@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _fullsize as fs  # noqa: E402
-from _common import machine  # noqa: E402
+import _fullsize as fs
+from _common import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "full_size"
 PARTS = ("params", "flops", "render", "train", "ipf", "memory")
@@ -338,13 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=fs.PAPER_MODEL,
                     help=f"configs/model name (default {fs.PAPER_MODEL}; {fs.MINI_MODEL} checks "
                     "the script in seconds)")  # fmt: skip
-    ap.add_argument("--parts", default=",".join(PARTS),
-                    help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    ap.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads per part (default 2)")
-    ap.add_argument("--wait-min", type=float, default=60.0,
-                    help="minutes to wait for free memory before a part is skipped (default 60)")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the parts of an earlier result that this run does not redo")
+    ap.add_argument(
+        "--wait-min",
+        type=float,
+        default=60.0,
+        help="minutes to wait for free memory before a part is skipped (default 60)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the parts of an earlier result that this run does not redo",
+    )
     ap.add_argument("-o", "--output", type=Path, default=RESULTS,
                     help="result path without suffix: writes .json and .md (default "
                     "benchmarks/results/full_size)")  # fmt: skip
@@ -542,8 +552,14 @@ def _md_train(off: dict[str, Any] | None, on: dict[str, Any] | None) -> list[str
     row("backward", lambda v: f"{v['backward_s']:.0f} s")
     row("optimizer (clip + AdamW)", lambda v: f"{v['optimizer_s']:.1f} s")
     row("loss / grad norm", lambda v: f"{v['loss']:.4f} / {v['grad_norm']:.3g}")
-    row("allocator: kept for backward", lambda v: f"{v['allocator_gib']['forward_retained']:.2f} GiB")
-    row("allocator: step peak above the weights", lambda v: f"{v['allocator_gib']['step_peak']:.2f} GiB")
+    row(
+        "allocator: kept for backward",
+        lambda v: f"{v['allocator_gib']['forward_retained']:.2f} GiB",
+    )
+    row(
+        "allocator: step peak above the weights",
+        lambda v: f"{v['allocator_gib']['step_peak']:.2f} GiB",
+    )
     row("peak RSS", lambda v: f"{v['peak_rss_mib'] / 1024:.2f} GiB")
     row("checks", lambda v: ", ".join(f"{k} {'ok' if ok else 'FAILED'}"
                                        for k, ok in v["checks"].items()))  # fmt: skip

@@ -39,6 +39,10 @@ import _fullsize as fs
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 2**30
 BATCHES = (1, 2, 4, 8, 16, 32)
+# Stage-2 training samples of the Phoenix B6 recipe: 100,000 prepared training pairs
+# (docs/reproducing.md, `signgen prepare phoenix --train-pairs 100000`) x 20 epochs
+# (configs/recipes/fpdm_phoenix_b6.yaml).
+PHOENIX_TRAIN_SAMPLES = 100_000 * 20
 MFUS = (0.30, 0.35, 0.45)
 
 
@@ -138,7 +142,9 @@ def build_report(full: dict[str, Any], adam_ratio: float, peak_tflops: float) ->
         for mfu in MFUS:
             train_time.append({"checkpointing": ckpt, "mfu": mfu, "tflop_per_sample": per / 1e12,
                                "samples_per_s": mfu * peak / per,
-                               "step_s_batch32": 32 * per / (mfu * peak)})  # fmt: skip
+                               "step_s_batch32": 32 * per / (mfu * peak),
+                               "phoenix_b6_gpu_hours": PHOENIX_TRAIN_SAMPLES * per
+                               / (mfu * peak) / 3600})  # fmt: skip
     b1 = training_memory(counts, memory, adam_ratio, 1, False, 4)
     return {"peak_tflops": peak_tflops, "adamw_transient_ratio": adam_ratio,
             "clip_frames": clip_frames, "training_memory_gib": train,
@@ -199,11 +205,12 @@ def markdown(r: dict[str, Any], command: str) -> list[str]:
         "",
         "## Training speed (one sample = frozen encoders + denoiser forward and backward)",
         "",
-        "| checkpointing | MFU | TFLOP per sample | samples/s | s per optimizer step of 32 |",
-        "|---|---:|---:|---:|---:|",
+        "| checkpointing | MFU | TFLOP per sample | samples/s | s per optimizer step of 32 "
+        "| Phoenix B6 (2 M samples), GPU-hours |",
+        "|---|---:|---:|---:|---:|---:|",
         *(f"| {'on' if x['checkpointing'] else 'off'} | {x['mfu']:.0%} | "
-          f"{x['tflop_per_sample']:.2f} | {x['samples_per_s']:.1f} | {x['step_s_batch32']:.2f} |"
-          for x in r["train_speed"]),
+          f"{x['tflop_per_sample']:.2f} | {x['samples_per_s']:.1f} | {x['step_s_batch32']:.2f} "
+          f"| {x['phoenix_b6_gpu_hours']:.1f} |" for x in r["train_speed"]),
         "",
     ]  # fmt: skip
     return lines
