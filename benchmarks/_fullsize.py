@@ -301,6 +301,7 @@ def fpdm_training(
     from signgen.models.config import CONFIG_DIR
     from signgen.train.config import load_train_config
     from signgen.train.fpdm import FPDMModule
+    from signgen.train.loop import seed_everything
 
     over = [f"model={CONFIG_DIR / f'{model}.yaml'}", "fpdm.ipf=null",
             *[f"model.{o}" for o in RANDOM_INIT], *(overrides or [])]  # fmt: skip
@@ -308,6 +309,7 @@ def fpdm_training(
     from signgen.train.common import model_config as train_model_config
 
     mcfg = train_model_config(tcfg)
+    seed_everything(tcfg.seed)  # as run_training does first: noise, timesteps, dropout
     comps = build(mcfg) if comps is None else comps
     if tcfg.train.gradient_checkpointing:
         comps["unet"].enable_gradient_checkpointing()
@@ -324,10 +326,12 @@ def ipf_training(
     from signgen.train.common import model_config as train_model_config
     from signgen.train.config import load_train_config
     from signgen.train.ipf import IPFModule, build_ipf
+    from signgen.train.loop import seed_everything
 
     over = [f"model={CONFIG_DIR / f'{model}.yaml'}", *[f"model.{o}" for o in RANDOM_INIT],
             *(overrides or [])]  # fmt: skip
     tcfg = load_train_config(PAPER_IPF_RECIPE, over, stage="ipf")
+    seed_everything(tcfg.seed)
     ipf = build_ipf(train_model_config(tcfg), tcfg.seed)
     if tcfg.ipf.freeze_vision:
         ipf.vision_model.requires_grad_(False)
