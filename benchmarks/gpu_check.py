@@ -72,8 +72,9 @@ class Sizes:
 FULL = Sizes()
 SMOKE = Sizes(steps=2, render_batches=(2, 4, 8), speed_batch=4, speed_steps=2,
               train_batch=(2, 2), clip_frames=4)  # fmt: skip
-# Seconds each section needs at least on an H200 (measured parts plus start-up); a section
-# starts only when that much of the budget is left.
+# Seconds each section is expected to need at least on an H200 (from the predicted speeds
+# in docs/hardware.md plus start-up; to be replaced by the first GPU run's timings); a
+# section starts only when that much of the budget is left.
 NEEDS_S = {"tests": 30, "build": 60, "render": 45, "train": 60, "render_many": 90, "speed": 60}
 
 
