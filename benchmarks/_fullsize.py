@@ -53,7 +53,7 @@ def model_config(name: str = PAPER_MODEL, overrides: list[str] | None = None):
 
 def build(cfg) -> dict[str, Any]:
     """Every component of ``cfg`` on CPU, random weights (seeded by ``cfg.seed``)."""
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
 
     return build_components(cfg, device="cpu", load_pretrained=False)
 
@@ -90,7 +90,7 @@ def meta_flops(cfg) -> dict[str, int]:
     """Per-sample FLOPs of every FPDM piece at ``cfg``'s resolution, counted on the meta
     device (shapes only, no compute): the UNet forward, its training forward + backward with
     and without gradient checkpointing, the condition encoders and the VAE."""
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
     from signgen.models.fpdm import FPDMDenoiser
     from signgen.models.modules import vae_downscale_factor
 

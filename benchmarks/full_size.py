@@ -59,7 +59,7 @@ RENDER_FRAMES, RENDER_STEPS = 4, 2
 
 # ---- children: one part each, last stdout line = its JSON result --------------------------------
 def child_params(args: argparse.Namespace) -> dict[str, Any]:
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
 
     comps = build_components(fs.model_config(args.model), device="meta")
     counts = fs.param_counts(comps)
@@ -80,7 +80,7 @@ def child_render(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from signgen.sampling.guidance import needed_branches
+    from signgen.sampling.options import RenderOptions
     from signgen.sampling.pipeline import FPDMPipeline
 
     cfg = fs.model_config(args.model)
@@ -89,6 +89,7 @@ def child_render(args: argparse.Namespace) -> dict[str, Any]:
     pipe = FPDMPipeline.from_components(cfg, comps).eval()
     build_s = time.perf_counter() - t0
     image, kp = fs.example_clip(RENDER_FRAMES)
+    opts = RenderOptions(steps=RENDER_STEPS, guidance=RENDER_GUIDANCE, batch_size=RENDER_FRAMES)
     unet = fs.CallTimer(pipe.unet)
     source = fs.CallTimer(pipe.source_encoder)
     clip = fs.CallTimer(pipe.ipf.vision_model) if pipe.ipf is not None else None
@@ -106,12 +107,9 @@ def child_render(args: argparse.Namespace) -> dict[str, Any]:
     pipe.vae.decode = timed_decode
     t0 = time.perf_counter()
     with fs.AllocatorPeak() as mem:
-        frames = np.concatenate(list(pipe.render(
-            image, kp, num_inference_steps=RENDER_STEPS, guidance=RENDER_GUIDANCE,
-            batch_size=RENDER_FRAMES,
-        )))  # fmt: skip
+        frames = np.concatenate(list(pipe.render(image, kp, opts)))
     seconds = time.perf_counter() - t0
-    branches = len(needed_branches(*RENDER_GUIDANCE))
+    branches = pipe.guidance_plan(opts).num_branches
     checks = {
         "frames_shape": list(frames.shape) == [RENDER_FRAMES, *image.shape],
         "unet_outputs_finite": unet.finite,

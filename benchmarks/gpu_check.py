@@ -12,7 +12,7 @@ Sections, in order, each skipped with a note when the time left cannot cover it:
                and without gradient checkpointing, and with the frozen encoders in bf16:
                seconds and peak GPU memory
   render_many  `signgen render-many` with one GPU worker on three example clips
-  speed        each render speed option (signgen.runtime.speed) on and off against the
+  speed        each render speed option (signgen.speed) on and off against the
                bf16 baseline at batch 16: fp32 weights, eager attention, channels-last,
                torch.compile of the UNet's transformer blocks, VAE slicing (batch 32)
 
@@ -231,23 +231,23 @@ class Model:
 
 def render_once(chk: Check, model: Model, pipe: Any, batch: int, steps: int) -> dict[str, Any]:
     """Time one ``render_frames`` batch after a warm-up batch; UNet calls timed apart."""
-    from signgen.sampling.guidance import needed_branches
+    from signgen.sampling.options import RenderOptions
 
-    src = pipe.encode_source(model.image)
+    opts = RenderOptions(steps=steps, guidance=GUIDANCE, batch_size=batch)
+    src = pipe.prepare_clip(model.image, opts)
     points, idx = model.kp.points[:batch], list(range(batch))
-    pipe.render_frames([src] * batch, points, idx, num_inference_steps=2, guidance=GUIDANCE)
+    pipe.render_frames([src] * batch, points, idx, opts.replace(steps=2))
     unet = fs.CallTimer(pipe.unet, chk.sync)
     try:
         with chk.peak() as mem:
             chk.sync()
             t = time.perf_counter()
-            frames = pipe.render_frames([src] * batch, points, idx, num_inference_steps=steps,
-                                        guidance=GUIDANCE)  # fmt: skip
+            frames = pipe.render_frames([src] * batch, points, idx, opts)
             chk.sync()
             seconds = time.perf_counter() - t
     finally:
         unet.remove()
-    nb = len(needed_branches(*GUIDANCE))
+    nb = pipe.guidance_plan(opts).num_branches
     unet_flops = sum(unet.batches) * model.flops["unet_forward"]
     unet_s = sum(unet.seconds)
     peak = chk.args.peak_tflops * 1e12
@@ -280,7 +280,7 @@ def run_train(chk: Check, model: Model) -> dict[str, Any]:
     fp32 / bf16; each after a warm-up step (AdamW's moments, kernel autotuning)."""
     import torch
 
-    from signgen.runtime.speed import SpeedOptions, apply_training_options
+    from signgen.speed import SpeedOptions, apply_training_options
 
     # A copy of the components: the frozen-encoder variant changes them in place.
     over = []
@@ -348,7 +348,7 @@ def run_render_many(chk: Check, model: Model) -> dict[str, Any]:
         (work / "clips.csv").write_text("\n".join(rows) + "\n")
         device = ["--device", "cpu", "--num-cpus", "2", "--threads-per-worker", "1"] if chk.smoke else [
             "--device", "cuda", "--gpus-per-worker", "1"]  # fmt: skip
-        cmd = [sys.executable, "-c", "from signgen.cli import main; raise SystemExit(main())",
+        cmd = [sys.executable, "-c", "from pipelines.app import main; raise SystemExit(main())",
                "render-many", "--manifest", str(work / "clips.csv"), "--out", str(work / "out"),
                "--model", str(work / "model"), "--workers", "1", "--steps", str(steps),
                "--batch-size", str(batch), "--dtype", "bf16", "-q", *device]  # fmt: skip
@@ -380,7 +380,7 @@ def run_speed(chk: Check, model: Model) -> dict[str, Any]:
     """Each render option on and off against the bf16 baseline, same batch and steps."""
     import torch
 
-    from signgen.runtime import speed
+    from signgen import speed
 
     pipe = model.pipeline(chk)
 

@@ -1,4 +1,4 @@
-"""signgen.runtime.speed: each GPU speed option changes the modules, not the numbers.
+"""signgen.speed: each GPU speed option changes the modules, not the numbers.
 
 Tolerances: a speed option reorders floating-point work (another attention kernel, another
 memory layout, per-frame instead of batched decoding), so fp32 results may differ in the
@@ -11,6 +11,7 @@ while a dtype mismatch would raise.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +20,19 @@ from model_helpers import random_clip, randomize
 
 from signgen.errors import InputError
 from signgen.models.config import load_model_config
-from signgen.runtime.speed import (
+from signgen.sampling.options import RenderOptions, add_render_arguments, options_from_args
+from signgen.sampling.pipeline import FPDMPipeline
+from signgen.speed import (
     SpeedOptions,
-    add_speed_arguments,
     apply_render_options,
     apply_training_options,
     compile_repeated_blocks,
     run_in_dtype,
+    saved_as_fp32,
     set_attention,
     set_channels_last,
     set_vae_slicing,
-    speed_options_from_args,
 )
-from signgen.sampling.pipeline import FPDMPipeline
 
 ATOL = 1e-5
 
@@ -67,17 +68,23 @@ def test_options_are_checked():
                 {"compile": True, "compile_backend": ""}):  # fmt: skip
         with pytest.raises(InputError):
             SpeedOptions(**bad)
+    with pytest.raises(InputError, match="attention"):
+        RenderOptions(attention="flash")
 
 
-def test_command_line_options():
+def test_render_command_line_flags():
     p = argparse.ArgumentParser()
-    p.add_argument("--dtype", default="fp32")
-    add_speed_arguments(p)
-    opts = speed_options_from_args(p.parse_args(["--dtype", "bf16", "--attention", "eager",
-                                                 "--channels-last", "--vae-slicing"]))  # fmt: skip
-    assert opts == SpeedOptions(dtype="bf16", attention="eager", channels_last=True,
-                                vae_slicing=True)  # fmt: skip
-    assert speed_options_from_args(p.parse_args([])) == SpeedOptions()
+    add_render_arguments(p)
+    opts = options_from_args(p.parse_args(["--dtype", "bf16", "--attention", "eager",
+                                           "--channels-last", "--compile",
+                                           "--vae-slicing"]))  # fmt: skip
+    assert (opts.dtype, opts.attention, opts.channels_last, opts.compile, opts.vae_slicing) == (
+        "bf16", "eager", True, True, True)  # fmt: skip
+    default = options_from_args(p.parse_args([]))
+    assert (default.attention, default.channels_last, default.compile, default.vae_slicing) == (
+        "sdpa", False, False, False)  # fmt: skip
+    with pytest.raises(SystemExit):
+        p.parse_args(["--attention", "flash"])
 
 
 def test_attention_kernels_switch_and_agree():
@@ -161,24 +168,60 @@ def test_compile_repeated_blocks_same_output():
 def test_render_options_render_the_same_frames():
     img, kp = random_clip(frames=3)
     pipe = _pipe()
-    ref = pipe(img, kp, num_inference_steps=2, guidance=(2.0, 3.0))
-    apply_render_options(pipe, SpeedOptions(attention="eager", channels_last=True,
-                                            vae_slicing=True))  # fmt: skip
+    ref = pipe(img, kp, steps=2, guidance=(2.0, 3.0))
+    opts = RenderOptions(steps=2, guidance=(2.0, 3.0), attention="eager", channels_last=True,
+                         vae_slicing=True)  # fmt: skip
+    apply_render_options(pipe, opts)
     assert pipe.vae.use_slicing
-    out = pipe(img, kp, num_inference_steps=2, guidance=(2.0, 3.0))
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor"}
+    out = pipe(img, kp, opts)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1  # uint8 rounding
 
 
 def test_render_options_bf16_weights():
-    pipe = apply_render_options(_pipe(), SpeedOptions(dtype="bf16"))
+    pipe = apply_render_options(_pipe(), RenderOptions(dtype="bf16"))
     assert pipe.dtype == torch.bfloat16 and pipe.unet.conv_in.weight.dtype == torch.bfloat16
     img, kp = random_clip(frames=2)
-    assert pipe(img, kp, num_inference_steps=1).shape == (2, 26, 21, 3)
+    out = pipe(img, kp, steps=1)
+    assert out.shape == (2, 26, 21, 3) and out.dtype == np.uint8
+
+
+def test_render_command_applies_the_flags(tmp_path, monkeypatch):
+    """`signgen render` hands its speed flags to the loaded pipeline."""
+    import signgen.speed
+    from signgen.cli import main
+    from signgen.keypoints.sequence import KeypointSequence
+    from signgen.video import VideoWriter
+
+    w, h = 22, 26
+    rng = np.random.default_rng(0)
+    with VideoWriter(tmp_path / "first.mp4", fps=25, width=w, height=h) as vw:
+        vw.write(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    pts = np.concatenate([rng.uniform(0, w, (2, 133, 1)), rng.uniform(0, h, (2, 133, 1)),
+                          np.ones((2, 133, 1))], axis=2).astype(np.float32)  # fmt: skip
+    KeypointSequence(pts, w, h, 12.5).save(tmp_path / "seq.json")
+    _pipe().save_pretrained(tmp_path / "model")
+    seen = []
+    real = signgen.speed.apply_render_options
+
+    def spy(pipe, opts):
+        seen.append(opts)
+        return real(pipe, opts)
+
+    monkeypatch.setattr(signgen.speed, "apply_render_options", spy)
+    rc = main(["render", "--video", str(tmp_path / "first.mp4"), "--keypoints",
+               str(tmp_path / "seq.json"), "--model", str(tmp_path / "model"), "-o",
+               str(tmp_path / "out.mp4"), "--steps", "1", "--attention", "eager",
+               "--channels-last", "--vae-slicing"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "out.mp4").is_file()
+    assert [(o.attention, o.channels_last, o.vae_slicing) for o in seen] == [
+        ("eager", True, True)]  # fmt: skip
 
 
 # ---- frozen encoders in half precision ----------------------------------------------------------
 def _fpdm_module():
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
     from signgen.train.config import TrainConfig
     from signgen.train.fpdm import FPDMModule
 
@@ -218,6 +261,50 @@ def test_frozen_encoders_cast_without_hooks_fail():
     module.source_encoder.to(torch.bfloat16)
     with pytest.raises(RuntimeError):
         _loss(module)
+
+
+def test_training_config_keys_train_and_export_fp32(tmp_path):
+    """train.attention / channels_last / frozen_dtype reach the stage-2 module; one step
+    trains, and the exported folder is fp32 and contiguous whatever they were."""
+    from model_helpers import tiny_world
+
+    from signgen.cli import main
+    from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "train"
+    prepared = tiny_world(tmp_path / "world", 3, 3, 4, 4)
+    keys = ["train.attention=eager", "train.channels_last=true", "train.frozen_dtype=bf16"]
+    cfg = load_train_config(configs / "tiny_fpdm.yaml",
+                            [f"data.prepared={prepared}", f"output_dir={tmp_path / 'run'}",
+                             *keys])  # fmt: skip
+    module = task_factory("fpdm")(cfg, torch.device("cpu")).module
+    unet = module.denoiser.unet
+    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor"}
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert {p.dtype for p in module.source_encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in module.vae.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in module.denoiser.parameters()} == {torch.float32}
+
+    out = tmp_path / "run"
+    assert main(["train", "fpdm", "--config", str(configs / "tiny_fpdm.yaml"), "-q",
+                 f"data.prepared={prepared}", f"output_dir={out}", "train.max_steps=1",
+                 *keys]) == 0  # fmt: skip
+    pipe = FPDMPipeline.from_pretrained(out / "export")
+    assert {p.dtype for p in pipe.vae.parameters()} == {torch.float32}
+    assert {p.dtype for p in pipe.source_encoder.parameters()} == {torch.float32}
+    for name in ("train.attention=flash", "train.frozen_dtype=fp32"):
+        with pytest.raises(InputError):
+            load_train_config(configs / "tiny_fpdm.yaml", [f"data.prepared={prepared}", name])
+
+
+def test_saved_as_fp32_restores_the_tensors():
+    conv = torch.nn.Conv2d(3, 4, 3).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    ptr = conv.weight.data_ptr()
+    with saved_as_fp32(conv):
+        assert conv.weight.dtype == torch.float32 and conv.weight.is_contiguous()
+    assert conv.weight.dtype == torch.bfloat16 and conv.weight.data_ptr() == ptr
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_run_in_dtype_nested_calls_restore_each_callers_dtype():

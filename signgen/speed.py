@@ -1,8 +1,12 @@
 """GPU speed options: precision, attention kernel, memory layout, compilation, VAE slicing.
 
 Each option is a small function that changes modules in place; :func:`apply_render_options`
-and :func:`apply_training_options` apply a :class:`SpeedOptions` to a render pipeline or to
-a stage-2 training module in one call. None of them changes what the model computes beyond
+applies the speed fields of a :class:`~signgen.sampling.options.RenderOptions` (``signgen
+render`` / ``render-many`` flags ``--dtype``, ``--attention``, ``--channels-last``,
+``--compile``, ``--vae-slicing``) to a loaded pipeline, and :func:`apply_training_options`
+applies the training config's keys (``train.attention``, ``train.channels_last``,
+``train.compile``, ``train.frozen_dtype``, read by :func:`training_speed_options`) to a
+stage-2 training module. None of them changes what the model computes beyond
 floating-point rounding (reduced precision: that precision's rounding). docs/hardware.md
 gives the measured effect of each.
 
@@ -29,18 +33,18 @@ gives the measured effect of each.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from signgen.devices import DTYPES
 from signgen.errors import InputError
+from signgen.sampling.options import ATTENTION
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-ATTENTION = ("sdpa", "eager")
 # Classes whose instances the UNet's repeated-block compilation compiles (diffusers'
 # ``UNet2DConditionModel._repeated_blocks``), used where a model does not declare them.
 REPEATED_BLOCKS = ("BasicTransformerBlock",)
@@ -165,12 +169,26 @@ def _cast(obj: Any, dtype: torch.dtype) -> Any:
 
 
 # ---- all of them -----------------------------------------------------------------------------
-def apply_render_options(pipe: Any, opts: SpeedOptions) -> Any:
-    """Apply ``opts`` to a render pipeline (anything with ``unet``, ``vae``,
-    ``pose_encoder`` and ``to(dtype=...)``, e.g. FPDMPipeline); returns it."""
+def apply_render_options(pipe: Any, opts: Any) -> Any:
+    """Apply the speed fields of ``opts`` (a RenderOptions, or a :class:`SpeedOptions`:
+    ``dtype``, ``attention``, ``channels_last``, ``compile``, ``vae_slicing``) to a render
+    pipeline (anything with ``unet``, ``vae``, ``pose_encoder`` and ``to(dtype=...)``, e.g.
+    FPDMPipeline); returns it. Apply once per loaded pipeline: compiling twice recompiles."""
     pipe.to(dtype=DTYPES[opts.dtype])
     _apply_common(pipe.unet, pipe.vae, pipe.pose_encoder, opts)
     return pipe
+
+
+def training_speed_options(loop: Any) -> SpeedOptions:
+    """The :class:`SpeedOptions` of a training config's ``train:`` section
+    (signgen.train.config.LoopConfig: ``attention``, ``channels_last``, ``compile``,
+    ``frozen_dtype``)."""
+    return SpeedOptions(
+        attention=loop.attention,
+        channels_last=loop.channels_last,
+        compile=loop.compile,
+        frozen_dtype=loop.frozen_dtype,
+    )
 
 
 def apply_training_options(module: Any, opts: SpeedOptions) -> Any:
@@ -185,48 +203,33 @@ def apply_training_options(module: Any, opts: SpeedOptions) -> Any:
 
 
 def _apply_common(unet: nn.Module, vae: nn.Module, pose_encoder: nn.Module,
-                  opts: SpeedOptions) -> None:  # fmt: skip
+                  opts: Any) -> None:  # fmt: skip
     set_attention(unet, opts.attention)
     set_attention(vae, opts.attention)
     if opts.channels_last:
         set_channels_last(unet, vae, pose_encoder)
     set_vae_slicing(vae, opts.vae_slicing)
     if opts.compile:  # last: compiled blocks see the final dtype and layout
-        compile_repeated_blocks(unet, opts.compile_backend)
+        compile_repeated_blocks(unet, getattr(opts, "compile_backend", "inductor"))
+
+
+@contextlib.contextmanager
+def saved_as_fp32(module: nn.Module) -> Iterator[None]:
+    """Inside the block, every floating parameter and buffer of ``module`` is fp32 and
+    contiguous (what a model folder stores whatever the speed options: safetensors refuses
+    channels-last tensors, and half-precision frozen encoders must not be exported as
+    such); the tensors are put back after it."""
+    kept = []
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point() and (t.dtype != torch.float32 or not t.is_contiguous()):
+            kept.append((t, t.data))
+            t.data = t.data.to(torch.float32, memory_format=torch.contiguous_format)
+    try:
+        yield
+    finally:
+        for t, data in kept:
+            t.data = data
 
 
 def _present(modules: Iterable[nn.Module | None]) -> list[nn.Module]:
     return [m for m in modules if m is not None]
-
-
-# ---- command line ----------------------------------------------------------------------------
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--attention``, ``--channels-last``, ``--compile``, ``--vae-slicing`` (the render
-    commands already have ``--dtype``)."""
-    g = parser.add_argument_group("speed (GPU)")
-    g.add_argument("--attention", choices=ATTENTION, default="sdpa",
-                   help="attention kernel: sdpa = PyTorch scaled_dot_product_attention "
-                   "(default), eager = explicit softmax(QK^T)V")  # fmt: skip
-    g.add_argument("--channels-last", action="store_true",
-                   help="NHWC memory format for the UNet, VAE and pose encoder")  # fmt: skip
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the UNet's transformer blocks (first batch is slow)",
-    )
-    g.add_argument(
-        "--vae-slicing",
-        action="store_true",
-        help="decode frames one at a time (lower peak memory at large batches)",
-    )
-
-
-def speed_options_from_args(args: argparse.Namespace) -> SpeedOptions:
-    """The :class:`SpeedOptions` of parsed :func:`add_speed_arguments` (+ ``--dtype``)."""
-    return SpeedOptions(
-        dtype=getattr(args, "dtype", "fp32"),
-        attention=args.attention,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        vae_slicing=args.vae_slicing,
-    )
