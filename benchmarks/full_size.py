@@ -581,11 +581,25 @@ def _md_train(off: dict[str, Any] | None, on: dict[str, Any] | None) -> list[str
     )
     row("peak RSS", lambda v: f"{v['peak_rss_mib'] / 1024:.2f} GiB")
     row("modules with all-zero gradients (dropped conditions)",
-        lambda v: ", ".join(v.get("modules_without_gradient", [])) or "none")  # fmt: skip
+        lambda v: "not recorded" if "modules_without_gradient" not in v
+        else ", ".join(v["modules_without_gradient"]) or "none")  # fmt: skip
     row("checks", lambda v: ", ".join(f"{k} {'ok' if ok else 'FAILED'}"
                                        for k, ok in v["checks"].items()))  # fmt: skip
     lines.append("")
-    if len(done) == 2:  # same seed, same draws: checkpointing must not change the numbers
+    earlier = [n for n, v in done if "params_updated" in v["checks"]]
+    if earlier:
+        # Records of the first version of this part: unseeded draws, and an update check on
+        # the fusion MLP, which the recipe's per-sample condition dropout can leave without
+        # any gradient at batch 1 (the current check watches the UNet's first and last
+        # convolutions, which get a gradient whatever is dropped).
+        lines += [f"Recorded before the step was seeded and before the update check moved "
+                  f"to the UNet's ends (checkpointing {' and '.join(earlier)}): "
+                  "`params_updated` required both the UNet's first convolution and the fusion "
+                  "MLP's first layer to change, and the fusion MLP's gradient the recipe's "
+                  "condition dropout (`fpdm.drop_fusion` 0.2) can zero at batch 1, and the "
+                  "two runs drew different noise, timesteps and dropout, so their losses "
+                  "differ. Re-run `--parts train --merge` for the current checks.", ""]  # fmt: skip
+    elif len(done) == 2:  # same seed, same draws: checkpointing must not change the numbers
         a, b = off, on
         same = all(abs(a[k] - b[k]) <= 1e-4 * abs(a[k]) for k in ("loss", "grad_norm"))
         lines += [f"Same loss and gradient norm with and without checkpointing (relative "
