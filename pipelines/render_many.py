@@ -395,6 +395,9 @@ class FrameRenderer:
                 logger.warning("no bundled demo model: rendering with a tiny UNTRAINED model")
         self.options = settings
         self.pipe.guidance_plan(settings)  # options against the model, once per actor
+        from signgen.speed import apply_render_options
+
+        apply_render_options(self.pipe, settings)  # GPU speed options, once per actor
         self.sources: OrderedDict[str, Any] = OrderedDict()
 
     def _source(self, clip_id: str, png: bytes, points: np.ndarray) -> tuple[Any, float]:

@@ -56,6 +56,8 @@ examples:
       --model runs/fpdm/final -o out/NAME.mp4 --frames-dir out/NAME --steps 20 --device cuda
   signgen render --video first.mp4 --keypoints seq.json --scheduler dpm++ --steps 10 \\
       --guidance 2.0 2.0 --seed 7 --batch-size 16 --dtype bf16
+  signgen render --video first.mp4 --keypoints seq.json --model DIR --device cuda \\
+      --dtype bf16 --channels-last --compile --vae-slicing --batch-size 32   # GPU speed
   signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \\
       --guidance-focal 3.0 --source-keypoints first_pose.json
   signgen render --video signer.png --keypoints other_signer.json --retarget
@@ -152,6 +154,9 @@ def run_render(args: argparse.Namespace) -> int:
         raise InputError("--source-keypoints needs an MCLD model (this one has no focal "
                          "conditioning) or --retarget")  # fmt: skip
     pipe.guidance_plan(options)  # the options against this model, before any output opens
+    from signgen.speed import apply_render_options
+
+    apply_render_options(pipe, options)  # attention kernel, layout, compile, VAE slicing
 
     # 4. Render, streaming frames into the video (and PNGs); outputs appear only on success.
     from tqdm.auto import tqdm

@@ -2,7 +2,9 @@
 
 :class:`RenderOptions` holds everything that decides the frames besides the model and the
 inputs (steps, guidance, scheduler, noise policy, detail transfer, precision) and how they
-are computed (batch size, guidance-branch skipping). It is validated once, when it is made
+are computed (batch size, guidance-branch skipping, and the GPU speed options that
+:func:`signgen.speed.apply_render_options` applies to a loaded pipeline: attention kernel,
+channels-last, ``torch.compile``, VAE slicing; docs/hardware.md). It is validated once, when it is made
 (a bad value is one :class:`~signgen.errors.InputError` line), and is frozen after that:
 the pipeline, the Ray actors and the training sample grids take it as it is. A value left
 ``None`` means "the model's own" (its default guidance, focal weight, scheduler and
@@ -24,6 +26,11 @@ from typing import Any
 from signgen.devices import DTYPES
 from signgen.errors import InputError
 from signgen.models.schedulers import SCHEDULERS, scheduler_name
+
+# Attention kernels (signgen.speed.set_attention): sdpa = PyTorch's
+# scaled_dot_product_attention (flash / memory-efficient kernels on GPUs), eager = the
+# explicit softmax(QK^T)V.
+ATTENTION = ("sdpa", "eager")
 
 
 def _number(value: Any) -> float:
@@ -49,6 +56,11 @@ class RenderOptions:
     # Run only the guidance branches whose weight in the guided sum is not 0 (same frames
     # up to float rounding); False runs every branch, to measure what skipping saves.
     skip_zero_branches: bool = True
+    # GPU speed options (same frames up to float rounding; docs/hardware.md, "Speed options").
+    attention: str = "sdpa"  # sdpa | eager
+    channels_last: bool = False  # NHWC weights for the UNet, VAE and pose encoder
+    compile: bool = False  # torch.compile of the UNet's repeated transformer blocks
+    vae_slicing: bool = False  # decode one frame at a time (decoder peak of one frame)
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -89,8 +101,13 @@ class RenderOptions:
             put("scheduler", scheduler_name(str(self.scheduler)))
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        put("independent_noise", bool(self.independent_noise))
-        put("skip_zero_branches", bool(self.skip_zero_branches))
+        if self.attention not in ATTENTION:
+            raise InputError(
+                f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}"
+            )
+        for name in ("independent_noise", "skip_zero_branches", "channels_last", "compile",
+                     "vae_slicing"):  # fmt: skip
+            put(name, bool(getattr(self, name)))
 
     def replace(self, **changes: Any) -> RenderOptions:
         """A copy with ``changes`` (validated like a new one)."""
@@ -133,6 +150,18 @@ def add_render_arguments(parser: argparse.ArgumentParser, *, clip: bool = True) 
     p.add_argument("--independent-noise", action="store_true",
                    help="draw each frame's initial noise from (seed, frame index) instead of "
                    "one noise for the whole clip")  # fmt: skip
+    g = p.add_argument_group("speed (GPU; the same frames up to float rounding)")
+    g.add_argument("--attention", choices=ATTENTION, default="sdpa",
+                   help="attention kernel: sdpa = PyTorch scaled_dot_product_attention "
+                   "(default; flash kernels on GPUs), eager = explicit softmax(QK^T)V")  # fmt: skip
+    g.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory format for the UNet, VAE and pose encoder")  # fmt: skip
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet's transformer blocks (the first batch "
+                   "compiles: worth it for long jobs)")  # fmt: skip
+    g.add_argument("--vae-slicing", action="store_true",
+                   help="decode frames one at a time (lower peak memory at large "
+                   "batches)")  # fmt: skip
     if clip:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument("--batch-size", type=int, default=8, metavar="B",
@@ -153,6 +182,10 @@ def options_from_args(
         "independent_noise": args.independent_noise,
         "detail_transfer": args.detail_transfer,
         "dtype": args.dtype,
+        "attention": args.attention,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "vae_slicing": args.vae_slicing,
     }
     if clip:
         values.update(seed=args.seed, batch_size=args.batch_size)

@@ -63,6 +63,13 @@ class LoopConfig:
     max_steps: int | None = None  # optimizer steps; stops early when reached
     mixed_precision: str = "no"  # no | fp16 | bf16 (autocast on GPU only)
     gradient_checkpointing: bool = False
+    # GPU speed options of stage 2 (signgen.speed, docs/hardware.md): the UNet's attention
+    # kernel (sdpa | eager), channels-last UNet/VAE/pose encoder, torch.compile of the UNet's
+    # transformer blocks, and the frozen VAE / source encoder / IPF in bf16 | fp16 (None: fp32).
+    attention: str = "sdpa"
+    channels_last: bool = False
+    compile: bool = False
+    frozen_dtype: str | None = None
     log_every: int = 10
     eval_every: int = 0  # optimizer steps; 0 = at the end only
     checkpoint_every: int = 0  # optimizer steps; 0 = at the end only
@@ -137,6 +144,12 @@ class TrainConfig:
             raise InputError(
                 f"train.mixed_precision must be one of {PRECISIONS}, got "
                 f"{self.train.mixed_precision!r}"
+            )
+        if self.train.attention not in ("sdpa", "eager"):
+            raise InputError(f"train.attention must be sdpa or eager, got {self.train.attention!r}")
+        if self.train.frozen_dtype not in (None, "bf16", "fp16"):
+            raise InputError(
+                f"train.frozen_dtype must be bf16, fp16 or null, got {self.train.frozen_dtype!r}"
             )
         if self.ipf.loss not in ("source_enhanced", "baseline"):
             raise InputError(

@@ -281,6 +281,10 @@ class FPDMTask:
         self.module = FPDMModule(comps, mcfg, cfg)
         if cfg.fpdm.init_from:
             init_trained_components(self.module.denoiser, cfg.fpdm.init_from)
+        from signgen.speed import apply_training_options, training_speed_options
+
+        # Last: the compiled blocks and half-precision encoders see the initialised weights.
+        apply_training_options(self.module, training_speed_options(cfg.train))
         self.train_set, self.eval_set = datasets(cfg, tuple(mcfg.resolution))
 
     def train_dataset(self):
@@ -330,9 +334,12 @@ def export_model(module: FPDMModule, out_dir: Path) -> None:
     components: its trained denoiser with its frozen VAE, encoders and IPF."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
     # Saving may put the modules in eval mode and freeze them: undo after saving.
+    from signgen.speed import saved_as_fp32
+
     pipe = module.pipeline()
     try:
-        pipe.save_pretrained(out_dir)
+        with saved_as_fp32(module):  # whatever the speed options (train.frozen_dtype, ...)
+            pipe.save_pretrained(out_dir)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
