@@ -336,6 +336,8 @@ def spawn(part: str, args: argparse.Namespace, extra: list[str]) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, then each part run in its own process and the
+    # result files written, read top to bottom.
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--model", default=fs.PAPER_MODEL,

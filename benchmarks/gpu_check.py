@@ -534,6 +534,8 @@ def setup_info(chk: Check) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long: the check's options, then its sections one after another (each a call), and
+    # the JSON and Markdown files written, read top to bottom.
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument(
