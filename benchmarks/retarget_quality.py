@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pairs:
         ap.error(f"no {args.split!r} retargeting pairs in {args.world}")
     pipe = FPDMPipeline.from_pretrained(args.model)
-    kw = {"num_inference_steps": args.steps, "seed": 0, "batch_size": 16}  # model defaults
+    kw = {"steps": args.steps, "seed": 0, "batch_size": 16}  # model defaults
 
     kp_rows: dict[str, list[dict[str, float]]] = {"raw": [], "global": [], "retargeted": []}
     img_rows: dict[str, list[dict[str, float]]] = {"raw": [], "retargeted": [], "truth": []}
