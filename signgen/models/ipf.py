@@ -7,7 +7,7 @@ embedding F that stage 2 adds to the UNet's time embedding (DESIGN.md section 5)
 Folder layout written by :meth:`IPFModel.save_pretrained`::
 
     ipf/
-      ipf_config.json      image_size (H, W), mean, std, mode
+      ipf_config.json      image_size (H, W), mean, std, mode, normalize_embeddings
       vision_model/        transformers CLIPVisionModelWithProjection (safetensors)
       combiner/            signgen Combiner (diffusers ModelMixin, safetensors)
 """
@@ -36,9 +36,15 @@ IPF_MODES = ("fusion", "source")  # "source" = ablation B4: CLIP source embeddin
 class IPFModel(nn.Module):
     """CLIP vision tower with projection + Combiner.
 
-    ``embed(pixel_values) -> (B, D)`` L2-normalised CLIP image embeddings;
+    ``embed(pixel_values) -> (B, D)`` CLIP image embeddings;
     ``fuse(src_emb, pose_emb) -> (B, D)`` L2-normalised fusion embedding F.
     ``mode="source"`` makes ``fuse`` return the source embedding (ablation B4).
+
+    ``normalize_embeddings``: ``embed`` L2-normalises the CLIP embeddings before the
+    Combiner (signgen's earlier choice, the default of folders saved without the option).
+    The published FPDM code feeds CLIP's ``image_embeds`` to the Combiner as they are
+    (norm about 28 for CLIP ViT-L/14); paper models set it False. The Combiner's output
+    is L2-normalised either way, and the contrastive losses normalise their inputs.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class IPFModel(nn.Module):
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         mode: str = "fusion",
+        normalize_embeddings: bool = True,
     ) -> None:
         super().__init__()
         if mode not in IPF_MODES:
@@ -60,6 +67,7 @@ class IPFModel(nn.Module):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.mode = mode
+        self.normalize_embeddings = bool(normalize_embeddings)
 
     @property
     def embed_dim(self) -> int:
@@ -70,9 +78,12 @@ class IPFModel(nn.Module):
         return to_model_input(images, self.image_size, self.mean, self.std)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) CLIP-normalised pixels -> (B, D) L2-normalised image embeddings."""
+        """(B, 3, h, w) CLIP-normalised pixels -> (B, D) image embeddings (L2-normalised
+        when ``normalize_embeddings``)."""
         out = self.vision_model(pixel_values=pixel_values)
-        return F.normalize(out.image_embeds, dim=-1)
+        if self.normalize_embeddings:
+            return F.normalize(out.image_embeds, dim=-1)
+        return out.image_embeds
 
     def fuse(self, src_emb: torch.Tensor, pose_emb: torch.Tensor) -> torch.Tensor:
         """(B, D), (B, D) -> (B, D) L2-normalised fusion embedding F."""
@@ -95,6 +106,7 @@ class IPFModel(nn.Module):
             "mean": list(self.mean),
             "std": list(self.std),
             "mode": self.mode,
+            "normalize_embeddings": self.normalize_embeddings,
         }
         atomic_write_text(d / "ipf_config.json", json.dumps(meta, indent=2))
 
@@ -118,4 +130,5 @@ class IPFModel(nn.Module):
             mean=meta["mean"],
             std=meta["std"],
             mode=meta.get("mode", "fusion"),
+            normalize_embeddings=meta.get("normalize_embeddings", True),
         )
