@@ -800,6 +800,7 @@ def _component_classes() -> dict[tuple[str, str], type]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionModel, Dinov2Model
 
+    from signgen.models.dinov2 import Dinov2ModelDino
     from signgen.models.ipf import IPFModel
     from signgen.models.mcld import FocalAdapter
     from signgen.models.modules import FusionMLP, PatchAutoencoder, PoseEncoder, SourceProjector
@@ -809,6 +810,7 @@ def _component_classes() -> dict[tuple[str, str], type]:
         ("diffusers", "UNet2DConditionModel"): UNet2DConditionModel,
         ("transformers", "Dinov2Model"): Dinov2Model,
         ("transformers", "CLIPVisionModel"): CLIPVisionModel,
+        ("signgen", "Dinov2ModelDino"): Dinov2ModelDino,
         ("signgen", "PatchAutoencoder"): PatchAutoencoder,
         ("signgen", "PoseEncoder"): PoseEncoder,
         ("signgen", "SourceProjector"): SourceProjector,
