@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "signgen.train.cli",  # train ipf|fpdm
     "signgen.data.cli",  # prepare synthetic|phoenix|deepfashion
     "signgen.metrics.cli",  # evaluate, report
+    "signgen.models.convert_cli",  # convert fpdm-lightning
     "pipelines.cli",  # render-many, augment (Ray jobs)
 )
 
