@@ -192,6 +192,12 @@ def _heads(width: int, what: str, head_dim: int) -> int:
 
 
 # ---- architectures from shapes -----------------------------------------------------------
+def _mid_block_type(sd: StateDict) -> str | None:
+    if "mid_block.attentions.0.proj_in.weight" in sd:
+        return "UNetMidBlock2DCrossAttn"
+    return "UNetMidBlock2D" if "mid_block.resnets.0.conv1.weight" in sd else None
+
+
 def infer_unet_config(sd: StateDict, head_dim: int = HEAD_DIM) -> dict[str, Any]:
     """UNet2DConditionModel kwargs of a Stable Diffusion UNet state dict (no class embedding)."""
     n_down = _count(sd, r"down_blocks\.(\d+)\.")
@@ -216,9 +222,7 @@ def infer_unet_config(sd: StateDict, head_dim: int = HEAD_DIM) -> dict[str, Any]
         "out_channels": int(sd["conv_out.weight"].shape[0]),
         "down_block_types": down,
         "up_block_types": up,
-        "mid_block_type": "UNetMidBlock2DCrossAttn"
-        if "mid_block.attentions.0.proj_in.weight" in sd
-        else None,
+        "mid_block_type": _mid_block_type(sd),
         "block_out_channels": widths,
         "layers_per_block": _count(sd, r"down_blocks\.0\.resnets\.(\d+)\."),
         "transformer_layers_per_block": _count(
@@ -424,7 +428,8 @@ def _installed_dinov2_is_modern() -> bool:
 
 
 def _load(module: torch.nn.Module, sd: StateDict, name: str) -> torch.nn.Module:
-    result = module.load_state_dict(sd, strict=False)
+    # assign=True: the module takes the (memory-mapped) checkpoint tensors, no second copy.
+    result = module.load_state_dict(sd, strict=False, assign=True)
     # Non-persistent buffers (position ids) are not in checkpoints; everything else must be.
     if result.unexpected_keys or result.missing_keys:
         raise FormatError(
