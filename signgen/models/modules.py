@@ -59,7 +59,8 @@ class PoseEncoder(ModelMixin, ConfigMixin):
 
 
 class SourceProjector(ModelMixin, ConfigMixin):
-    """Linear-GELU-Dropout-LayerNorm-Linear from source-encoder tokens to cross-attention dim.
+    """Linear-GELU-Dropout-LayerNorm-Linear-Dropout from source-encoder tokens to the
+    cross-attention dim (the published FPDM code's ``SrcImage_ProjModel``; same keys).
 
     Applied token-wise to the frozen source encoder's full last hidden state (DINOv2:
     CLS + patch tokens), giving the UNet's cross-attention keys/values.
@@ -81,6 +82,7 @@ class SourceProjector(ModelMixin, ConfigMixin):
             nn.Dropout(dropout),
             nn.LayerNorm(hidden),
             nn.Linear(hidden, out_dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
