@@ -310,3 +310,23 @@ def test_architecture_of_full_size_models_from_shapes():
         16,
     )
     assert (got["projection_dim"], got["image_size"], got["intermediate_size"]) == (768, 224, 4096)
+
+
+def test_paper_config_has_the_authors_architecture():
+    """The paper preset, built without weights, put into the authors' key layout, converts
+    back to the same component configurations: their checkpoints fit it."""
+    from signgen.models.config import build_components, load_model_config
+    from signgen.models.convert import convert_state_dicts
+
+    comps = build_components(load_model_config("fpdm_sd21_dinov2l_512"), device="meta")
+    mods = {name: comps[name] for name in ("vae", "unet", "fusion_mlp", "pose_encoder",
+                                            "source_projector", "source_encoder")}  # fmt: skip
+    mods["clip"], mods["combiner"] = comps["ipf"].vision_model, comps["ipf"].combiner
+    conv = convert_state_dicts(authors_state_dict(mods), hparams={"proj_drop_rate": 0.2})
+    for name in ("fusion_mlp", "pose_encoder", "source_projector", "combiner"):
+        got = conv.components[name][0]  # inferred from shapes (+ the dropout hparam)
+        want = {k: list(v) if isinstance(v, tuple) else v for k, v in mods[name].config.items()}
+        assert {k: want[k] for k in got} == got, name
+    assert comps["ipf"].normalize_embeddings is False
+    assert isinstance(comps["source_encoder"], Dinov2ModelDino)
+    assert type(comps["scheduler"]).__name__ == "DDPMScheduler"

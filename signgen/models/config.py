@@ -26,6 +26,8 @@ from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGEN
 
 SOURCE_ENCODER_KINDS = ("dinov2", "clip")
 VAE_KINDS = ("kl", "patch")
+POS_INTERPOLATIONS = ("transformers", "dino")
+FUSION_VARIANTS = ("silu", "fpdm")  # = signgen.models.modules.FusionMLP.VARIANTS
 FOCAL_REGIONS = ("face", "left_hand", "right_hand")  # = signgen.models.mcld.REGIONS
 
 
@@ -73,12 +75,16 @@ class SourceEncoderConfig(PretrainedSection):
     image_size: tuple[int, int] = (512, 512)  # (H, W) fed to the encoder
     image_mean: tuple[float, ...] | None = None  # None = the encoder's standard constants
     image_std: tuple[float, ...] | None = None
+    # DINOv2 position embeddings at a non-native input size: "dino" resamples the table as
+    # DINO and transformers 4.x do (signgen.models.dinov2; the FPDM authors' setting),
+    # "transformers" as the installed transformers does (5.x: by size).
+    pos_interpolation: str = "transformers"
 
 
 @dataclass
 class SourceProjectorConfig:
     hidden_dim: int | None = None  # None = cross_attention_dim
-    dropout: float = 0.0
+    dropout: float = 0.0  # after the GELU and after the output Linear (the authors': 0.2)
 
 
 @dataclass
@@ -96,11 +102,18 @@ class IPFConfig:
     clip: PretrainedSection = field(default_factory=PretrainedSection)
     image_size: tuple[int, int] = (224, 224)
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    # True: L2-normalise CLIP embeddings before the Combiner (signgen's earlier choice);
+    # False: CLIP image_embeds as they are, as in the published FPDM code.
+    normalize_embeddings: bool = True
 
 
 @dataclass
 class FusionConfig:
     hidden_dim: int | None = None  # None = the IPF embedding dim (768 -> 768 -> 1280)
+    # "fpdm": Linear-GELU-Dropout-Linear-Dropout, null F = MLP(0) (the published code);
+    # "silu": Linear-SiLU-Linear, null F = zero output (signgen's earlier choice).
+    variant: str = "silu"
+    dropout: float = 0.0  # "fpdm" variant only (the authors': 0.2)
 
 
 @dataclass
@@ -167,6 +180,15 @@ class FPDMModelConfig:
             raise InputError(
                 f"source_encoder.kind must be one of {SOURCE_ENCODER_KINDS}, "
                 f"got {self.source_encoder.kind!r}"
+            )
+        if self.source_encoder.pos_interpolation not in POS_INTERPOLATIONS:
+            raise InputError(
+                f"source_encoder.pos_interpolation must be one of {POS_INTERPOLATIONS}, "
+                f"got {self.source_encoder.pos_interpolation!r}"
+            )
+        if self.fusion.variant not in FUSION_VARIANTS:
+            raise InputError(
+                f"fusion.variant must be one of {FUSION_VARIANTS}, got {self.fusion.variant!r}"
             )
         if self.vae.kind not in VAE_KINDS:
             raise InputError(f"vae.kind must be one of {VAE_KINDS}, got {self.vae.kind!r}")
@@ -271,6 +293,7 @@ def build_components(
         Dinov2Model,
     )
 
+    from signgen.models.dinov2 import Dinov2ModelDino
     from signgen.models.ipf import IPFModel
     from signgen.models.modules import (
         Combiner,
@@ -319,7 +342,7 @@ def build_components(
         # Source encoder (frozen): DINOv2 (paper) or CLIP vision (ablation B1).
         se = cfg.source_encoder
         enc_cls, conf_cls = (
-            (Dinov2Model, Dinov2Config)
+            (Dinov2ModelDino if se.pos_interpolation == "dino" else Dinov2Model, Dinov2Config)
             if se.kind == "dinov2"
             else (CLIPVisionModel, CLIPVisionConfig)
         )
@@ -353,11 +376,21 @@ def build_components(
                     hidden_dim=ipf_cfg.combiner.hidden_dim,
                     dropout=ipf_cfg.combiner.dropout,
                 )
-                ipf = IPFModel(vision, comb, image_size=ipf_cfg.image_size, mode=ipf_cfg.mode)
+                ipf = IPFModel(
+                    vision,
+                    comb,
+                    image_size=ipf_cfg.image_size,
+                    mode=ipf_cfg.mode,
+                    normalize_embeddings=ipf_cfg.normalize_embeddings,
+                )
             out["ipf"] = ipf
             d = ipf.embed_dim
             out["fusion_mlp"] = FusionMLP(
-                in_dim=d, hidden_dim=cfg.fusion.hidden_dim or d, out_dim=time_dim
+                in_dim=d,
+                hidden_dim=cfg.fusion.hidden_dim or d,
+                out_dim=time_dim,
+                variant=cfg.fusion.variant,
+                dropout=cfg.fusion.dropout,
             )
 
         if cfg.mcld.enabled:  # built last: plain components get the same init either way
