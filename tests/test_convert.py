@@ -330,3 +330,13 @@ def test_paper_config_has_the_authors_architecture():
     assert comps["ipf"].normalize_embeddings is False
     assert isinstance(comps["source_encoder"], Dinov2ModelDino)
     assert type(comps["scheduler"]).__name__ == "DDPMScheduler"
+
+
+def test_incomplete_checkpoint_is_one_line(ckpt, tmp_path, capsys):
+    sd = authors_state_dict(ckpt[1])
+    del sd["unet.conv_out.weight"], sd["sd_model.unet.conv_out.weight"]
+    torch.save({"state_dict": sd}, tmp_path / "cut.ckpt")
+    rc = main(["convert", "fpdm-lightning", str(tmp_path / "cut.ckpt"), "-o", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "conv_out.weight" in err and not (tmp_path / "m").exists()

@@ -384,6 +384,33 @@ def convert_state_dicts(
         raise FormatError(f"{what}: the UNet takes a fusion embedding but the checkpoint has no "
                           "fusion model: give the stage-1 checkpoint with --ipf")  # fmt: skip
 
+    if "embeddings.cls_token" not in parts["source_encoder"]:
+        raise FormatError(
+            f"{what}: the source encoder is not DINOv2 (a CLIP source encoder, ablation B1, "
+            "is not supported by this converter)"
+        )
+    try:
+        comps = _infer_components(parts, has_fusion, hp, modern_dinov2_keys, head_dim)
+    except (KeyError, StopIteration) as exc:
+        raise FormatError(f"{what}: not a complete FPDM checkpoint (no tensor {exc})") from None
+    g = float(hp.get("guidance_scale", 2.0))
+    return Converted(
+        comps,
+        resolution=_hw(hp.get("model_img_size"), (512, 512)),
+        source_image_size=_hw(hp.get("src_encoder_size"), (512, 512)),
+        guidance=(g, g),
+        hyperparameters=hp,
+    )
+
+
+def _infer_components(
+    parts: dict[str, StateDict],
+    has_fusion: bool,
+    hp: Mapping[str, Any],
+    modern_dinov2_keys: bool,
+    head_dim: int,
+) -> dict[str, tuple[dict[str, Any], StateDict]]:
+    """Per component: (config inferred from shapes, state dict in signgen's key names)."""
     comps: dict[str, tuple[dict[str, Any], StateDict]] = {}
     comps["unet"] = (infer_unet_config(parts["unet"], head_dim), parts["unet"])
     comps["vae"] = (infer_vae_config(parts["vae"]), parts["vae"])
@@ -408,14 +435,7 @@ def convert_state_dicts(
         )
         comb = rename_prefix(parts["combiner"], COMBINER_KEYS)
         comps["combiner"] = (infer_combiner_config(comb), comb)
-    g = float(hp.get("guidance_scale", 2.0))
-    return Converted(
-        comps,
-        resolution=_hw(hp.get("model_img_size"), (512, 512)),
-        source_image_size=_hw(hp.get("src_encoder_size"), (512, 512)),
-        guidance=(g, g),
-        hyperparameters=hp,
-    )
+    return comps
 
 
 # ---- build and save ------------------------------------------------------------------------
