@@ -45,7 +45,10 @@ def fps_of(fn: Callable[[np.ndarray], object], poses: np.ndarray) -> float:
     return len(poses) / (time.perf_counter() - t0)
 
 
+# Over 80 lines: a benchmark script; the measurement and its report read top to bottom.
 def main() -> None:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -8,7 +8,9 @@ pickles) in a temporary folder, then times, side by side in one run:
 3. the per-file cost of the three PNG checks (header/trailer bytes, PIL ``Image.open``
    without decoding, full PIL decode).
 
-Only ``prepare`` is timed, not building the tree. Results go to
+Only ``prepare`` is timed (``prepare_phoenix``, what the command runs, called in this
+process), not building the tree; the keypoint-JSON share comes from the phase timings the
+prepare report records (``PrepareReport.seconds``). Results go to
 benchmarks/results/prepare_speed.md.
 
     .venv/bin/python benchmarks/prepare_speed.py [--videos 200] [--frames 100]
@@ -23,6 +25,7 @@ import io
 import os
 import pickle
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -33,7 +36,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from signgen.cli import main
 from signgen.data import phoenix as ph
 
 W, H = 210, 260
@@ -78,29 +80,14 @@ def build_tree(base: Path, videos: int, frames: int, seed: int = 0) -> tuple[Pat
     return root, kp_dir
 
 
-_JSON_TIME = [0.0, 0.0]  # wall, cpu of the last run's keypoint-JSON writing
-
-
-def _timed_json_writer(fn):
-    def wrapper(*args, **kwargs):
-        w0, c0 = time.perf_counter(), time.process_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _JSON_TIME[:] = [time.perf_counter() - w0, time.process_time() - c0]
-
-    return wrapper
-
-
-def time_prepare(root: Path, kp: Path, out: Path, *extra: str) -> tuple[float, float]:
-    """(wall, CPU) seconds of one `signgen prepare phoenix` run, in this process."""
+def time_prepare(root: Path, kp: Path, out: Path, *, check_images: bool = False):
+    """(wall, CPU) seconds of one `signgen prepare phoenix` run, in this process, and the
+    report with its per-phase seconds."""
     shutil.rmtree(out, ignore_errors=True)
     w0, c0 = time.perf_counter(), time.process_time()
-    rc = main(["prepare", "phoenix", "--root", str(root), "--keypoints", str(kp), "-o", str(out),
-               "-q", *extra])  # fmt: skip
+    report = ph.prepare_phoenix(root, kp, out, check_images=check_images, progress=False)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    assert rc == 0, rc
-    return wall, cpu
+    return (wall, cpu), report
 
 
 def time_checks(files: list[Path]) -> dict[str, float]:
@@ -134,16 +121,15 @@ def main_cli() -> None:
         root, kp = build_tree(base / "raw", args.videos, args.frames)
         build_s = time.perf_counter() - t0
         n_frames = args.videos * args.frames
-        ph._write_keypoint_json = _timed_json_writer(ph._write_keypoint_json)
-        fast = time_prepare(root, kp, base / "out_fast")
-        json_wall, json_cpu = _JSON_TIME
-        full = time_prepare(root, kp, base / "out_full", "--check-images")
+        fast, fast_report = time_prepare(root, kp, base / "out_fast")
+        json_wall, json_cpu = fast_report.seconds["keypoints"]
+        full, _ = time_prepare(root, kp, base / "out_full", check_images=True)
         files = sorted((root / ph.FRAMES_SUBDIR / "train").glob("*/images*.png"))[:2000]
         checks = time_checks(files)
         with open(base / "out_fast" / "train_pairs.csv") as f:
             train_pairs = sum(1 for _ in f) - 1
 
-    cmd = "cd /work/main && .venv/bin/python benchmarks/prepare_speed.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/prepare_speed.py " + shlex.join(sys.argv[1:])
     lines = [
         "# `signgen prepare phoenix` speed",
         "",

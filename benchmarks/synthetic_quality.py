@@ -34,7 +34,7 @@ Metrics (every row):
 The last line printed is one JSON object with the figures: ``<row>_ssim``,
 ``<row>_hand_ssim`` and ``<row>_face_ssim`` for every row above; ``margins``, the model's
 per-clip paired margins over each baseline with a 95% bootstrap interval over clips
-(:func:`paired_margin`); ``beats_baselines`` (the model's mean above both baselines' on
+(:func:`signgen.metrics.stats.paired_margin`); ``beats_baselines`` (the model's mean above both baselines' on
 SSIM and Hand SSIM) and ``clear_margin`` (every one of those intervals above 0).
 """
 
@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from signgen.metrics.stats import paired_margin, weighted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,32 +83,40 @@ def vae_reconstruction(pipe, frames: np.ndarray, source: np.ndarray | None = Non
     + inverse letterbox (+ the model's detail transfer from ``source``, the first frame):
     what the model would output if its latents were perfect, i.e. an upper bound for any
     model on this VAE at this resolution."""
-    from signgen.models.preprocess import Letterbox, tensor_to_uint8, to_model_input
-    from signgen.sampling.detail import detail_layers, transfer_detail
+    from signgen.models.preprocess import tensor_to_uint8
+    from signgen.sampling.detail import DetailTransfer
 
-    mh, mw = pipe.resolution
-    x = to_model_input(frames, (mh, mw)).to(pipe.device, pipe.dtype)
+    proc = pipe.image_processor
+    x = proc.preprocess(frames).to(pipe.device, pipe.dtype)
     out = []
     for chunk in x.split(16):
         z = pipe.vae.encode(chunk).latent_dist.mode()
         out.append(pipe.vae.decode(z).sample.float())
     rec = (torch.cat(out) + 1) / 2  # [0, 1]
-    box = Letterbox.fit((frames.shape[2], frames.shape[1]), (mw, mh))
-    rec = box.invert(rec)
+    rec = torch.cat(proc.postprocess(rec, [(frames.shape[2], frames.shape[1])] * len(rec)))
     if source is not None and pipe.detail_transfer:
-        rec = transfer_detail(rec, *detail_layers(source, pipe.resolution), pipe.detail_transfer)
+        rec = DetailTransfer(pipe.detail_transfer).bind(source, proc)(rec)
     return tensor_to_uint8(rec)
 
 
-def no_pose(pipe):
-    """The same pipeline with the pose condition nulled in every guidance branch."""
-    orig = pipe.denoiser.encode_conditions
+class _NoPose:
+    """A denoiser with the pose condition nulled in every guidance branch (the rest is the
+    wrapped denoiser's)."""
 
-    def encode(*args, **kwargs):
+    def __init__(self, denoiser) -> None:
+        self.denoiser = denoiser
+
+    def encode_conditions(self, *args, **kwargs):
         kwargs["drop_pose"] = torch.ones_like(kwargs["drop_pose"])
-        return orig(*args, **kwargs)
+        return self.denoiser.encode_conditions(*args, **kwargs)
 
-    pipe.denoiser.encode_conditions = encode
+    def __getattr__(self, name: str):
+        return getattr(self.denoiser, name)
+
+
+def no_pose(pipe):
+    """The same pipeline (a pipeline of its own) with the pose condition nulled."""
+    pipe.denoiser = _NoPose(pipe.denoiser)
     return pipe
 
 
@@ -161,44 +171,6 @@ def score(pred: np.ndarray, gt: np.ndarray, points: np.ndarray) -> dict[str, flo
             "face_ssim": fs, "n_face": nf}  # fmt: skip
 
 
-def weighted_mean(rows: list[dict[str, float]], key: str, n_key: str) -> float:
-    """Per-clip scores (:func:`score`) -> their mean weighted by the clips' frame counts
-    ``n_key``; NaN scores (no hand / face in a clip) are left out."""
-    v = np.array([r[key] for r in rows])
-    n = np.array([r[n_key] for r in rows], dtype=float)
-    ok = np.isfinite(v) & (n > 0)
-    return float((v[ok] * n[ok]).sum() / n[ok].sum()) if ok.any() else float("nan")
-
-
-def paired_margin(
-    rows: list[dict[str, float]], base: list[dict[str, float]], key: str, n_key: str
-) -> dict[str, float]:
-    """Per-clip scores of a system and a baseline on the same clips -> the margin (the
-    frame-weighted mean of the per-clip differences, :func:`weighted_mean` of each), its 95%
-    confidence interval from a paired bootstrap over clips (scipy.stats.bootstrap, BCa,
-    10,000 resamples, seed 0) and the number of clips the system wins. Clips, not frames,
-    are the resampled unit: frames of one clip share a signer and a motion, so they are
-    not independent. Clips where either score is NaN are left out."""
-    from scipy.stats import bootstrap
-
-    a = np.array([r[key] for r in rows])
-    b = np.array([r[key] for r in base])
-    n = np.array([r[n_key] for r in rows], dtype=float)
-    ok = np.isfinite(a) & np.isfinite(b) & (n > 0)
-    d, w = a[ok] - b[ok], n[ok]
-    out = {"margin": float((d * w).sum() / w.sum()) if ok.any() else float("nan"),
-           "lo": float("nan"), "hi": float("nan"), "won": int((d > 0).sum()),
-           "clips": int(ok.sum())}  # fmt: skip
-    if ok.sum() >= 3 and np.ptp(d) > 0:  # a bootstrap needs spread
-        ci = bootstrap((d, w), lambda d, w: (d * w).sum() / w.sum(), paired=True,
-                       vectorized=False, n_resamples=10_000, confidence_level=0.95,
-                       method="BCa", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
-        out["lo"], out["hi"] = float(ci.low), float(ci.high)
-    elif ok.any() and np.ptp(d) == 0:
-        out["lo"] = out["hi"] = out["margin"]
-    return out
-
-
 def loss_curves(runs: Path, out_png: Path) -> None:
     import matplotlib
 
@@ -241,7 +213,11 @@ ROWS = {  # key -> label in the report
 }
 
 
+# Over 80 lines: a benchmark script; every system is rendered, scored and reported in the
+# order the result file lists them, which reads best top to bottom.
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", type=Path, required=True, help="`signgen prepare synthetic` output")
     ap.add_argument("--model", type=Path, default=ROOT / "signgen" / "assets" / "demo_model")
@@ -275,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if systems["model"].detail_transfer:
         per["nodetail"] = []
     guidance = args.guidance  # None: each model's own
-    kw = {"num_inference_steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16}
+    kw = {"steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16}
     samples = []
     for clip in clips:
         gt, kp = clip["frames"], clip["keypoints"]
@@ -321,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     result["size"] = "x".join(str(v) for v in clips[0]["frames"].shape[1:3])
     result["frames"] = int(sum(len(c["frames"]) for c in clips))
     result["test_signers"] = sorted({c["signer"] for c in clips})
-    result["guidance"] = list(systems["model"].guidance_or_default(guidance))
+    result["guidance"] = list(guidance or systems["model"].default_guidance)
     result["detail_transfer"] = systems["model"].detail_transfer
     result["seconds"] = round(time.perf_counter() - t0, 1)
 

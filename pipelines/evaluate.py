@@ -14,19 +14,17 @@ signgen on every node (or pass a ``runtime_env``) and give paths every node can 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
+from signgen.devices import resolve_device
 from signgen.errors import InputError
 from signgen.metrics.evaluate import (
     BatchResult,
     EvalConfig,
     EvalPlan,
     FrameEvaluator,
-    resolve_device,
 )
 
 log = logging.getLogger(__name__)
@@ -59,22 +57,6 @@ class VideoEvaluator:
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
 
 
-def _init_ray(workers: int, address: str | None) -> bool:
-    """Connect to ``address`` or start a local Ray; True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = dict(
-        ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
-    )
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=max(1, os.cpu_count() or 1), **kwargs)
-    return not address
-
-
 def ray_results(
     config: EvalConfig,
     plan: EvalPlan,
@@ -93,17 +75,17 @@ def ray_results(
     """
     import ray
 
+    from pipelines.ray_cluster import quiet_ray_data, ray_session
+
     if workers < 1:
         raise InputError(f"--workers must be >= 1 for a Ray run, got {workers}")
-    started = _init_ray(workers, address)
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver shows one tqdm bar for the whole run
+    with ray_session(address):
+        quiet_ray_data()  # the driver shows one tqdm bar for the whole run
         total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         if num_cpus is None:
             num_cpus = min(0.5, total_cpus / (workers + 1))
         num_gpus = 0.0
-        if resolve_device(config.device).startswith("cuda"):
+        if resolve_device(config.device).type == "cuda":
             num_gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0.0)) / workers)
         items = [{"index": i} for i in range(len(plan.pairs))]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -131,6 +113,3 @@ def ray_results(
                 gt_feats=batch.get("_gt_feats"),
                 hands_skipped=int(batch[_SKIPPED].sum()),
             )
-    finally:
-        if started:
-            ray.shutdown()

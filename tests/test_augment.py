@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def augmented(world, model_dir, tmp_path_factory):
     ray = pytest.importorskip("ray")
-    from signgen.cli import main
+    from pipelines.app import main
 
     if ray.is_initialized():
         ray.shutdown()
@@ -67,7 +67,7 @@ def _corpus(path: Path) -> list[dict[str, str]]:
 
 
 def test_augment_tree_passes_prepare_phoenix(augmented, world, tmp_path):
-    from signgen.cli import main
+    from pipelines.app import main
     from signgen.data.phoenix import read_manifest
 
     assert augmented.code == 0 and augmented.again == 0

@@ -182,7 +182,7 @@ def test_converted_folder_holds_the_same_weights(converted):
         for k in theirs:
             assert torch.equal(mine[k], theirs[k]), (name, k)
     # Settings from the hyper-parameters (their sizes are (W, H)) and the paper's sampler.
-    assert pipe.resolution == (64, 48) and pipe.source_image_size == (32, 32)
+    assert pipe.resolution == (64, 48) and pipe.image_processor.source_size == (32, 32)
     assert pipe.default_guidance == (2.0, 2.0)
     assert type(pipe.scheduler).__name__ == "DDPMScheduler"
     assert pipe.scheduler.config.prediction_type == "v_prediction"
@@ -194,7 +194,7 @@ def test_converted_folder_holds_the_same_weights(converted):
 def test_converted_model_renders(converted):
     pipe = FPDMPipeline.from_pretrained(converted[0])
     img, kp = random_clip(frames=2, size=(24, 30))
-    frames = pipe(img, kp, num_inference_steps=2, batch_size=2)
+    frames = pipe(img, kp, steps=2, batch_size=2)
     assert frames.shape == (2, 30, 24, 3) and frames.dtype == np.uint8
 
 
@@ -315,8 +315,9 @@ def test_architecture_of_full_size_models_from_shapes():
 def test_paper_config_has_the_authors_architecture():
     """The paper preset, built without weights, put into the authors' key layout, converts
     back to the same component configurations: their checkpoints fit it."""
-    from signgen.models.config import build_components, load_model_config
+    from signgen.models.config import load_model_config
     from signgen.models.convert import convert_state_dicts
+    from signgen.models.factory import build_components
 
     comps = build_components(load_model_config("fpdm_sd21_dinov2l_512"), device="meta")
     mods = {name: comps[name] for name in ("vae", "unet", "fusion_mlp", "pose_encoder",

@@ -277,6 +277,8 @@ def test_fid_streams_features_and_caches_the_real_statistics(tmp_path, monkeypat
 
 def test_distributed_evaluation_equals_single_process(tmp_path):
     pytest.importorskip("ray")
+    from pipelines.evaluate import ray_results
+
     pred, gt = make_phoenix(tmp_path)
     kp = make_keypoints(tmp_path / "kp")
     base = dict(metrics=("ssim", "psnr", "hand_ssim", "flicker"), keypoints=str(kp))
@@ -287,6 +289,7 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
         EvalConfig(str(pred), str(gt), str(tmp_path / "ray.csv"), **base),
         progress=False,
         workers=2,
+        distributed=ray_results,
     )
     assert (tmp_path / "single.csv").read_text() == (tmp_path / "ray.csv").read_text()
     assert ray_run["hands_skipped"] == single["hands_skipped"] == len(VIDEOS)
@@ -300,3 +303,15 @@ def test_help_teaches(capsys):
     text = capsys.readouterr().out
     for needle in ("--fid-variant", "--keypoints", "examples:", "hand_pe", "--workers"):
         assert needle in text
+
+
+def test_workers_without_a_distributed_runner_is_one_line(tmp_path, capsys):
+    """The library's own entry point has no Ray runner: asking it for workers is a user
+    error naming the command that has one (the `signgen` console script, pipelines.app)."""
+    pred, gt = make_phoenix(tmp_path)
+    rc = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "m.csv"),
+               "--metrics", "ssim", "--workers", "2"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluate on Ray" in err[0] and "pipelines.app" in err[0]
+    assert not (tmp_path / "m.csv").exists()

@@ -262,7 +262,9 @@ def test_cli_errors(tmp_path, capsys, monkeypatch, video):
         capsys, "keypoints", "extract", "--video", tmp_path / "nope.mp4", "-o", out
     )
     assert_one_line_error(rc, err, "nope.mp4")
-    rc, _, err = run_cli(capsys, "keypoints", "extract", "--video", video, "-o", out)
+    rc, _, err = run_cli(
+        capsys, "keypoints", "extract", "--video", video, "-o", out, "--backend", "hrnet"
+    )
     assert_one_line_error(rc, err, MODELS["hrnet-w32-wholebody"].checkpoint, "https://")
     rc, _, err = run_cli(
         capsys, "keypoints", "extract", "--video", video, "-o", out,

@@ -210,25 +210,60 @@ def _random_state_dict(variant: str, seed: int) -> dict[str, torch.Tensor]:
         return pfi.fid_inception_v3().state_dict()
 
 
+def _pytorch_fid_reference(variant: str, sd: dict[str, torch.Tensor]):
+    """pytorch-fid's own InceptionV3([3]) wrapper with ``sd``: the reference the extractor
+    must equal. pytorch-fid only builds it by downloading the weights, so the download is
+    stubbed out here, in the test, with the same state dict."""
+    import pytorch_fid.inception as pfi
+    import torchvision
+
+    def tv_inception(*args, **kwargs):
+        kwargs.pop("weights", None)
+        net = torchvision.models.inception_v3(weights=None, init_weights=False, **kwargs)
+        net.load_state_dict(sd)
+        return net
+
+    if variant == "standard":
+        patch = mock.patch.object(pfi, "load_state_dict_from_url", return_value=sd)
+    else:
+        patch = mock.patch.object(pfi, "_inception_v3", tv_inception)
+    with patch:
+        net = pfi.InceptionV3([3], use_fid_inception=(variant == "standard"))
+    return net.eval()
+
+
 @pytest.mark.parametrize("variant", ["standard", "pgpis"])
 def test_fid_extractor_loads_a_saved_state_dict(variant, tmp_path):
+    """A random state dict saved with torch.save is loaded through the normal torch path
+    (no patching) and gives, bit for bit, the features of pytorch-fid's own wrapper."""
     from signgen.metrics.fid import FID_VARIANTS, InceptionFeatures
 
     sd = _random_state_dict(variant, seed=5)
     path = tmp_path / FID_VARIANTS[variant].weights_file
     torch.save(sd, path)
     extractor = InceptionFeatures(variant, path, "cpu")
-    blocks = extractor.net.blocks  # pytorch-fid's sequential blocks up to pool3
-    first_conv, mixed_7c = blocks[0][0], blocks[3][2]
-    assert torch.equal(first_conv.conv.weight, sd["Conv2d_1a_3x3.conv.weight"])
-    assert torch.equal(mixed_7c.branch_pool.conv.weight, sd["Mixed_7c.branch_pool.conv.weight"])
-    assert torch.equal(
-        mixed_7c.branch_pool.bn.running_var, sd["Mixed_7c.branch_pool.bn.running_var"]
-    )
+    net = extractor.net
+    assert torch.equal(net.Conv2d_1a_3x3.conv.weight, sd["Conv2d_1a_3x3.conv.weight"])
+    assert torch.equal(net.Mixed_7c.branch_pool.conv.weight, sd["Mixed_7c.branch_pool.conv.weight"])
+    assert torch.equal(net.Mixed_7c.branch_pool.bn.running_var,
+                       sd["Mixed_7c.branch_pool.bn.running_var"])  # fmt: skip
     images = torch.from_numpy(np.random.default_rng(6).integers(0, 256, (2, 3, 40, 36), np.uint8))
     feats = extractor(images)
     assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
     assert (feats[0] - feats[1]).abs().max() > 1e-3 * feats.abs().max()  # depends on input
+    with torch.no_grad():
+        want = _pytorch_fid_reference(variant, sd)(images.float() / 255.0)[0].flatten(1)
+    assert torch.equal(feats, want)
+
+
+def test_fid_extractor_refuses_the_other_variants_weights(tmp_path):
+    from signgen.errors import FormatError
+    from signgen.metrics.fid import InceptionFeatures
+
+    path = tmp_path / "w.pth"
+    torch.save(_random_state_dict("pgpis", seed=1), path)
+    with pytest.raises(FormatError, match="does not match the 'standard' Inception"):
+        InceptionFeatures("standard", path, "cpu")
 
 
 def test_fid_extractor_without_weights_says_where_to_get_them(tmp_path):

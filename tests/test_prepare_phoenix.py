@@ -308,3 +308,17 @@ def test_wrong_root_and_missing_keypoints_exit_2(tree, tmp_path, capsys):
     assert _run(root, tmp_path, tmp_path / "o2") == 2
     assert "Phoenix-2014T.train" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_report_times_each_phase_but_keeps_timings_out_of_the_json(tree, tmp_path):
+    """PrepareReport.seconds: what benchmarks/prepare_speed.py reads instead of wrapping a
+    private function; prepare_report.json describes the data only."""
+    from signgen.data.phoenix import prepare_phoenix
+
+    root, kp = tree
+    report = prepare_phoenix(root, kp, tmp_path / "out", progress=False)
+    assert set(report.seconds) == {"check", "keypoints", "pairs"}
+    for wall, cpu in report.seconds.values():
+        assert wall >= 0 and cpu >= 0
+    assert report.seconds["keypoints"][1] > 0  # the keypoint JSON takes CPU time
+    assert "seconds" not in json.loads((tmp_path / "out" / "prepare_report.json").read_text())

@@ -1,16 +1,12 @@
-"""The quality benchmark's margin statistics (benchmarks/synthetic_quality.paired_margin):
+"""The margin statistics the quality benchmarks report (signgen.metrics.stats):
 per-clip paired differences with a bootstrap interval over clips."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from synthetic_quality import paired_margin
+from signgen.metrics.stats import paired_margin, weighted_mean
 
 
 def _rows(values, n=32):
@@ -41,3 +37,10 @@ def test_the_margin_is_frame_weighted_and_skips_nan_clips():
     m = paired_margin(sys_rows, base, "ssim", "n")
     assert m["clips"] == 2 and m["won"] == 1
     assert m["margin"] == pytest.approx((0.1 * 30 - 0.1 * 10) / 40)
+
+
+def test_weighted_mean_weights_by_frames_and_skips_nan():
+    rows = [{"ssim": 0.9, "n": 30}, {"ssim": 0.5, "n": 10}, {"ssim": float("nan"), "n": 5},
+            {"ssim": 0.1, "n": 0}]  # fmt: skip
+    assert weighted_mean(rows, "ssim", "n") == pytest.approx((0.9 * 30 + 0.5 * 10) / 40)
+    assert np.isnan(weighted_mean([{"ssim": float("nan"), "n": 3}], "ssim", "n"))

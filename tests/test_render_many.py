@@ -37,8 +37,8 @@ import pytest
 from pipelines.ledger import Ledger, read_events, read_ledger
 from pipelines.render_many import (
     EXIT_CLIPS_FAILED,
-    KILL_FILE_ENV,
     ClusterSettings,
+    FrameRenderer,
     Mp4Sink,
     RenderSettings,
     check_job_file,
@@ -96,15 +96,37 @@ def ray_session(tmp_path_factory):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
-    flag = tmp_path_factory.mktemp("flags") / "kill_actor"
-    os.environ[KILL_FILE_ENV] = str(flag)  # inherited by the workers started below
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
              logging_level="WARNING")  # fmt: skip
     try:
-        yield SimpleNamespace(address=ray.get_runtime_context().gcs_address, kill_flag=flag)
+        yield SimpleNamespace(address=ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
-        os.environ.pop(KILL_FILE_ENV, None)
+
+
+def crash_once_renderer(flag: Path) -> type[FrameRenderer]:
+    """The model stage with a fault: the actor that finds ``flag`` deletes it and exits
+    abruptly on its second batch (only one actor can win the unlink), as a crashed GPU
+    worker would. Defined in a function so that Ray ships the class by value to its
+    workers (a class of this test module could not be imported there)."""
+
+    class CrashOnceRenderer(FrameRenderer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            if self.calls >= 2:
+                try:
+                    os.unlink(flag)  # exactly one actor wins this
+                except FileNotFoundError:
+                    pass
+                else:
+                    os._exit(1)
+            return super().__call__(batch)
+
+    return CrashOnceRenderer
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +134,7 @@ def reference(world, model_dir, tmp_path_factory) -> dict[str, Path]:
     """Each clip rendered by single-process `signgen render` with its manifest seed."""
     import torch
 
-    from signgen.cli import main
+    from pipelines.app import main
 
     out = tmp_path_factory.mktemp("reference")
     refs = {}
@@ -120,9 +142,12 @@ def reference(world, model_dir, tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # as the 2 CPU actors of first_run (see the module docstring)
     for clip_id, video, keypoints, seed in world.rows:
         refs[clip_id] = out / f"{clip_id}.mp4"
+        # --batch-size 3 as first_run's: a clip's 4 frames are computed in batches of the
+        # same shapes (3 + 1) on both sides, so the frames, and the files, are identical.
         argv = ["render", "--video", str(world.root / video), "--keypoints",
                 str(world.root / keypoints), "--model", str(model_dir), "--steps", str(STEPS),
-                "--seed", str(seed), "--device", "cpu", "-o", str(refs[clip_id])]  # fmt: skip
+                "--seed", str(seed), "--device", "cpu", "--batch-size", "3",
+                "-o", str(refs[clip_id])]  # fmt: skip
         assert main(argv) == 0
     torch.set_num_threads(threads)
     return refs
@@ -131,7 +156,7 @@ def reference(world, model_dir, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def first_run(ray_session, world, model_dir, tmp_path_factory, reference):
     """render-many through the CLI: 6 good clips + 1 with a missing video, 2 CPU workers."""
-    from signgen.cli import main
+    from pipelines.app import main
 
     out = tmp_path_factory.mktemp("run1")
     argv = ["render-many", "--manifest", str(world.bad), "--out", str(out), "--model",
@@ -204,22 +229,25 @@ def test_rerun_skips_finished_clips(first_run, world, model_dir):
 
 def test_killed_actor_is_retried_with_identical_outputs(ray_session, first_run, world, model_dir,
                                                         tmp_path):  # fmt: skip
-    ray_session.kill_flag.write_text("kill one model actor on its second batch\n")
+    flag = tmp_path / "kill_actor"
+    flag.write_text("kill one model actor on its second batch\n")
     specs = read_manifest(world.manifest)
     render = RenderSettings(model=str(model_dir), steps=STEPS)
     # 12 batches on 1 actor, 1 torch thread as in first_run (see the module docstring).
     cluster = ClusterSettings(workers=1, batch_size=2, threads_per_worker=1, device="cpu")
-    result = run_job(specs, Mp4Sink(tmp_path), tmp_path, render, cluster, progress=False)
-    assert not ray_session.kill_flag.exists(), "no actor reached its second batch"
+    out = tmp_path / "out"
+    result = run_job(specs, Mp4Sink(out), out, render, cluster, progress=False,
+                     renderer=crash_once_renderer(flag))  # fmt: skip
+    assert not flag.exists(), "no actor reached its second batch"
     assert sorted(result.done) == sorted(world.names) and not result.failed
     for n in world.names:
-        _assert_same_video(tmp_path / f"{n}.mp4", first_run.out / f"{n}.mp4")
+        _assert_same_video(out / f"{n}.mp4", first_run.out / f"{n}.mp4")
 
 
 def test_killed_driver_resumes_without_rerendering(ray_session, world, model_dir, tmp_path):
     out = tmp_path / "out"
     steps = 6  # slow enough that the driver can be killed between two clips
-    cmd = [sys.executable, "-m", "signgen.cli", "render-many", "--manifest", str(world.manifest),
+    cmd = [sys.executable, "-m", "pipelines.app", "render-many", "--manifest", str(world.manifest),
            "--out", str(out), "--model", str(model_dir), "--workers", "1", "--batch-size", "1",
            "--steps", str(steps), "--device", "cpu", "--address", ray_session.address, "-q"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -322,7 +350,7 @@ def test_cluster_settings_errors():
 
 
 def test_cli_help_and_bad_manifest(tmp_path, capsys):
-    from signgen.cli import main
+    from pipelines.app import main
 
     with pytest.raises(SystemExit):
         main(["render-many", "--help"])
@@ -348,13 +376,14 @@ def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
     batch = {k: np.array([rows[i][k] for i in order], dtype=object) for k in rows[0]}
     for key in ("points", "source_points"):
         batch[key] = np.stack([rows[i][key] for i in order])  # (b, 133, 3)
-    stage = FrameRenderer(str(model_dir), "cpu", "fp32", STEPS, (2.0, 2.0), None, False)
+    stage = FrameRenderer(RenderSettings(model=str(model_dir), steps=STEPS, guidance=(2.0, 2.0)),
+                          "cpu")  # fmt: skip
     out = stage(batch)
     assert len(stage.sources) == 2  # one encoded source per clip
     pipe = FPDMPipeline.from_pretrained(model_dir)
     for spec in specs[:2]:
         first = read_first_frame(spec.video)
-        want = pipe(first, load_keypoints(spec.keypoints), num_inference_steps=STEPS,
+        want = pipe(first, load_keypoints(spec.keypoints), steps=STEPS, guidance=(2.0, 2.0),
                     seed=spec.seed, batch_size=FRAMES)  # fmt: skip
         for j in np.flatnonzero(out["clip_id"] == spec.clip_id):
             got = np.frombuffer(out["frame"][j], np.uint8).reshape(H, W, 3)

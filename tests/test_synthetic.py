@@ -20,6 +20,7 @@ from signgen.data.synthetic import (
     write_dataset,
 )
 from signgen.keypoints import layout as L
+from signgen.keypoints import load_keypoints
 from signgen.keypoints.formats.mska import read_mska
 from signgen.keypoints.sequence import from_json_dict
 
@@ -100,7 +101,11 @@ def test_deterministic_given_seed(tmp_path: Path):
                               width=W, height=H, seed=seed, train_pairs_per_video=2)  # fmt: skip
         write_dataset(cfg, progress=False)
         png = next((tmp_path / name).rglob("images0003.png")).read_bytes()
-        kp = (tmp_path / name / "keypoints" / "Phoenix-2014T.train").read_bytes()
+        # The pickle's bytes name each torch storage by its memory address, so compare
+        # what it holds.
+        with open(tmp_path / name / "keypoints" / "Phoenix-2014T.train", "rb") as fh:
+            kp = {k: {f: v.numpy().tobytes() if f == "keypoint" else v for f, v in d.items()}
+                  for k, d in pickle.load(fh).items()}  # fmt: skip
         return png, kp
 
     a, b, c = make(7, "a"), make(7, "b"), make(8, "c")
@@ -163,3 +168,106 @@ def test_bad_size_is_a_user_error(tmp_path: Path, capsys):
     assert rc == 2
     assert "--size" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ---- B performs A: one motion on another body (ground truth for retargeting) -------------
+
+
+def _bone(pts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Length and angle (to the image x axis) of bone a -> b in every frame."""
+    v = pts[:, b, :2].astype(np.float64) - pts[:, a, :2]
+    return np.linalg.norm(v, axis=-1), np.arctan2(v[:, 1], v[:, 0])
+
+
+def _angle_diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.abs((x - y + np.pi) % (2 * np.pi) - np.pi)
+
+
+def test_b_performs_a_has_bs_lengths_and_as_angles():
+    from signgen.data.synthetic import pose_from_motion, sample_signer_motion
+
+    rng = np.random.default_rng(4)
+    a, b = sample_signer(rng, "A"), sample_signer(rng, "B")
+    motion = sample_signer_motion(np.random.default_rng(9), 40, a.body)
+    pa = pose_from_motion(motion, a.body)
+    ba = pose_from_motion(motion, b.body)
+    # Arms: A's angles, B's lengths, in every frame.
+    for (p, c), key in (((L.LEFT_SHOULDER, L.LEFT_ELBOW), "upper_arm"),
+                        ((L.LEFT_ELBOW, L.LEFT_WRIST), "forearm"),
+                        ((L.RIGHT_SHOULDER, L.RIGHT_ELBOW), "upper_arm"),
+                        ((L.RIGHT_ELBOW, L.RIGHT_WRIST), "forearm")):  # fmt: skip
+        len_a, ang_a = _bone(pa, p, c)
+        len_ba, ang_ba = _bone(ba, p, c)
+        np.testing.assert_allclose(len_a, getattr(a.body, key), rtol=1e-5)
+        np.testing.assert_allclose(len_ba, getattr(b.body, key), rtol=1e-5)
+        assert _angle_diff(ang_ba, ang_a).max() < 1e-4
+    # Hands (every finger bone) and the shoulder line: A's angles, lengths scaled by B's
+    # hand size / shoulder width over A's.
+    hand_bones = [(h + i, h + j) for h in (L.LEFT_HAND.start, L.RIGHT_HAND.start)
+                  for i, j in L.HAND_BONES]  # fmt: skip
+    for bones, ratio in ((hand_bones, b.body.hand / a.body.hand),
+                         ([(L.RIGHT_SHOULDER, L.LEFT_SHOULDER)],
+                          b.body.shoulder_width / a.body.shoulder_width)):  # fmt: skip
+        for p, c in bones:
+            len_a, ang_a = _bone(pa, p, c)
+            len_ba, ang_ba = _bone(ba, p, c)
+            np.testing.assert_allclose(len_ba, ratio * len_a, rtol=1e-4)
+            assert _angle_diff(ang_ba, ang_a).max() < 1e-3
+    # Head: A's tilt (the ear line's angle), B's head width.
+    len_a, ang_a = _bone(pa, L.RIGHT_EAR, L.LEFT_EAR)
+    len_ba, ang_ba = _bone(ba, L.RIGHT_EAR, L.LEFT_EAR)
+    assert _angle_diff(ang_ba, ang_a).max() < 1e-3
+    np.testing.assert_allclose(len_ba / len_a, b.body.head_width / a.body.head_width, rtol=1e-4)
+    # B's own place in the frame, A's sway: the necks differ by a constant offset.
+    neck = (ba[:, L.LEFT_SHOULDER, :2] + ba[:, L.RIGHT_SHOULDER, :2]) / 2 - (
+        pa[:, L.LEFT_SHOULDER, :2] + pa[:, L.RIGHT_SHOULDER, :2]
+    ) / 2
+    np.testing.assert_allclose(neck, neck[:1].repeat(len(neck), 0), atol=1e-3)
+    np.testing.assert_allclose(
+        neck[0],
+        [b.body.centre_x - a.body.centre_x, b.body.shoulder_y - a.body.shoulder_y],
+        atol=1e-3,
+    )
+    # A performing its own motion is what the world has always drawn for A.
+    again = sample_motion(np.random.default_rng(9), 40, (210, 260), a.body)
+    np.testing.assert_array_equal(pa, again)
+
+
+def test_retarget_pairs_on_disk(tmp_path: Path):
+    import json
+
+    from signgen.data.synthetic import read_retarget_pairs
+
+    out = tmp_path / "world"
+    rc = main(["prepare", "synthetic", "-o", str(out), "--signers", "10", "--videos", "30",
+               "--frames", "3", "--size", f"{W}x{H}", "--seed", "2", "-q",
+               "--retarget-pairs", "1"])  # fmt: skip
+    assert rc == 0
+    from signgen.data.pairs import frame_path, load_frame, read_manifest
+
+    manifest = read_manifest(out / "prepared")
+    pairs = read_retarget_pairs(out / "prepared")
+    assert {p.target.split for p in pairs} == {"dev", "test"}
+    assert all(p.target.video not in manifest for p in pairs)  # kept out of training/eval
+    bodies = {s["name"]: s for s in json.loads((out / "signers.json").read_text())}
+    for p in pairs:
+        driver, appearance = manifest[p.driver_video], manifest[p.appearance_video]
+        assert driver.signer == p.driver_signer != p.target.signer == appearance.signer
+        assert driver.split == appearance.split == p.target.split
+        assert all(frame_path(p.target, t).is_file() for t in range(3))
+        target = load_keypoints(p.target.keypoints_file).points
+        drive = load_keypoints(driver.keypoints_file).points
+        # B's forearm length (at the world's size), A's forearm angle.
+        sx = W / 210
+        len_t, ang_t = _bone(target, L.LEFT_ELBOW, L.LEFT_WRIST)
+        _, ang_d = _bone(drive, L.LEFT_ELBOW, L.LEFT_WRIST)
+        assert _angle_diff(ang_t, ang_d).max() < 0.05  # anisotropic W x H scaling aside
+        body = bodies[p.target.signer]["body"]
+        np.testing.assert_allclose(len_t / sx, body["forearm"], rtol=0.02)
+        # The frames are renders of B (B's appearance) drawing those keypoints (stored to
+        # 1e-4 px, so a few anti-aliased edge pixels may differ by a level).
+        app = bodies[p.target.signer]["appearance"]
+        b_app = SignerAppearance(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in app.items()})  # fmt: skip
+        diff = load_frame(p.target, 1).astype(int) - render_signer(b_app, target[1], (W, H))
+        assert np.abs(diff).mean() < 0.05

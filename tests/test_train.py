@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,9 @@ def _train(stage: str, prepared: Path, out: Path, *extra: str) -> int:
 
 
 def _initial_weights(stage: str, prepared: Path, out: Path) -> dict[str, torch.Tensor]:
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
     from signgen.train.loop import trainable_state
+    from signgen.train.stages import task_factory
 
     cfg = load_train_config(CONFIGS / f"tiny_{stage}.yaml",
                             [f"data.prepared={prepared}", f"output_dir={out}"])  # fmt: skip
@@ -88,8 +90,8 @@ def test_train_fpdm_one_step_exports_pipeline(prepared: Path, tmp_path: Path):
 def test_init_from_an_exported_model(prepared: Path, tmp_path: Path):
     from signgen.errors import InputError
     from signgen.sampling.pipeline import FPDMPipeline
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
 
     out = tmp_path / "first"
     assert _train("fpdm", prepared, out, "train.max_steps=1") == 0
@@ -149,9 +151,9 @@ def test_overrides_may_surround_options(prepared: Path, tmp_path: Path, capsys):
 
 def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
     """Run 4 steps; run 2 steps, stop as if killed, resume to 4; compare (FPDM + EMA)."""
-    from signgen.train.cli import task_factory
     from signgen.train.config import load_train_config
     from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
 
     def cfg(out: Path):
         return load_train_config(
@@ -186,16 +188,31 @@ def test_resume_reaches_the_same_weights(prepared: Path, tmp_path: Path):
     assert any(not torch.allclose(a[k], o[k]) for k in a)
 
 
-def test_ray_train_two_workers_hold_identical_weights(prepared: Path, tmp_path: Path):
-    from signgen.train.config import load_train_config
-    from signgen.train.loop import launch
+def test_ray_train_two_workers_hold_identical_weights(prepared: Path, tmp_path: Path, monkeypatch):
+    """`signgen train ipf --workers 2` (the console script, in-process) on a machine with
+    Ray leftovers: a dead `ray start` head's address in Ray's current-cluster file and in
+    RAY_ADDRESS. The job starts its own local Ray anyway (plain ray.init() would try to
+    join the dead head and refuse num_cpus), and both DDP ranks end with the same weights."""
+    import tempfile
 
+    from pipelines.app import main as app_main
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sgray", dir="/tmp"))  # short: Ray socket paths
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nobody listens there any more
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.setenv("RAY_ADDRESS", dead)
     out = tmp_path / "ray"
-    cfg = load_train_config(
-        CONFIGS / "tiny_ipf.yaml",
-        [f"data.prepared={prepared}", f"output_dir={out}", "train.max_steps=1"],
-    )
-    launch(cfg, workers=2, progress=False)
+    try:
+        rc = app_main(["train", "ipf", "--config", str(CONFIGS / "tiny_ipf.yaml"), "-q",
+                       f"data.prepared={prepared}", f"output_dir={out}", "train.max_steps=1",
+                       "--workers", "2"])  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rc == 0
     hashes = {p.name: p.read_text().strip() for p in (out / "worker_hashes").glob("rank*.txt")}
     assert set(hashes) == {"rank0.txt", "rank1.txt"}
     assert hashes["rank0.txt"] == hashes["rank1.txt"]
@@ -221,3 +238,121 @@ def test_pair_dataset_items(prepared: Path):
     # the target knuckle lies inside the 32x32 model frame (letterboxed coordinates)
     x, y = kp[121, :2]
     assert 0 <= x < 32 and 0 <= y < 32
+
+
+# ---- the optimisation the loop applies, against independent computations ----------------------
+# A real short run of the loop (tiny VAE stage); the learning rate and the weights are read
+# from the optimizer at every optimizer step (torch's global optimizer step hooks), and
+# compared with the paper's schedule and diffusers' EMA formula computed here, so that a
+# shifted warm-up, a dropped decay, or a missing scheduler/EMA step fails a test.
+BASE_LR, WARMUP, DECAY_AFTER, STEPS, EMA_DECAY = 1e-3, 3, 5, 7, 0.3
+
+
+def paper_lr(k: int) -> float:
+    """LR of optimizer step k (1-based) in the FPDM paper's schedule (docs/training.md):
+    linear warm-up reaching the base LR at step WARMUP, then x0.1 after DECAY_AFTER steps."""
+    return BASE_LR * min(1.0, k / WARMUP) * (0.1 if k > DECAY_AFTER else 1.0)
+
+
+def diffusers_ema_decay(t: int) -> float:
+    """diffusers.training_utils.EMAModel.get_decay for its defaults (no EMA warm-up,
+    update_after_step 0): 0 on the first update, then min(decay, (1 + s) / (10 + s)) with
+    s = t - 1."""
+    s = t - 1
+    return 0.0 if s <= 0 else min(EMA_DECAY, (1 + s) / (10 + s))
+
+
+class _OptimizerSpy:
+    """Records, for every optimizer step of a run, the LR it used and the weights after it."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.initial: list[torch.Tensor] | None = None
+        self.after: list[list[torch.Tensor]] = []
+
+    @staticmethod
+    def _params(opt) -> list[torch.Tensor]:
+        return [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+
+    def __enter__(self):
+        from torch.optim.optimizer import (
+            register_optimizer_step_post_hook,
+            register_optimizer_step_pre_hook,
+        )
+
+        def pre(opt, args, kwargs):
+            if self.initial is None:
+                self.initial = self._params(opt)
+            self.lrs.append(opt.param_groups[0]["lr"])
+
+        def post(opt, args, kwargs):
+            self.after.append(self._params(opt))
+
+        self.handles = [register_optimizer_step_pre_hook(pre),
+                        register_optimizer_step_post_hook(post)]  # fmt: skip
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _schedule_cfg(prepared: Path, out: Path, *extra: str):
+    from signgen.train.config import load_train_config
+
+    return load_train_config(CONFIGS / "tiny_vae.yaml", [
+        f"data.prepared={prepared}", f"output_dir={out}", f"optim.lr={BASE_LR}",
+        f"optim.warmup_steps={WARMUP}", f"optim.decay_steps={DECAY_AFTER}",
+        "optim.decay_factor=0.1", "train.epochs=100", f"train.max_steps={STEPS}",
+        "train.ema.enabled=true", f"train.ema.decay={EMA_DECAY}", *extra])  # fmt: skip
+
+
+def test_applied_lr_follows_the_papers_schedule(prepared: Path, tmp_path: Path):
+    from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
+
+    with _OptimizerSpy() as spy:
+        run_training(_schedule_cfg(prepared, tmp_path / "run"), task_factory("vae"),
+                     progress=False)  # fmt: skip
+    want = [paper_lr(k) for k in range(1, STEPS + 1)]
+    assert spy.lrs == pytest.approx(want, rel=1e-9), (spy.lrs, want)
+
+
+def test_lr_schedule_continues_across_a_resume(prepared: Path, tmp_path: Path):
+    """Killed after 3 steps and resumed: the scheduler's position is restored, so the LR of
+    steps 4..7 is the schedule's, not a restart of the warm-up."""
+    from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
+
+    cfg = _schedule_cfg(prepared, tmp_path / "run")
+    with _OptimizerSpy() as first:
+        run_training(cfg, task_factory("vae"), stop_after=3, progress=False)
+    with _OptimizerSpy() as second:
+        run_training(cfg, task_factory("vae"), resume=True, progress=False)
+    want = [paper_lr(k) for k in range(1, STEPS + 1)]
+    assert first.lrs + second.lrs == pytest.approx(want, rel=1e-9)
+
+
+def test_ema_weights_equal_an_independent_ema_of_the_steps(prepared: Path, tmp_path: Path):
+    """The EMA the loop saves equals the EMA computed here from the weights after every
+    optimizer step, starting from the initial weights, with diffusers' decay formula."""
+    from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
+
+    out = tmp_path / "run"
+    with _OptimizerSpy() as spy:
+        run_training(_schedule_cfg(prepared, out), task_factory("vae"), progress=False)
+    assert spy.initial is not None and len(spy.after) == STEPS
+    ema = [p.double() for p in spy.initial]
+    for t, params in enumerate(spy.after, start=1):
+        d = diffusers_ema_decay(t)
+        ema = [d * e + (1 - d) * p.double() for e, p in zip(ema, params, strict=True)]
+    state = torch.load(out / "checkpoints" / f"step-{STEPS:07d}" / "training_state.pt",
+                       weights_only=True)  # fmt: skip
+    saved = state["ema"]["shadow_params"]
+    assert len(saved) == len(ema)
+    for got, want in zip(saved, ema, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)
+    # the weights moved, and the EMA differs from the last weights (it is not a copy)
+    last = [p.double() for p in spy.after[-1]]
+    assert any(not torch.allclose(a, b) for a, b in zip(ema, last, strict=True))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -26,6 +28,7 @@ from signgen.video import (
 from signgen.video import decode as decode_mod
 
 BACKENDS = ["decord", "pyav"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def smooth_frames(n: int, width: int, height: int) -> np.ndarray:
@@ -236,15 +239,46 @@ def test_png_frames_are_written_atomically(tmp_path):
     assert list((tmp_path / "x").iterdir()) == []
 
 
-def test_auto_falls_back_to_pyav_when_decord_fails(clips, monkeypatch, caplog):
+def test_auto_is_pyav(clips):
     path, frames, _ = clips[(210, 260)]
-
-    def broken(p):
-        raise decode_mod.FormatError(f"{p}: decord cannot read it (simulated)")
-
-    monkeypatch.setattr(decode_mod, "_Decord", broken)
-    with caplog.at_level(logging.WARNING, logger="signgen.video.decode"):
-        info = probe(path)
+    info = probe(path)
     assert info.backend == "pyav" and info.num_frames == len(frames)
-    assert "falling back to PyAV" in caplog.text
-    assert probe(path, backend="pyav").backend == "pyav"
+
+
+def _damaged(tmp_path, clips) -> dict[str, Path]:
+    """A clip cut in half (its index, at the end of the mp4, is gone) and one whose first
+    coded frame is overwritten with zeros."""
+    path, _, _ = clips[(210, 260)]
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    corrupt = tmp_path / "corrupt.mp4"
+    mid = bytearray(data)
+    mid[100:4000] = bytes(3900)
+    corrupt.write_bytes(bytes(mid))
+    return {"truncated": truncated, "corrupt": corrupt}
+
+
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+def test_damaged_video_is_an_error_and_no_decoder_noise(tmp_path, clips, capfd, backend):
+    """Whatever the backend, native decoder messages never reach file descriptor 2."""
+    for kind, path in _damaged(tmp_path, clips).items():
+        with pytest.raises(InputError) as exc_info:
+            read_frames(path, backend=backend)
+        assert str(path) in str(exc_info.value) and "\n" not in str(exc_info.value), kind
+        out, err = capfd.readouterr()
+        assert err == "" and out == "", (kind, err)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupt"])
+def test_cli_bad_video_is_exactly_one_line(tmp_path, clips, kind):
+    """Through the console script in its own process: exit 2, one line on stderr."""
+    path = _damaged(tmp_path, clips)[kind]
+    cmd = [sys.executable, "-m", "pipelines.app", "render", "--video", str(path), "--keypoints",
+           str(REPO / "examples" / "sequence.json"), "-o", str(tmp_path / "out.mp4")]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("signgen: error: ") and str(path) in lines[0]
+    assert not (tmp_path / "out.mp4").exists()

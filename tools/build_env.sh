@@ -50,3 +50,13 @@ if [ ! -f .venv/.signgen-env-key ] || [ "$(cat .venv/.signgen-env-key)" != "$KEY
   for tool in ruff; do ln -sf "$ENV/bin/$tool" ".venv/bin/$tool"; done
   echo "$KEY" > .venv/.signgen-env-key
 fi
+
+# The editable install writes the console script and the package map from pyproject.toml:
+# redo it (seconds, no downloads) when pyproject.toml changed since, e.g. a new entry point.
+PROJECT_KEY="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ "$(cat .venv/.signgen-project-key 2>/dev/null)" != "$PROJECT_KEY" ]; then
+  log "reinstalling signgen (editable) for the current pyproject.toml"
+  .venv/bin/python -m pip --disable-pip-version-check install -q --no-deps \
+    --no-build-isolation -e . >&2
+  echo "$PROJECT_KEY" > .venv/.signgen-project-key
+fi

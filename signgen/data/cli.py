@@ -2,13 +2,12 @@
 
 This module creates the ``prepare`` command and its ``synthetic`` subcommand; the real
 datasets (``prepare phoenix``, ``prepare deepfashion``) are registered by
-:mod:`signgen.data.prepare_cli` when that module is present.
+:mod:`signgen.data.prepare_cli`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import time
 
@@ -20,6 +19,7 @@ SYNTHETIC_EPILOG = """\
 examples:
   signgen prepare synthetic -o data/synth                      # 8 signers, 40 videos, 210x260
   signgen prepare synthetic -o /tmp/tiny --signers 4 --videos 6 --frames 8 --size 64x80
+  signgen prepare synthetic -o data/synth --retarget-pairs 1  # + B performing A's motion
 
 The output follows the Phoenix-2014T layout (frames, corpus CSVs, MSKA keypoint pickles)
 plus signgen JSON keypoints and the prepared training files under DIR/prepared/ that
@@ -60,6 +60,8 @@ def _synthetic(args: argparse.Namespace) -> int:
     for name in ("signers", "videos", "frames", "pairs_per_video"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.retarget_pairs < 0:
+        raise InputError(f"--retarget-pairs must be >= 0, got {args.retarget_pairs}")
     if not 0.0 <= args.hand_dropout < 1.0:
         raise InputError(f"--hand-dropout must be in [0, 1), got {args.hand_dropout}")
     cfg = SyntheticConfig(
@@ -73,14 +75,17 @@ def _synthetic(args: argparse.Namespace) -> int:
         split_fractions=parse_fractions(args.splits),
         train_pairs_per_video=args.pairs_per_video,
         hand_dropout=args.hand_dropout,
+        retarget_pairs=args.retarget_pairs,
     )
     t0 = time.perf_counter()
     counts = write_dataset(cfg, progress=not args.quiet)
     dt = time.perf_counter() - t0
-    n = args.videos * args.frames
+    n = (args.videos + counts.get("retarget", 0)) * args.frames
+    extra = f", {counts['retarget']} retargeting clips" if "retarget" in counts else ""
     log.info(
-        "wrote %s (train %d, dev %d, test %d videos; %d frames in %.1fs, %.0f frames/s)",
-        args.out, counts["train"], counts["dev"], counts["test"], n, dt, n / max(dt, 1e-9),
+        "wrote %s (train %d, dev %d, test %d videos%s; %d frames in %.1fs, %.0f frames/s)",
+        args.out, counts["train"], counts["dev"], counts["test"], extra, n, dt,
+        n / max(dt, 1e-9),
     )  # fmt: skip
     return 0
 
@@ -128,12 +133,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="fraction of hand keypoints given a low score, for realism (default: 0)",
     )
+    p.add_argument(
+        "--retarget-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write, for every dev and test video, N clips in which another signer of "
+        "that split performs the video's motion with their own body (the motion's joint "
+        "angles and timing, their own bone lengths, size and place): exact ground truth for "
+        "keypoint retargeting, under DIR/retarget/ and DIR/prepared/retarget_pairs.csv "
+        "(default: 0)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synthetic)
-    try:
-        other = importlib.import_module("signgen.data.prepare_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "signgen.data.prepare_cli":
-            raise
-    else:
-        other.register(sub)
+    from signgen.data import prepare_cli
+
+    prepare_cli.register(sub)

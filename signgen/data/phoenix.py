@@ -1,6 +1,6 @@
 """RWTH-PHOENIX-Weather 2014T: validate the raw tree and write signgen's prepared files.
 
-Raw layout (DESIGN.md section 7; the dataset as distributed, plus the MSKA keypoints)::
+Raw layout (docs/datasets.md; the dataset as distributed, plus the MSKA keypoints)::
 
     PHOENIX-2014-T/
       features/fullFrame-210x260px/{train,dev,test}/<name>/images0001.png ...
@@ -40,12 +40,14 @@ header and trailer only (:func:`png_header_ok`), fully decoded with ``check_imag
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import struct
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +234,19 @@ class PrepareReport:
     items: dict[str, list[str]] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)  # split -> items kept
     pairs: dict[str, int] = field(default_factory=dict)  # split -> pairs written
+    # phase -> (wall, CPU) seconds of this run (not written to prepare_report.json, which
+    # describes the data, not the machine): "check" (inputs, every frame), "keypoints"
+    # (the per-video keypoint JSON), "pairs" (pair lists and manifest).
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Record the wall and CPU seconds of the block as ``seconds[phase]``."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = (time.perf_counter() - w0, time.process_time() - c0)
 
     def add(self, category: str, item: str, detail: str = "") -> None:
         assert category in self.problems, category
@@ -421,6 +436,9 @@ def _write_pairs(path: Path, videos: Sequence[_Video], triples: np.ndarray) -> N
     )
 
 
+# Over 80 lines: one linear recipe (check the tree, match videos to keypoints, draw the
+# pairs, write the files) whose steps all feed one report; split up, they would only hand
+# that state around.
 def prepare_phoenix(
     root: str | os.PathLike,
     keypoints_dir: str | os.PathLike,
@@ -463,10 +481,12 @@ def prepare_phoenix(
 
     report = PrepareReport()
     per_split: dict[str, list[_Video]] = {}
-    for split in splits:
-        kp_file = keypoints_dir / KEYPOINTS_TEMPLATE.format(split=split)
-        per_split[split] = _validate_split(root, kp_file, split, check_images, report, progress)
-        report.kept[split] = len(per_split[split])
+    with report.timed("check"):
+        for split in splits:
+            kp_file = keypoints_dir / KEYPOINTS_TEMPLATE.format(split=split)
+            per_split[split] = _validate_split(root, kp_file, split, check_images, report,
+                                               progress)  # fmt: skip
+            report.kept[split] = len(per_split[split])
     if on_warning:
         for line in report.warning_lines():
             on_warning(line)
@@ -475,7 +495,23 @@ def prepare_phoenix(
         raise InputError(f"--root {root}: no usable video in splits {', '.join(splits)}")
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_keypoint_json(out, per_split, progress)
+    with report.timed("keypoints"):
+        _write_keypoint_json(out, per_split, progress)
+    with report.timed("pairs"):
+        _write_pairs_and_manifest(out, keypoints_dir, per_split, report, train_pairs, seed)
+    atomic_write_text(out / "prepare_report.json", report.to_json() + "\n")
+    return report
+
+
+def _write_pairs_and_manifest(
+    out: Path,
+    keypoints_dir: Path,
+    per_split: dict[str, list[_Video]],
+    report: PrepareReport,
+    train_pairs: int,
+    seed: int,
+) -> None:
+    """``{split}_pairs.csv`` for every split and ``manifest.csv`` (paths relative to OUT)."""
     for split, videos in per_split.items():
         counts = [v.frames for v in videos]
         if split == "train":
@@ -503,8 +539,6 @@ def prepare_phoenix(
 
     manifest_rows = (manifest_row(v) for videos in per_split.values() for v in videos)
     _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, manifest_rows)
-    atomic_write_text(out / "prepare_report.json", report.to_json() + "\n")
-    return report
 
 
 def keypoint_json_path(split: str, video: str) -> Path:

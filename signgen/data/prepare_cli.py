@@ -99,6 +99,7 @@ def _phoenix(args: argparse.Namespace) -> int:
         "wrote %s in %.1fs: videos kept: %s; pairs: %s; %d problem(s) (see prepare_report.json)",
         args.out, time.perf_counter() - t0, kept, pairs, report.total,
     )  # fmt: skip
+    log.debug("seconds (wall, CPU) per phase: %s", report.seconds)
     return 0
 
 
@@ -124,8 +125,10 @@ def _deepfashion(args: argparse.Namespace) -> int:
     return 0
 
 
+# Over 80 lines: argparse declarations only (one call per option of two subcommands).
 def register(prepare_subparsers: argparse._SubParsersAction) -> None:
     """Add ``phoenix`` and ``deepfashion`` under ``signgen prepare``."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     p = prepare_subparsers.add_parser(
         "phoenix",
         help="validate RWTH-PHOENIX-Weather 2014T + MSKA keypoints and write training pairs",

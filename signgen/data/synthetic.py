@@ -6,12 +6,15 @@ a head with a face built from the 68 COCO-WholeBody face landmarks, two 21-point
 with fingers) FROM a (133, 3) keypoint array, so the target frame for any pose is
 defined by :func:`render_signer`. Each signer has an appearance (:class:`SignerAppearance`:
 skin tone, clothing colour and pattern, hair, background) and a body shape
-(:class:`BodyShape`); :func:`sample_motion` produces smooth, signing-like motion (wrist
-trajectories near the chest and face from random cubic splines, finger flexion, head
-sway, mouthing).
+(:class:`BodyShape`: bone lengths, proportions, place in the frame); :func:`sample_motion`
+produces smooth, signing-like motion (wrist trajectories near the chest and face from
+random cubic splines, finger flexion, head sway, mouthing). A motion is kept apart from
+the body that performs it (:class:`Motion`: joint angles, timing, expression), so any
+signer can perform any other's motion with their own body (:func:`pose_from_motion`):
+the exact ground truth of pose retargeting (``write_retarget_pairs``).
 
-:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see DESIGN.md
-section 7) plus signgen's prepared files (``prepared/manifest.csv`` and
+:func:`write_dataset` writes a dataset in the Phoenix-2014T layout (see
+docs/datasets.md) plus signgen's prepared files (``prepared/manifest.csv`` and
 ``prepared/{split}_pairs.csv``, the format :mod:`signgen.data.pairs` reads).
 
 Coordinates: the motion is generated in pixels of a 210 x 260 reference frame (Phoenix)
@@ -27,6 +30,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -36,6 +40,9 @@ from signgen.errors import InputError
 from signgen.fileio import atomic_path
 from signgen.keypoints import layout as L
 from signgen.keypoints.sequence import KeypointSequence
+
+if TYPE_CHECKING:
+    from signgen.data.pairs import VideoEntry
 
 log = logging.getLogger(__name__)
 
@@ -250,42 +257,118 @@ def _hand(
     return out
 
 
-def sample_motion(
-    rng: np.random.Generator,
-    T: int,
-    size: tuple[int, int] = (REF_W, REF_H),
-    body: BodyShape | None = None,
-    hand_dropout: float = 0.0,
-) -> np.ndarray:
-    """T frames of smooth, signing-like motion as (T, 133, 3) float32 x, y, score in pixels.
+@dataclass(frozen=True)
+class Motion:
+    """What a clip's signer does, apart from their body: angles, timing and expression.
 
-    ``size`` is (width, height) of the frame. Legs and feet are outside the frame (score 0);
-    every other point has score 1, except that ``hand_dropout`` > 0 sets that fraction
-    of hand points to a low confidence (0.1..0.3) for realism (the figure is still drawn).
+    :func:`pose_from_motion` puts a motion on a body (:class:`BodyShape`: bone lengths,
+    proportions, position), so one motion can be performed by any signer: "B performs A"
+    is A's motion on B's body (A's joint angles and timing, B's lengths, size and place).
+    Arrays are per frame (first axis T); angles in radians in image coordinates (x right,
+    y down); arms and hands are (left, right) on the second axis.
     """
+
+    sway: np.ndarray  # (T, 4) in [-1, 1]: torso x, torso y, head tilt, head turn
+    shoulder_tilt: np.ndarray  # (T,) angle of the line neck -> left shoulder
+    head_lean: np.ndarray  # (T,) angle of the neck -> head-centre line from straight up
+    mouth_open: np.ndarray  # (T,) in [0, 1]
+    upper_arm: np.ndarray  # (T, 2) angle shoulder -> elbow
+    forearm: np.ndarray  # (T, 2) angle elbow -> wrist
+    hand_direction: np.ndarray  # (T, 2) angle of the hand (wrist -> middle knuckle, unbent)
+    flex: np.ndarray  # (T, 2, 5) finger flexion in [0, 1], thumb to little finger
+
+    def __len__(self) -> int:
+        return int(self.sway.shape[0])
+
+
+_SIDES = ((+1.0, L.LEFT_SHOULDER, L.LEFT_ELBOW, L.LEFT_WRIST, L.LEFT_HAND.start),
+          (-1.0, L.RIGHT_SHOULDER, L.RIGHT_ELBOW, L.RIGHT_WRIST, L.RIGHT_HAND.start))  # fmt: skip
+
+
+def _torso(motion: Motion, b: BodyShape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neck (shoulder midpoint), left and right shoulder of ``b`` in ``motion``: (T, 2) each.
+
+    The torso sways by a few pixels around the body's own place; the shoulder line keeps the
+    motion's angle at the body's shoulder width (``half * (1, tan(tilt))`` from the neck).
+    """
+    sway = motion.sway
+    neck = np.stack([b.centre_x + 4.0 * sway[:, 0], b.shoulder_y + 2.0 * sway[:, 1]], -1)
+    half = b.shoulder_width / 2
+    # Signer's left appears on the image right (the signer faces the camera).
+    off = np.stack([np.full(len(motion), half), half * np.tan(motion.shoulder_tilt)], -1)
+    return neck, neck + off, neck - off
+
+
+def sample_signer_motion(rng: np.random.Generator, T: int, body: BodyShape | None = None) -> Motion:
+    """Draw T frames of smooth, signing-like motion for a signer with ``body``.
+
+    Wrist trajectories in the signing space (chest to face, between and a bit beyond the
+    shoulders, relative to this body) from random cubic splines, arm angles from them by
+    two-link inverse kinematics on this body's arm lengths; finger flexion, head sway and
+    tilt, mouthing. The angles are then the motion: any body can perform it
+    (:func:`pose_from_motion`).
+    """
+    # Over 80 lines: one smooth curve per body part (torso, head, arms, hands, face), each a
+    # few lines of the same pattern; split up, the shared sway and body shape would be
+    # passed to every piece.
     if T < 1:
         raise InputError(f"number of frames must be >= 1, got {T}")
     b = body or BodyShape()
-    pts = np.zeros((T, 133, 3))
     sway = _smooth(rng, T, 4, knots_per_s=0.6)  # (T, 4): torso x, torso y, head tilt, head turn
-    cx = b.centre_x + 4.0 * sway[:, 0]
-    sy = b.shoulder_y + 2.0 * sway[:, 1]
+    mouth_open = 0.5 + 0.5 * _smooth(rng, T, 1, knots_per_s=3.0)[:, 0]
     half = b.shoulder_width / 2
-    # Signer's left appears on the image right (the signer faces the camera).
-    l_sh = np.stack([cx + half, sy + 2.0 * sway[:, 2]], -1)
-    r_sh = np.stack([cx - half, sy - 2.0 * sway[:, 2]], -1)
-    hip_y = sy + 125.0
-    l_hip = np.stack([cx + 0.42 * b.shoulder_width, hip_y], -1)
-    r_hip = np.stack([cx - 0.42 * b.shoulder_width, hip_y], -1)
+    shoulder_tilt = np.arctan2(2.0 * sway[:, 2], half)
+    head_lean = np.arctan2(3.0 * sway[:, 3], b.neck + b.head_height / 2)
+    partial = Motion(sway, shoulder_tilt, head_lean, mouth_open, *(np.zeros((T, 2)),) * 3,
+                     np.zeros((T, 2, 5)))  # fmt: skip
+    neck, l_sh, r_sh = _torso(partial, b)
+    upper, fore, direction = np.zeros((T, 2)), np.zeros((T, 2)), np.zeros((T, 2))
+    flex = np.zeros((T, 2, 5))
+    # Wrists move in the signing space: chest to face, between the shoulders and a bit out.
+    chin_y = neck[:, 1] - b.neck
+    for i, (side, sh) in enumerate(((+1.0, l_sh), (-1.0, r_sh))):
+        traj = _smooth(rng, T, 2, knots_per_s=1.8)  # (T, 2)
+        activity = 0.55 + 0.45 * rng.uniform()  # some clips use one hand more than the other
+        wx = neck[:, 0] + side * (0.18 + 0.32 * traj[:, 0] * activity) * b.shoulder_width
+        wy_lo, wy_hi = chin_y - 0.2 * b.head_height, neck[:, 1] + 95.0
+        wy = wy_lo + (wy_hi - wy_lo) * (0.55 + 0.45 * traj[:, 1] * activity)
+        elbow, wrist = _two_link_elbow(
+            sh, np.stack([wx, wy], -1), b.upper_arm, b.forearm, side=-side
+        )
+        upper[:, i] = np.arctan2(*(elbow - sh)[:, ::-1].T)
+        fore[:, i] = np.arctan2(*(wrist - elbow)[:, ::-1].T)  # forearm direction
+        direction[:, i] = fore[:, i] + 0.5 * _smooth(rng, T, 1, knots_per_s=1.5)[:, 0]
+        flex[:, i] = 0.5 + 0.5 * _smooth(rng, T, 5, knots_per_s=2.0)
+    return Motion(sway, shoulder_tilt, head_lean, mouth_open, upper, fore, direction, flex)
+
+
+def pose_from_motion(
+    motion: Motion, body: BodyShape | None = None, size: tuple[int, int] = (REF_W, REF_H)
+) -> np.ndarray:
+    """``body`` performing ``motion``: (T, 133, 3) float32 x, y, score in pixels of ``size``.
+
+    Forward kinematics: every limb takes the motion's angle and the body's length (upper
+    arm, forearm, shoulder width, hand size), the head the motion's lean, tilt, turn and
+    mouthing at the body's head size, the torso the motion's sway around the body's place.
+    Legs and feet are outside the frame (score 0); every other point has score 1.
+    """
+    b = body or BodyShape()
+    T = len(motion)
+    pts = np.zeros((T, 133, 3))
+    sway = motion.sway
+    neck, l_sh, r_sh = _torso(motion, b)
+    hip_y = neck[:, 1] + 125.0
+    l_hip = np.stack([neck[:, 0] + 0.42 * b.shoulder_width, hip_y], -1)
+    r_hip = np.stack([neck[:, 0] - 0.42 * b.shoulder_width, hip_y], -1)
 
     # Head: centre above the neck, small tilt; face landmarks from the template.
     tilt = 0.12 * sway[:, 2]
-    head_c = np.stack([cx + 3.0 * sway[:, 3], sy - b.neck - b.head_height / 2], -1)
+    rise = b.neck + b.head_height / 2
+    head_c = np.stack([neck[:, 0] + rise * np.tan(motion.head_lean), neck[:, 1] - rise], -1)
     face = _FACE[None].repeat(T, 0).copy()  # (T, 68, 2)
-    mouth_open = 0.5 + 0.5 * _smooth(rng, T, 1, knots_per_s=3.0)[:, 0]
     for lo, hi, n in ((60, 68, 8), (48, 60, 12)):  # the lower lip drops when the mouth opens
         lower = np.sin(np.linspace(math.pi, -math.pi, n, endpoint=False)) < 0
-        face[:, lo:hi, 1] += lower[None] * (0.05 * mouth_open[:, None])
+        face[:, lo:hi, 1] += lower[None] * (0.05 * motion.mouth_open[:, None])
     face[:, :, 0] += 0.05 * sway[:, 3:4]  # head turn shifts the features sideways
     face_px = face * np.array([b.head_width, b.head_height])
     face_px = _rotate(face_px, tilt[:, None]) + head_c[:, None]
@@ -303,41 +386,67 @@ def sample_motion(
     pts[:, L.RIGHT_SHOULDER, :2] = r_sh
     pts[:, L.LEFT_HIP, :2] = l_hip
     pts[:, L.RIGHT_HIP, :2] = r_hip
-
-    # Wrists move in the signing space: chest to face, between the shoulders and a bit out.
-    chin_y = head_c[:, 1] + b.head_height / 2
-    for side, sh, wrist_i, elbow_i, hand_start in (
-        (+1.0, l_sh, L.LEFT_WRIST, L.LEFT_ELBOW, L.LEFT_HAND.start),
-        (-1.0, r_sh, L.RIGHT_WRIST, L.RIGHT_ELBOW, L.RIGHT_HAND.start),
-    ):
-        traj = _smooth(rng, T, 2, knots_per_s=1.8)  # (T, 2)
-        activity = 0.55 + 0.45 * rng.uniform()  # some clips use one hand more than the other
-        wx = cx + side * (0.18 + 0.32 * traj[:, 0] * activity) * b.shoulder_width
-        wy_lo, wy_hi = chin_y - 0.2 * b.head_height, sy + 95.0
-        wy = wy_lo + (wy_hi - wy_lo) * (0.55 + 0.45 * traj[:, 1] * activity)
-        elbow, wrist = _two_link_elbow(
-            sh, np.stack([wx, wy], -1), b.upper_arm, b.forearm, side=-side
-        )
+    for i, (side, sh_i, elbow_i, wrist_i, hand_start) in enumerate(_SIDES):
+        sh = pts[:, sh_i, :2]
+        elbow = sh + b.upper_arm * np.stack([np.cos(motion.upper_arm[:, i]),
+                                             np.sin(motion.upper_arm[:, i])], -1)  # fmt: skip
+        wrist = elbow + b.forearm * np.stack([np.cos(motion.forearm[:, i]),
+                                              np.sin(motion.forearm[:, i])], -1)  # fmt: skip
         pts[:, elbow_i, :2] = elbow
         pts[:, wrist_i, :2] = wrist
-        fore = np.arctan2(*(wrist - elbow)[:, ::-1].T)  # forearm direction
-        direction = fore + 0.5 * _smooth(rng, T, 1, knots_per_s=1.5)[:, 0]
-        flex = 0.5 + 0.5 * _smooth(rng, T, 5, knots_per_s=2.0)
-        pts[:, hand_start : hand_start + 21, :2] = _hand(wrist, direction, flex, b.hand, side)
+        pts[:, hand_start : hand_start + 21, :2] = _hand(
+            wrist, motion.hand_direction[:, i], motion.flex[:, i], b.hand, side
+        )
 
     pts[..., 2] = 1.0
     pts[:, list(_LEGS), 2] = 0.0  # outside the frame, like in Phoenix
     for i in _LEGS:
         pts[:, i, :2] = pts[:, L.LEFT_HIP if i % 2 else L.RIGHT_HIP, :2] + [0.0, 60.0]
-    if hand_dropout > 0:
-        hands = np.r_[L.LEFT_HAND.start : L.RIGHT_HAND.stop]
-        mask = rng.uniform(size=(T, hands.size)) < hand_dropout
-        scores = pts[:, hands, 2]
-        scores[mask] = rng.uniform(0.1, 0.3, size=int(mask.sum()))
-        pts[:, hands, 2] = scores
     pts[..., 0] *= size[0] / REF_W
     pts[..., 1] *= size[1] / REF_H
     return pts.astype(np.float32)
+
+
+def _hand_dropout(rng: np.random.Generator, points: np.ndarray, fraction: float) -> np.ndarray:
+    """Give ``fraction`` of the hand points a low confidence (0.1..0.3), for realism (the
+    figure is still drawn). (T, 133, 3) in place; returned."""
+    if fraction > 0:
+        hands = np.r_[L.LEFT_HAND.start : L.RIGHT_HAND.stop]
+        mask = rng.uniform(size=(points.shape[0], hands.size)) < fraction
+        scores = points[:, hands, 2]
+        scores[mask] = rng.uniform(0.1, 0.3, size=int(mask.sum()))
+        points[:, hands, 2] = scores
+    return points
+
+
+def sample_clip(
+    rng: np.random.Generator,
+    T: int,
+    size: tuple[int, int] = (REF_W, REF_H),
+    body: BodyShape | None = None,
+    hand_dropout: float = 0.0,
+) -> tuple[np.ndarray, Motion]:
+    """:func:`sample_motion` that also returns the :class:`Motion` it drew."""
+    motion = sample_signer_motion(rng, T, body)
+    return _hand_dropout(rng, pose_from_motion(motion, body, size), hand_dropout), motion
+
+
+def sample_motion(
+    rng: np.random.Generator,
+    T: int,
+    size: tuple[int, int] = (REF_W, REF_H),
+    body: BodyShape | None = None,
+    hand_dropout: float = 0.0,
+) -> np.ndarray:
+    """T frames of smooth, signing-like motion as (T, 133, 3) float32 x, y, score in pixels.
+
+    ``size`` is (width, height) of the frame. Legs and feet are outside the frame (score 0);
+    every other point has score 1, except that ``hand_dropout`` > 0 sets that fraction
+    of hand points to a low confidence (0.1..0.3) for realism (the figure is still drawn).
+    The motion is drawn by :func:`sample_signer_motion` and performed by ``body`` with
+    :func:`pose_from_motion`.
+    """
+    return sample_clip(rng, T, size, body, hand_dropout)[0]
 
 
 # ---------------------------------------------------------------------------------
@@ -402,6 +511,8 @@ def _layers(app: SignerAppearance, size: tuple[int, int]) -> _StaticLayers:
     return _LAYER_CACHE[key]
 
 
+# Over 80 lines: the figure is painted back to front, one layer after another on one
+# image (background, torso, arms, head, hands); the order is the drawing.
 def render_signer(
     appearance: SignerAppearance, points: np.ndarray, size: tuple[int, int]
 ) -> np.ndarray:
@@ -411,6 +522,8 @@ def render_signer(
     only. Points are read regardless of score (scores describe detector confidence, not
     visibility, in this world), so the frame is the exact render of its keypoints.
     """
+    # Over 80 lines: the drawing order of the signer's layers (background, torso, arms,
+    # hands, head, hair, face) is the function; each layer is a few drawing calls.
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (133, 3):
         raise InputError(f"points must have shape (133, 3), got {pts.shape}")
@@ -564,12 +677,16 @@ class SyntheticConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     train_pairs_per_video: int = 100
     hand_dropout: float = 0.0
+    retarget_pairs: int = 0  # per dev/test video: other signers performing its motion
 
 
+# Over 80 lines: one pass over the splits writes frames, keypoints, corpus and manifest
+# together, so that every file of a video comes from the same sampled motion.
 def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]:
-    """Generate the synthetic world under ``cfg.out``; returns the number of videos per split.
+    """Generate the synthetic world under ``cfg.out``; returns the number of videos per split
+    (and under ``"retarget"`` the number of retargeting clips, when asked for).
 
-    Layout (Phoenix-2014T, DESIGN.md section 7, plus signgen extras)::
+    Layout (Phoenix-2014T, docs/datasets.md, plus signgen extras)::
 
         PHOENIX-2014-T/features/fullFrame-WxHpx/{split}/<name>/images0001.png ...
         PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.{split}.corpus.csv
@@ -577,7 +694,16 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
         keypoints/json/{split}/<name>.json         signgen JSON per video
         prepared/manifest.csv, prepared/{split}_pairs.csv
         signers.json                               appearance and body of each signer
+
+    With ``cfg.retarget_pairs`` = N > 0, also N clips per dev and test video in which
+    another signer of that split performs the video's motion with their own body
+    (:func:`write_retarget_pairs`): ``retarget/`` and ``prepared/retarget_pairs.csv``.
+
+    (Over 80 lines: one pass writes every file of a video together, frames, pickle entry,
+    JSON, manifest row and pairs, so that each video's random stream is drawn in one place.)
     """
+    # Over 80 lines: the world is written split by split, video by video, with the corpus,
+    # keypoints and prepared files that describe it; one pass keeps them consistent.
     import json
 
     import torch
@@ -587,6 +713,8 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
         raise InputError(f"--frames must be >= 2, got {cfg.frames}")
     if cfg.width < 16 or cfg.height < 16:
         raise InputError(f"--size must be at least 16x16, got {cfg.width}x{cfg.height}")
+    if cfg.retarget_pairs < 0:
+        raise InputError(f"--retarget-pairs must be >= 0, got {cfg.retarget_pairs}")
     out = Path(cfg.out)
     size = (cfg.width, cfg.height)
     rng = np.random.default_rng(cfg.seed)
@@ -597,8 +725,10 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
     frames_root = root / "features" / f"fullFrame-{cfg.width}x{cfg.height}px"
     manifest_rows: list[dict[str, object]] = []
     pair_rows: dict[str, list[tuple[str, str, int, int]]] = {s: [] for s in SPLITS}
-    bar = tqdm(total=cfg.videos * cfg.frames, unit="frame", desc="synthetic", disable=not progress)
-    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    held_out = sum(counts[s] for s in ("dev", "test"))
+    total = (cfg.videos + cfg.retarget_pairs * held_out) * cfg.frames
+    bar = tqdm(total=total, unit="frame", desc="synthetic", disable=not progress)
+    clips: dict[str, list[_Clip]] = {s: [] for s in SPLITS}
     from signgen.keypoints.formats.mska import HEIGHT as MSKA_H
     from signgen.keypoints.formats.mska import WIDTH as MSKA_W
 
@@ -611,15 +741,10 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
             signer = signers[pool[v % len(pool)]]
             vid_rng = np.random.default_rng([cfg.seed, SPLITS.index(split), v])
             name = f"synth_{split}_{signer.name}_{v:04d}"
-            points = sample_motion(vid_rng, cfg.frames, size, signer.body, cfg.hand_dropout)
+            points, motion = sample_clip(vid_rng, cfg.frames, size, signer.body, cfg.hand_dropout)
+            clips[split].append(_Clip(name, signer, motion, points[..., 2].copy()))
             frame_dir = frames_root / split / name
-            frame_dir.mkdir(parents=True, exist_ok=True)
-            for t in range(cfg.frames):
-                img = render_signer(signer.appearance, points[t], size)
-                # RGB canvas -> cv2 writes BGR.
-                if not cv2.imwrite(str(frame_dir / f"images{t + 1:04d}.png"), img[..., ::-1], png):
-                    raise OSError(f"could not write {frame_dir}")
-                bar.update(1)
+            _write_frames(frame_dir, signer.appearance, points, size, bar)
             words = [str(w) for w in vid_rng.choice(_VOCAB, size=int(vid_rng.integers(3, 7)))]
             gloss, text = " ".join(words), " ".join(words).lower() + " ."
             corpus.append([name, f"{name}/1/*.png", "-1", "-1", signer.name, gloss, text])
@@ -659,6 +784,8 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
         kp_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(kp_path) as tmp, open(tmp, "wb") as fh:
             pickle.dump(mska, fh)
+    if cfg.retarget_pairs:
+        counts["retarget"] = write_retarget_pairs(cfg, clips, bar)
     bar.close()
     prepared = out / "prepared"
     cols = ["video", "split", "signer", "frames", "fps", "width", "height", "frames_dir",
@@ -674,6 +801,115 @@ def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]
     ]  # fmt: skip
     (out / "signers.json").write_text(json.dumps(signer_info, indent=1, default=list))
     return counts
+
+
+@dataclass(frozen=True)
+class _Clip:
+    name: str
+    signer: Signer
+    motion: Motion
+    scores: np.ndarray  # (T, 133)
+
+
+def _write_frames(
+    frame_dir: Path, appearance: SignerAppearance, points: np.ndarray, size: tuple[int, int], bar
+) -> None:
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    for t in range(points.shape[0]):
+        img = render_signer(appearance, points[t], size)
+        # RGB canvas -> cv2 writes BGR.
+        if not cv2.imwrite(str(frame_dir / f"images{t + 1:04d}.png"), img[..., ::-1], png):
+            raise OSError(f"could not write {frame_dir}")
+        bar.update(1)
+
+
+RETARGET_COLUMNS = ("video", "split", "signer", "frames", "fps", "width", "height", "frames_dir",
+                    "frame_pattern", "keypoints_file", "driver_video", "driver_signer",
+                    "appearance_video")  # fmt: skip
+
+
+def write_retarget_pairs(cfg: SyntheticConfig, clips: dict[str, list[_Clip]], bar) -> int:
+    """Ground truth for keypoint retargeting: signer B performing signer A's motion.
+
+    For every dev and test video (driver A) and k = 1..``cfg.retarget_pairs``: the k-th
+    next video of the same split (cyclically) by another signer B gives B and B's own clip
+    (``appearance_video``: its first frame is B's reference frame). The target clip is
+    A's :class:`Motion` on B's body (:func:`pose_from_motion`: A's joint angles and timing,
+    B's bone lengths, proportions and place) drawn with B's appearance; its keypoints keep
+    A's scores. Writes ``retarget/fullFrame-WxHpx/{split}/<name>/``,
+    ``retarget/keypoints/{split}/<name>.json`` and ``prepared/retarget_pairs.csv``
+    (:data:`RETARGET_COLUMNS`; paths relative to ``prepared/`` as in the manifest, read by
+    :func:`read_retarget_pairs`). Returns the number of clips written.
+    """
+    out = Path(cfg.out)
+    size = (cfg.width, cfg.height)
+    rows = []
+    for split in ("dev", "test"):
+        videos = clips[split]
+        for i, a in enumerate(videos):
+            others = [j for j in (*range(i + 1, len(videos)), *range(i))
+                      if videos[j].signer.name != a.signer.name][: cfg.retarget_pairs]  # fmt: skip
+            for j in others:
+                b = videos[j]
+                name = f"{a.name}_by_{b.signer.name}_{j:04d}"
+                points = pose_from_motion(a.motion, b.signer.body, size)
+                points[..., 2] = a.scores
+                frame_dir = (
+                    out / "retarget" / f"fullFrame-{cfg.width}x{cfg.height}px" / split / name
+                )
+                _write_frames(frame_dir, b.signer.appearance, points, size, bar)
+                json_path = out / "retarget" / "keypoints" / split / f"{name}.json"
+                meta = {"signer": b.signer.name, "driver_signer": a.signer.name,
+                        "driver_video": a.name, "appearance_video": b.name}  # fmt: skip
+                KeypointSequence(points, cfg.width, cfg.height, FPS, meta=meta).save(json_path)
+                rows.append([name, split, b.signer.name, len(a.motion), FPS, cfg.width, cfg.height,
+                             str(Path("..") / frame_dir.relative_to(out)), "images{:04d}.png",
+                             str(Path("..") / json_path.relative_to(out)), a.name, a.signer.name,
+                             b.name])  # fmt: skip
+    if not rows:
+        log.warning("no retarget pairs written: the dev and test splits each hold videos of "
+                    "a single signer (use more --videos or --signers)")  # fmt: skip
+    _write_csv(out / "prepared" / "retarget_pairs.csv", RETARGET_COLUMNS, rows)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class RetargetPair:
+    """One row of ``prepared/retarget_pairs.csv``: ``target`` is signer B performing the motion
+    of ``driver_video`` (signer A); ``appearance_video`` is B's own clip (manifest names)."""
+
+    target: VideoEntry
+    driver_video: str
+    driver_signer: str
+    appearance_video: str
+
+
+def read_retarget_pairs(prepared_dir: str | Path) -> list[RetargetPair]:
+    """The retargeting ground truth written by ``signgen prepare synthetic --retarget-pairs``."""
+    from signgen.data.pairs import VideoEntry  # imports torch: only when needed
+
+    root = Path(prepared_dir)
+    path = root / "retarget_pairs.csv"
+    if not path.is_file():
+        raise InputError(
+            f"{path} not found: generate the world with `signgen prepare synthetic "
+            "--retarget-pairs N`"
+        )
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in RETARGET_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = list(reader)
+
+    def entry(r: dict[str, str]) -> VideoEntry:
+        return VideoEntry(r["video"], r["split"], r["signer"], int(r["frames"]), float(r["fps"]),
+                          int(r["width"]), int(r["height"]), (root / r["frames_dir"]).resolve(),
+                          (root / r["keypoints_file"]).resolve(), r["frame_pattern"])  # fmt: skip
+
+    return [RetargetPair(entry(r), r["driver_video"], r["driver_signer"], r["appearance_video"])
+            for r in rows]  # fmt: skip
 
 
 def _write_csv(path: Path, header: Sequence[str], rows, delimiter: str = ",") -> None:

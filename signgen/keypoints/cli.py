@@ -1,18 +1,15 @@
 """``signgen keypoints``: convert keypoint files to signgen JSON and describe them.
 
-Other modules add subcommands (``extract``, ``models``) by appending a
-``register(keypoints_subparsers)`` callable to :data:`EXTRA_COMMANDS` or by providing
-``signgen.keypoints.extract_cli.register``.
+The mmpose commands (``extract``, ``models``) are registered by
+:mod:`signgen.keypoints.extract_cli` (mmpose itself is imported only when they run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +18,12 @@ from signgen.keypoints.filters import OneEuroConfig
 
 _ONE_EURO = OneEuroConfig()  # defaults shown in --help
 
-# Callables that add subcommands to the ``keypoints`` sub-subparsers (see module docstring).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-_EXTRA_MODULES = ("signgen.keypoints.extract_cli",)
-
 FORMAT_HELP = (
     "input format (default: auto = detect from the path and content). "
     "signgen: signgen JSON; mska: MSKA Phoenix-2014T pickle; openpose: folder of OpenPose "
     "*_keypoints.json; mmpose: mmpose inferencer prediction JSON (file or folder); "
-    "deepfashion: DeepFashion name:keypoints_y:keypoints_x CSV; pcdms: PCDMs pose .txt"
+    "deepfashion: DeepFashion name:keypoints_y:keypoints_x CSV; pcdms: PCDMs pose .txt; "
+    "pose: pose-format .pose file (MediaPipe Holistic, OpenPose-135, OpenPose, COCO-WholeBody)"
 )
 
 CONVERT_EPILOG = """\
@@ -43,6 +37,11 @@ formats read (auto-detected):
   DeepFashion CSV     name:keypoints_y:keypoints_x on 176x256; every row becomes a frame
                       unless --sample NAME picks one
   PCDMs .txt          18 rows "x y" (+40 px x-offset) on 176x256
+  pose-format .pose   MediaPipe Holistic (with or without world landmarks), OpenPose-135,
+                      OpenPose or COCO-WholeBody 133 headers; size and fps from the file
+
+Output: signgen JSON, or a pose-format .pose file (COCO-WholeBody 133 header) when OUT
+ends in .pose.
 
 Missing points get score 0. When several people are detected (OpenPose, mmpose) the main
 signer is kept: the largest bounding box area x mean keypoint confidence.
@@ -52,6 +51,8 @@ examples:
   signgen keypoints convert openpose_json/ --size 1280x720 --fps 30 -o seq.json
   signgen keypoints convert preds.json --size 210x260 --fps 25 --threshold 0.3 \\
       --interpolate-gaps 3 --smooth -o seq.json
+  signgen keypoints convert holistic.pose -o seq.json     # a MediaPipe Holistic .pose file
+  signgen keypoints convert seq.json -o seq.pose          # signgen -> pose-format
 """
 
 INFO_EPILOG = """\
@@ -86,13 +87,15 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms"),
+        choices=("auto", "signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms", "pose"),
         help=FORMAT_HELP,
     )
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     kp = subparsers.add_parser(
         "keypoints",
         help="convert and inspect keypoint files (signgen JSON, MSKA, OpenPose, mmpose, ...)",
@@ -114,7 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_input_options(conv)
-    conv.add_argument("-o", "--output", required=True, metavar="OUT.json", help="output file")
+    conv.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file: signgen JSON, or pose-format when it ends in .pose",
+    )
     conv.add_argument(
         "--threshold",
         type=float,
@@ -179,18 +188,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     info.set_defaults(func=info_command)
 
-    for name in _EXTRA_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # not part of this build
-            raise
-        hook = getattr(module, "register", None)
-        if hook is not None and hook not in EXTRA_COMMANDS:
-            hook(kp_sub)
-    for hook in EXTRA_COMMANDS:
-        hook(kp_sub)
+    from signgen.keypoints import extract_cli
+
+    extract_cli.register(kp_sub)
+
+    _register_retarget(kp_sub)
 
 
 def _load(args: argparse.Namespace):
@@ -208,6 +210,7 @@ def _load(args: argparse.Namespace):
 
 def convert_command(args: argparse.Namespace) -> int:
     from signgen.keypoints.filters import process
+    from signgen.keypoints.io import save_keypoints
 
     out = Path(args.output)
     if out.is_dir():
@@ -219,10 +222,10 @@ def convert_command(args: argparse.Namespace) -> int:
         smooth = OneEuroConfig(min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff)
     seq, kind = _load(args)
     seq = process(seq, threshold=args.threshold, smooth=smooth, max_gap=args.interpolate_gaps)
-    seq.save(out)
+    written = save_keypoints(seq, out)
     print(
         f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
-        f"(read as {kind})"
+        f"(read as {kind}, written as {written})"
     )
     return 0
 
@@ -269,4 +272,125 @@ def info_command(args: argparse.Namespace) -> int:
             text += f": {_format_ranges(missing)}"
         lines.append(text)
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# ---- signgen keypoints retarget ----------------------------------------------------------
+
+RETARGET_EPILOG = """\
+How (docs/retargeting.md): a global fit maps the first driving frame onto REF (scale and
+translation from the torso points confident in both: nose, eyes, ears, shoulders, hips),
+then every bone of the driving skeleton is scaled by REF's length over the driver's on that
+frame (body, each finger bone, the head as one rigid patch) and the bones are chained from
+the neck outwards. Every bone keeps the driver's direction in every frame (its angles and
+timing), and hands hang off the retargeted wrists. Missing points stay missing (score 0).
+A bone REF lacks keeps the driver's length, scaled by the global fit; a warning names it.
+
+REF is a keypoint file in any format signgen reads (its first frame is used) or an image,
+video or frame folder: then its first frame's keypoints are extracted with the whole-body
+pose model of `signgen keypoints extract` (needs its checkpoint, see `signgen keypoints
+models`). The output is signgen JSON in pixels of REF's frame, at DRIVE's fps.
+
+examples:
+  signgen keypoints retarget other_signer.json --reference first_frame_keypoints.json -o seq.json
+  signgen keypoints retarget Phoenix-2014T.test --sample NAME --reference signer.png -o seq.json
+  signgen render --video signer.png --keypoints seq.json -o out.mp4
+"""
+
+
+def _register_retarget(kp_sub: argparse._SubParsersAction) -> None:
+    from signgen.keypoints.retarget import DEFAULT_MIN_SCORE
+
+    p = kp_sub.add_parser(
+        "retarget",
+        help="put a keypoint sequence on another person's body (bone lengths, size, place)",
+        description="Retarget the keypoint sequence DRIVE onto the skeleton of REF: the result "
+        "has REF's bone lengths, size and position in the frame, and DRIVE's joint angles "
+        "and timing. Render it with REF's appearance: `signgen render`.",
+        epilog=RETARGET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("drive", metavar="DRIVE", help="driving keypoint sequence (any format)")
+    p.add_argument("--reference", required=True, metavar="REF",
+                   help="keypoint file (its first frame), or an image / video / frame folder "
+                   "(its first frame's keypoints are extracted)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="output file")
+    p.add_argument("--sample", metavar="NAME", help="sample of DRIVE in a multi-sample file")
+    p.add_argument("--size", metavar="WxH",
+                   help="frame size of DRIVE (required for OpenPose / mmpose input)")  # fmt: skip
+    p.add_argument("--fps", type=float, metavar="F",
+                   help="frame rate of DRIVE (required for OpenPose / mmpose input)")  # fmt: skip
+    p.add_argument("--reference-sample", metavar="NAME",
+                   help="sample of REF in a multi-sample keypoint file")  # fmt: skip
+    p.add_argument("--reference-size", metavar="WxH",
+                   help="frame size of REF when its keypoint format does not store it")  # fmt: skip
+    p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
+                   help="points below this confidence neither measure lengths nor anchor bones "
+                   f"(default {DEFAULT_MIN_SCORE:g}, the pose drawing threshold)")  # fmt: skip
+    p.add_argument("--pose-model", metavar="NAME",
+                   help="named whole-body model for an image/video REF (default: that of "
+                   "`signgen keypoints extract`)")  # fmt: skip
+    p.add_argument("--pose-checkpoint", metavar="P",
+                   help="its checkpoint .pth (default: $SIGNGEN_WEIGHTS_DIR/<its file>)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="device of the pose model (default: auto)")
+    p.set_defaults(func=retarget_command)
+
+
+def retarget_command(args: argparse.Namespace) -> int:
+    import warnings
+
+    from signgen.keypoints.io import load_keypoints, parse_size
+    from signgen.keypoints.retarget import (
+        RetargetWarning,
+        is_media,
+        load_reference,
+        mmpose_first_frame_extractor,
+        retarget_sequence,
+    )
+
+    # 1. Options that need no file.
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name such as {out / 'seq.json'}")
+    if not (math.isfinite(args.min_score) and 0 <= args.min_score <= 1):
+        raise InputError(f"--min-score must be in [0, 1], got {args.min_score}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
+    size = parse_size(args.size) if args.size is not None else None
+    ref_size = parse_size(args.reference_size) if args.reference_size is not None else None
+
+    # 2. Inputs: the driving sequence, then the reference (maybe extracted from a frame).
+    drive = load_keypoints(args.drive, sample=args.sample, size=size, fps=args.fps)
+    extractor = None
+    if Path(args.reference).exists() and is_media(args.reference):
+        try:
+            extractor = mmpose_first_frame_extractor(
+                args.pose_model, args.pose_checkpoint, args.device
+            )
+        except InputError as exc:
+            raise type(exc)(
+                f"--reference {args.reference} is an image/video, so its first frame's "
+                f"keypoints must be extracted, but no pose model is available: {exc}; or "
+                f"extract them where one is (`signgen keypoints extract --video "
+                f"{args.reference} -o ref.json`) and pass --reference ref.json"
+            ) from None
+    ref_points, ref_wh = load_reference(
+        args.reference, sample=args.reference_sample, size=ref_size, extractor=extractor
+    )
+
+    # 3. Retarget; the library's warning becomes one line on stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RetargetWarning)
+        seq = retarget_sequence(drive, ref_points, ref_wh, min_score=args.min_score)
+    for w in caught:
+        if issubclass(w.category, RetargetWarning):
+            sys.stderr.write(f"signgen: warning: {w.message}\n")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    seq.save(out)
+    fit = seq.meta["retarget"]
+    print(
+        f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
+        f"(global scale x{fit['scale']:.3f}, fitted on driving frame {fit['anchor_frame']})"
+    )
     return 0

@@ -60,20 +60,6 @@ DEFAULT_BATCH_SIZE = 8
 # ---- devices, configs, checkpoints ------------------------------------------------------
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; checks explicit ones."""
-    import torch
-
-    device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is visible; use --device cpu or auto")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise InputError(f"invalid device {device!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _checkpoint_safe_globals() -> list[Any]:
     """Non-tensor types admitted when unpickling a checkpoint (``torch.load`` allow-list).
 
@@ -249,7 +235,9 @@ class TopDownPoseModel:
         if int(batch_size) < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.device = resolve_device(device)
+        from signgen.devices import resolve_device
+
+        self.device = str(resolve_device(device))  # mmpose/mmdet take text
         self.config_path = Path(config)
         self.checkpoint_path = Path(checkpoint)
         if not self.checkpoint_path.is_file():
@@ -372,7 +360,9 @@ class MMDetPersonDetector:
         device: str = "auto",
         score_thr: float = 0.5,
     ) -> None:
-        self.device = resolve_device(device)
+        from signgen.devices import resolve_device
+
+        self.device = str(resolve_device(device))  # mmpose/mmdet take text
         self.score_thr = float(score_thr)
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
@@ -505,14 +495,14 @@ def extract_keypoints(
     bbox: str | np.ndarray = "auto",
     detector: Callable[[Sequence[np.ndarray]], list[np.ndarray | None]] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
+    progress: Any = True,
     meta: dict[str, Any] | None = None,
 ) -> KeypointSequence:
     """Run ``model`` on every frame of ``video`` (file, frame folder or image).
 
     ``bbox``: ``"auto"``, ``"full"`` or a (4,) box; see the module docstring for ``"auto"``
-    (uses ``detector`` when given). Returns a KeypointSequence of (T, 133, 3) at the video's
-    size and fps.
+    (uses ``detector`` when given). ``progress``: a bool, or a tqdm bar to advance (batch
+    runs share one). Returns a KeypointSequence of (T, 133, 3) at the video's size and fps.
     """
     from tqdm import tqdm
 
@@ -544,10 +534,19 @@ def extract_keypoints(
             )
     chunks: list[np.ndarray] = []
     last_box = full  # the box the next frame starts from in auto mode
-    bar = tqdm(
-        total=info.num_frames, unit="frame", desc="extract", file=sys.stderr, disable=not progress
+    own_bar = not hasattr(progress, "update")
+    bar = (
+        tqdm(
+            total=info.num_frames,
+            unit="frame",
+            desc="extract",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        if own_bar
+        else progress
     )
-    with bar:
+    with bar if own_bar else contextlib.nullcontext():
         for frames in iter_batches(video, int(batch_size)):  # (B, H, W, 3) uint8 RGB
             b = frames.shape[0]
             if mode == "fixed":

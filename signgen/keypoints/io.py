@@ -1,4 +1,4 @@
-"""Read any supported keypoint file into a :class:`KeypointSequence` (DESIGN.md section 3).
+"""Read any supported keypoint file into a :class:`KeypointSequence` (docs/keypoints.md).
 
 Formats (``fmt``), detected from the path and its content when ``fmt="auto"``:
 
@@ -11,7 +11,11 @@ openpose       folder of OpenPose ``*_keypoints.json`` (or one such file)    fro
 mmpose         mmpose inferencer prediction JSON (file or folder)            from args
 deepfashion    DeepFashion ``name:keypoints_y:keypoints_x`` CSV              176x256
 pcdms          PCDMs/FPDM pose ``.txt`` (18 rows ``x y``)                    176x256
+pose           pose-format ``.pose`` (MediaPipe Holistic, OpenPose-135,      stored
+               OpenPose, COCO-WholeBody 133 headers)
 =============  ===========================================================  ============
+
+:func:`save_keypoints` writes signgen JSON, or a ``.pose`` file when the name ends in ``.pose``.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from signgen.errors import FormatError, InputError
-from signgen.keypoints.formats import deepfashion, mmpose, mska, openpose
+from signgen.keypoints.formats import deepfashion, mmpose, mska, openpose, poseformat
 from signgen.keypoints.formats.common import read_json
 from signgen.keypoints.sequence import KeypointSequence, from_json_dict
 
-FORMATS = ("signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms")
+FORMATS = ("signgen", "mska", "openpose", "mmpose", "deepfashion", "pcdms", "pose")
 _PICKLE_PROTOCOLS = range(2, 6)
 _MSKA_NAME = re.compile(r"^Phoenix-2014T?\.(train|dev|test)$", re.IGNORECASE)
 _SNIFF_BYTES = 4096
@@ -78,6 +82,8 @@ def _sniff(path: Path) -> tuple[str, Any]:
         raise InputError(f"keypoint file is empty (0 bytes): {path}")
     if head[0] == 0x80 and len(head) > 1 and head[1] in _PICKLE_PROTOCOLS:
         return "mska", None
+    if poseformat.looks_like_pose(path, head):
+        return "pose", None
     if head.startswith(b"PK\x03\x04"):
         raise FormatError(
             f"{path}: is a zip archive (a torch.save checkpoint?), not a keypoint file"
@@ -166,7 +172,7 @@ def load_keypoints_and_format(
         raise InputError(
             f"{path}: --sample only applies to MSKA pickles and DeepFashion CSVs, this is {kind}"
         )
-    if kind in ("signgen", "mska", "deepfashion", "pcdms") and path.is_dir():
+    if kind in ("signgen", "mska", "deepfashion", "pcdms", "pose") and path.is_dir():
         raise InputError(f"{path} is a folder; the {kind} format is a single file")
 
     if kind == "signgen":
@@ -185,6 +191,8 @@ def load_keypoints_and_format(
         seq = mmpose.read_mmpose(path, size=size, fps=fps)
     elif kind == "deepfashion":
         seq = deepfashion.read_deepfashion(path, sample=sample, fps=fps)
+    elif kind == "pose":
+        seq = poseformat.read_pose(path, size=size, fps=fps)
     else:
         assert kind == "pcdms", kind
         seq = deepfashion.read_pcdms_txt(path, fps=fps)
@@ -192,3 +200,13 @@ def load_keypoints_and_format(
         seq = seq.rescaled(*size)
     seq.meta.setdefault("source_format", kind)
     return seq, kind
+
+
+def save_keypoints(seq: KeypointSequence, path: str | Path) -> str:
+    """Write ``seq`` atomically: a pose-format ``.pose`` file for a ``.pose`` name, else
+    signgen JSON. Returns the format written (``"pose"`` or ``"signgen"``)."""
+    if Path(path).suffix.lower() == poseformat.SUFFIX:
+        poseformat.write_pose(seq, path)
+        return "pose"
+    seq.save(path)
+    return "signgen"

@@ -1,4 +1,4 @@
-"""Evaluation metrics with pinned implementations (DESIGN.md section 8).
+"""Evaluation metrics with pinned implementations (docs/metrics.md).
 
 Light on import (the CLI reads the names below); the metric code lives in submodules:
 ``ssim`` (SSIM variants, PSNR), ``perceptual`` (LPIPS), ``fid`` (Inception features,

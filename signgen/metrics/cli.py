@@ -24,7 +24,9 @@ metrics (per frame unless noted):
              (torchvision ImageNet Inception); needs --fid-weights
   hand_ssim  SSIM of 60x60 crops at the GT middle knuckles (needs --keypoints)
   hand_pe    L1 between hand keypoints detected on both crops (needs --keypoints and
-             --hand-config/--hand-checkpoint, an mmpose HRNetv2 hand model)
+             --hand-config/--hand-checkpoint, an mmpose HRNetv2 hand model); with
+             --hand-detector mediapipe: MediaPipe Hands, no weights, reported under its own
+             name hand_pe_mediapipe (not comparable with the paper's HRNetv2 Hand PE)
   flicker    mean |frame_t - frame_t-1| of the generated clip, and its ratio to the GT's
 
 outputs:
@@ -50,7 +52,9 @@ example:
 """
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Long: argparse declarations, one option per statement, each with its --help text.
     from signgen.metrics import DEFAULT_METRICS, KNOWN_METRICS
 
     p = subparsers.add_parser(
@@ -104,6 +108,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--hand-config", help="mmpose HRNetv2 hand model config (.py) for hand_pe")
     p.add_argument("--hand-checkpoint", help="its checkpoint (.pth)")
+    p.add_argument(
+        "--hand-detector",
+        choices=("hrnetv2", "mediapipe"),
+        default="hrnetv2",
+        help="hand_pe's keypoint detector: hrnetv2 (the paper's; --hand-config/--hand-checkpoint)"
+        " or mediapipe (MediaPipe Hands, no weights; reported as hand_pe_mediapipe, never "
+        "as hand_pe) (default: %(default)s)",
+    )
     p.add_argument(
         "--min-keypoint-score",
         type=float,
@@ -159,6 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         fid_cache=args.fid_cache,
         hand_config=args.hand_config,
         hand_checkpoint=args.hand_checkpoint,
+        hand_detector=args.hand_detector,
         min_keypoint_score=args.min_keypoint_score,
     )
     summary = run_evaluation(
@@ -167,6 +180,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         command="signgen " + shlex.join(sys.argv[1:]),
+        distributed=getattr(getattr(args, "runners", None), "evaluate", None),
     )
     print(format_table(summary))
     print(f"wrote {args.output}")

@@ -1,7 +1,8 @@
 """``signgen evaluate``: per-frame metrics of generated vs ground-truth videos.
 
-Steps (the single-process path; ``pipelines.evaluate`` runs step 3 on Ray workers and
-hands the results to the same steps 4-5):
+Steps (the single-process path; with ``workers``/``address`` step 3 runs on Ray workers
+through the ``distributed`` runner the app layer passes in, ``pipelines.evaluate.
+ray_results``, and its results go through the same steps 4-5):
 
 1. check the inputs: match videos, count frames, read signers (no model loaded yet);
 2. load the metric models once (:class:`FrameEvaluator`);
@@ -14,6 +15,7 @@ hands the results to the same steps 4-5):
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -29,11 +31,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from signgen.devices import resolve_device
 from signgen.errors import InputError
 from signgen.fileio import atomic_path, atomic_write_text
 from signgen.metrics import ALL_METRICS, DEFAULT_METRICS, KNOWN_METRICS
 from signgen.metrics import fid as fidlib
 from signgen.metrics.hand import (
+    HAND_PE_COLUMNS,
+    HAND_PE_DETECTORS,
     HandKeypointDetector,
     hand_crop_boxes,
     hand_pose_error,
@@ -76,6 +81,7 @@ class EvalConfig:
     fid_cache: str | None = None  # folder for cached real-set statistics; None: no cache
     hand_config: str | None = None
     hand_checkpoint: str | None = None
+    hand_detector: str = "hrnetv2"  # Hand PE detector, reported as HAND_PE_DETECTORS[it]
     min_keypoint_score: float = 0.0
 
     def check(self) -> None:
@@ -96,18 +102,20 @@ class EvalConfig:
         suffix = Path(self.output).suffix.lower()
         if suffix not in (".csv", ".parquet"):
             raise InputError(f"-o must end in .csv or .parquet, got {self.output}")
+        if self.hand_detector not in HAND_PE_DETECTORS:
+            raise InputError(
+                f"--hand-detector must be one of {', '.join(HAND_PE_DETECTORS)}, "
+                f"got {self.hand_detector}"
+            )
+        if self.hand_detector == "mediapipe" and (self.hand_config or self.hand_checkpoint):
+            raise InputError(
+                "--hand-config/--hand-checkpoint are the HRNetv2 hand model's; "
+                "--hand-detector mediapipe takes none"
+            )
         if self.fid_variant not in fidlib.FID_VARIANTS:
             raise InputError(
                 f"--fid-variant must be one of {sorted(fidlib.FID_VARIANTS)}, got {self.fid_variant}"
             )
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -204,7 +212,7 @@ class FrameEvaluator:
     ) -> None:
         self.config = config
         self.metrics = tuple(config.metrics)
-        self.device = resolve_device(config.device)
+        self.device = str(resolve_device(config.device))  # the metric libraries take text
         self.lpips = None
         self.inception = None
         self.need_gt_features = need_gt_features
@@ -219,7 +227,7 @@ class FrameEvaluator:
         self.detector = hand_detector
         if "hand_pe" in self.metrics and self.detector is None:
             self.detector = load_hand_detector(
-                config.hand_config, config.hand_checkpoint, self.device
+                config.hand_config, config.hand_checkpoint, self.device, config.hand_detector
             )
         self.keypoints = (
             KeypointStore(config.keypoints, config.sample_key) if config.keypoints else None
@@ -290,7 +298,7 @@ class FrameEvaluator:
                 rows["hands"] = n.numpy()
             if "hand_pe" in m:
                 err, n = hand_pose_error(self.detector, pred_np, gt_np, boxes)
-                rows["hand_pe"] = err
+                rows[HAND_PE_DETECTORS[self.config.hand_detector]] = err
                 rows["hands_pe"] = n
         if "flicker" in m:
             rows["flicker"] = _frame_diffs(pred_np, prev_p)
@@ -356,7 +364,14 @@ def implementations(config: EvalConfig) -> dict[str, str]:
         )
     if "hand_ssim" in config.metrics:
         impl["hand_ssim"] = "ssim on 60x60 crops centred on GT keypoints 100/121, clamped"
-    if "hand_pe" in config.metrics:
+    if "hand_pe" in config.metrics and config.hand_detector == "mediapipe":
+        impl["hand_pe_mediapipe"] = (
+            "mean |dx|+|dy| of 21 hand keypoints found by MediaPipe Hands "
+            f"{version('mediapipe')} (static mode, full model) in a 120x120 window around each "
+            "60x60 GT-knuckle crop; hands not found in both frames are left out. Not "
+            "comparable with HRNetv2 hand_pe"
+        )
+    elif "hand_pe" in config.metrics:
         impl["hand_pe"] = (
             "mean |dx|+|dy| of 21 hand keypoints detected on the 60x60 GT-knuckle crops "
             f"(detector: {config.hand_config or 'injected'})"
@@ -386,8 +401,9 @@ def aggregate(df: pd.DataFrame) -> dict[str, float]:
         out["psnr_infinite_frames"] = int(np.isinf(df["psnr"].to_numpy(dtype=float)).sum())
     if "hand_ssim" in df:
         out["hand_ssim"] = _mean(df["hand_ssim"], df["hands"])
-    if "hand_pe" in df:
-        out["hand_pe"] = _mean(df["hand_pe"], df["hands_pe"])
+    for col in HAND_PE_COLUMNS:
+        if col in df:
+            out[col] = _mean(df[col], df["hands_pe"])
     return out
 
 
@@ -570,23 +586,31 @@ def run_evaluation(
     address: str | None = None,
     command: str = "",
     results: Callable[[EvalPlan, bool], Iterator[BatchResult]] | None = None,
+    distributed: Callable[..., Iterator[BatchResult]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``config.pred`` against ``config.gt``; write the table and the summary.
 
-    ``workers > 0`` (or an ``address``) runs step 3 on Ray (``pipelines.evaluate``).
-    Returns the summary dict (also written to ``OUT.summary.json``).
+    ``workers > 0`` (or an ``address``) runs step 3 through ``distributed``, called as
+    ``distributed(config, plan, need_gt, workers=, address=, hand_detector=)``: the Ray
+    runner of the jobs layer (``pipelines.evaluate.ray_results``), which the ``signgen``
+    command passes in. Returns the summary dict (also written to ``OUT.summary.json``).
     """
     from tqdm import tqdm
 
+    if (workers or address) and results is None and distributed is None:
+        raise InputError(
+            "--workers/--address evaluate on Ray, which the `signgen` command provides "
+            "(pipelines.app); this entry point evaluates in-process only"
+        )
     plan = plan_evaluation(config)
     cached = load_cached_gt_stats(config, plan)
     gatherer = Gatherer(config, plan, cached)
     if results is None:
         if workers or address:
-            from pipelines.evaluate import ray_results
+            assert distributed is not None
 
             def results(p: EvalPlan, need_gt: bool) -> Iterator[BatchResult]:
-                return ray_results(
+                return distributed(
                     config,
                     p,
                     need_gt,
@@ -602,6 +626,10 @@ def run_evaluation(
                 for pair in p.pairs:
                     yield from evaluator.evaluate_video(pair)
 
+    stream = results(plan, cached is None)
+    # The first result is awaited before the bar appears: a Ray start-up error (a cluster
+    # that cannot be joined) is then one line on a clean terminal.
+    first = next(stream, None)
     with tqdm(
         total=plan.total_frames,
         unit="frame",
@@ -609,7 +637,7 @@ def run_evaluation(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for res in results(plan, cached is None):
+        for res in itertools.chain([first] if first is not None else [], stream):
             bar.update(gatherer.add(res))
     return gatherer.finish(command)
 

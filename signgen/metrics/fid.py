@@ -4,8 +4,8 @@ Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local
 Equilibrium", NeurIPS 2017: ``FID = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``.
 
 Two named feature extractors, both 2048-d average-pooled Inception-v3 features of images
-resized to 299x299 (bilinear, ``align_corners=False``) and scaled to [-1, 1], built through
-pytorch-fid's own ``InceptionV3`` wrapper so the preprocessing is pytorch-fid's:
+resized to 299x299 (bilinear, ``align_corners=False``) and scaled to [-1, 1], exactly as
+pytorch-fid's ``InceptionV3([3])`` wrapper computes them (docs/metrics.md, "FID"):
 
 ``standard``  pytorch-fid's FID Inception (the TF 2015-12-05 graph ported to PyTorch):
               weights ``pt_inception-2015-12-05-6726825d.pth``, what every FID since
@@ -14,8 +14,11 @@ pytorch-fid's own ``InceptionV3`` wrapper so the preprocessing is pytorch-fid's:
               pytorch-fid's ``use_fid_inception=False`` mode: the network the
               DeepFashion pose-transfer tables (PATN, GFLA, PIDM, CFLD) compute FID with.
 
-Neither file can be downloaded here: the user passes it (``--fid-weights``); it is read with
-``torch.load(weights_only=True)``.
+Neither file can be downloaded here: the user passes it (``--fid-weights``). The network is
+built without weights (torchvision's Inception-v3, with pytorch-fid's FID blocks for
+``standard``), and the file is read with ``torch.load(weights_only=True)`` and loaded with a
+strict ``load_state_dict``: nothing is fetched, nothing is patched. The features equal
+pytorch-fid's own wrapper's bit for bit for the same weights (tests/test_metrics.py).
 """
 
 from __future__ import annotations
@@ -23,15 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import scipy.linalg
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from signgen.errors import FormatError, InputError, MissingWeightsError
@@ -201,32 +202,44 @@ def load_inception_state_dict(
     return sd
 
 
-@contextmanager
-def _offline_pytorch_fid(state_dict: dict[str, torch.Tensor], variant: str) -> Iterator[None]:
-    """Let pytorch-fid build its network with our state dict instead of downloading.
+def build_inception(variant: str, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """The Inception-v3 of a FID variant with ``state_dict`` loaded (strict), in eval mode.
 
-    pytorch-fid's ``fid_inception_v3`` fetches its weights with ``load_state_dict_from_url``
-    and its ``use_fid_inception=False`` branch asks torchvision for ``weights='DEFAULT'``;
-    both are replaced (for the duration of the construction only) by the user's file, so
-    the architecture and preprocessing stay exactly pytorch-fid's.
+    ``standard``: torchvision's Inception-v3 skeleton (1008 classes, no auxiliary head) with
+    pytorch-fid's FID blocks in the places its ``fid_inception_v3`` puts them (TF's average
+    pooling without padded zeros, max pooling in the last block). ``pgpis``: torchvision's
+    ImageNet Inception-v3 with its auxiliary head, as its weights file holds. ``fc`` is
+    replaced by the identity: the output is the 2048-d average pool.
     """
-    import pytorch_fid.inception as pfi
     import torchvision
 
-    def tv_inception(*args, **kwargs):
-        kwargs.pop("weights", None)
-        model = torchvision.models.inception_v3(
-            weights=None, aux_logits=True, init_weights=False, **kwargs
-        )
-        model.load_state_dict(state_dict)
-        return model
-
     if variant == "standard":
-        with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state_dict):
-            yield
+        from pytorch_fid.inception import (
+            FIDInceptionA,
+            FIDInceptionC,
+            FIDInceptionE_1,
+            FIDInceptionE_2,
+        )
+
+        net = torchvision.models.inception_v3(
+            weights=None, aux_logits=False, num_classes=1008, init_weights=False
+        )
+        net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+        net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+        net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        net.Mixed_7b = FIDInceptionE_1(1280)
+        net.Mixed_7c = FIDInceptionE_2(2048)
     else:
-        with mock.patch.object(pfi, "_inception_v3", tv_inception):
-            yield
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net.load_state_dict(state_dict)  # strict: a key or shape mismatch raises RuntimeError
+    net.fc = nn.Identity()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
 
 
 class InceptionFeatures(nn.Module):
@@ -236,26 +249,21 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         if variant not in FID_VARIANTS:
             raise InputError(f"--fid-variant must be one of {sorted(FID_VARIANTS)}, got {variant}")
-        from pytorch_fid.inception import InceptionV3
-
         self.variant = FID_VARIANTS[variant]
         sd = load_inception_state_dict(weights, self.variant)
         try:
-            with _offline_pytorch_fid(sd, variant):
-                self.net = InceptionV3(
-                    [InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]],
-                    use_fid_inception=(variant == "standard"),
-                )
+            self.net = build_inception(variant, sd)
         except RuntimeError as exc:  # load_state_dict key/shape mismatch
             raise FormatError(
                 f"{weights} does not match the '{variant}' Inception "
                 f"(expected {self.variant.weights_file}): {str(exc).splitlines()[0]}"
             ) from None
-        self.net.eval().to(device)
+        self.net.to(device)
         self.device = torch.device(device)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).float() / 255.0  # (B, 3, H, W) in [0, 1]
-        feats = self.net(x)[0]  # (B, 2048, 1, 1)
-        return feats.flatten(1).float()  # (B, 2048)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        feats = self.net(2.0 * x - 1.0)  # (B, 2048): the network expects [-1, 1]
+        return feats.float()

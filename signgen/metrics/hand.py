@@ -16,6 +16,14 @@ generated and of the ground-truth frame (no extra padding: the box is the paper'
 the error of a hand is the mean over its 21 keypoints of the L1 distance
 ``|x_gen - x_gt| + |y_gen - y_gt|`` in pixels of the evaluation resolution; a frame's value
 is the mean over its present hands.
+
+Hand PE detectors (``--hand-detector``, :data:`HAND_PE_DETECTORS`): ``hrnetv2`` (the paper's,
+mmpose HRNetV2-W18, needs its checkpoint) reports ``hand_pe``; ``mediapipe`` (MediaPipe Hands,
+no weights to download, :class:`signgen.keypoints.holistic.MediaPipeHandDetector`) reports
+``hand_pe_mediapipe``. The two detectors give different numbers for the same frames, so a
+MediaPipe figure is never stored, averaged or compared under the HRNetv2 name. A detector
+that finds no hand in a box (MediaPipe detects before it locates; HRNetv2 always answers)
+returns scores of 0 for it, and that hand is left out of the frame's Hand PE and its count.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from signgen.metrics.ssim import SSIM_VARIANTS, ssim_uint8
 
 HAND_PATCH = 60
 KNUCKLES = (LEFT_HAND_KNUCKLE, RIGHT_HAND_KNUCKLE)  # (100, 121): left, right
+# Hand PE detector name -> the metric name its figures are reported under.
+HAND_PE_DETECTORS = {"hrnetv2": "hand_pe", "mediapipe": "hand_pe_mediapipe"}
+HAND_PE_COLUMNS = tuple(HAND_PE_DETECTORS.values())
 
 
 @runtime_checkable
@@ -111,7 +122,8 @@ def hand_pose_error(
     """Hand PE of uint8 (B, H, W, 3) frames given (B, 2, 4) crop boxes.
 
     Returns ``(error, present)``: (B,) float64 mean L1 keypoint distance over the present
-    hands (NaN for a frame without hands) and (B,) int64 number of hands present.
+    hands (NaN for a frame without hands) and (B,) int64 number of hands present. A hand the
+    detector did not find (all 21 scores 0) in either image is not present.
     """
     b = pred.shape[0]
     assert boxes.shape == (b, len(KNUCKLES), 4), boxes.shape
@@ -126,21 +138,42 @@ def hand_pose_error(
         k = len(keep[i])
         if k == 0:
             continue
-        p = np.asarray(kp_p[i], dtype=np.float64).reshape(k, 21, -1)[..., :2]
-        g = np.asarray(kp_g[i], dtype=np.float64).reshape(k, 21, -1)[..., :2]
-        per_hand = np.abs(p - g).sum(axis=-1).mean(axis=-1)  # (K,)
+        p = np.asarray(kp_p[i], dtype=np.float64).reshape(k, 21, -1)  # (K, 21, 2 or 3)
+        g = np.asarray(kp_g[i], dtype=np.float64).reshape(k, 21, -1)
+        found = np.ones(k, dtype=bool)
+        for kp in (p, g):
+            if kp.shape[-1] > 2:
+                found &= (kp[..., 2] > 0).any(axis=-1)
+        if not found.any():
+            continue
+        per_hand = np.abs(p[found, :, :2] - g[found, :, :2]).sum(axis=-1).mean(axis=-1)  # (K',)
         err[i] = per_hand.mean()
-        present[i] = k
+        present[i] = int(found.sum())
     return err, present
 
 
-def load_hand_detector(config: str | None, checkpoint: str | None, device: str):
-    """The mmpose HRNetv2 hand model behind :class:`HandKeypointDetector` (lazy import)."""
+def load_hand_detector(
+    config: str | None, checkpoint: str | None, device: str, kind: str = "hrnetv2"
+):
+    """The Hand PE detector ``kind`` (:data:`HAND_PE_DETECTORS`) as a
+    :class:`HandKeypointDetector`: mmpose HRNetv2 from ``config``/``checkpoint``, or
+    MediaPipe Hands (no files; runs on CPU)."""
+    if kind not in HAND_PE_DETECTORS:
+        raise InputError(f"--hand-detector {kind!r}: choose one of {', '.join(HAND_PE_DETECTORS)}")
+    if kind == "mediapipe":
+        if config or checkpoint:
+            raise InputError(
+                "--hand-config/--hand-checkpoint are the HRNetv2 hand model's; "
+                "--hand-detector mediapipe takes none"
+            )
+        from signgen.keypoints.holistic import MediaPipeHandDetector
+
+        return MediaPipeHandDetector()
     if not config or not checkpoint:
         raise InputError(
             "hand_pe needs a hand keypoint model: pass --hand-config (an mmpose HRNetv2 "
-            "hand config .py) and --hand-checkpoint (its .pth), or leave hand_pe out of "
-            "--metrics"
+            "hand config .py) and --hand-checkpoint (its .pth), or --hand-detector mediapipe "
+            "(no weights; reported as hand_pe_mediapipe), or leave hand_pe out of --metrics"
         )
     try:
         from signgen.keypoints.extract import MMPoseHandDetector

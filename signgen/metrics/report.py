@@ -34,6 +34,7 @@ TABLE4 = (  # (column, header, higher is better, format)
 OTHER = (
     ("psnr", "PSNR ↑", "{:.3f}"),
     ("lpips", "LPIPS ↓", "{:.4f}"),
+    ("hand_pe_mediapipe", "Hand PE, MediaPipe Hands (not HRNetv2) ↓", "{:.2f}"),
     ("ssim_df", "SSIM (DeepFashion, win 51) ↑", "{:.4f}"),
     ("ssim_256", "SSIM_256 (CFLD) ↑", "{:.4f}"),
     ("flicker", "flicker (generated)", "{:.3f}"),

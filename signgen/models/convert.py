@@ -468,8 +468,9 @@ def build_pipeline(conv: Converted):
     from signgen.models.ipf import IPFModel
     from signgen.models.modules import Combiner, FusionMLP, PoseEncoder, SourceProjector
     from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from signgen.models.processor import FPDMImageProcessor
+    from signgen.models.schedulers import make_scheduler
     from signgen.sampling.pipeline import FPDMPipeline
-    from signgen.sampling.schedulers import make_scheduler
 
     c = conv.components
     has_fusion = "fusion_mlp" in c
@@ -505,14 +506,13 @@ def build_pipeline(conv: Converted):
         comps["fusion_mlp"] = _load(
             FusionMLP(**c["fusion_mlp"][0]), c["fusion_mlp"][1], "fusion MLP"
         )
-    pipe = FPDMPipeline(
-        **comps,
+    processor = FPDMImageProcessor(
         resolution=conv.resolution,
-        source_image_size=conv.source_image_size,
+        source_size=conv.source_image_size,
         source_mean=IMAGENET_MEAN,
         source_std=IMAGENET_STD,
-        guidance=conv.guidance,
     )
+    pipe = FPDMPipeline(**comps, image_processor=processor, guidance=conv.guidance)
     return pipe.eval()
 
 

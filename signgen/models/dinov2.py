@@ -19,7 +19,12 @@ import types
 
 import torch
 import torch.nn.functional as F
-from transformers import Dinov2Model
+from transformers import Dinov2Model, PreTrainedModel  # noqa: F401 - see below
+
+# diffusers' pipeline loader finds a component's load method by looking the loadable base
+# classes up *in the component's module* (``getattr(module, "PreTrainedModel")``), so a
+# model folder naming ``signgen.models.dinov2.Dinov2ModelDino`` loads only while this
+# module exposes ``PreTrainedModel``.
 
 # Name of the Dinov2Config attribute that records the rule in saved configs.
 CONFIG_FLAG = "pos_interpolation"

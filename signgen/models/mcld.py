@@ -1,7 +1,7 @@
 """Multi-focal conditioning (MCLD) for faces and hands: focal tokens + decoupled attention.
 
 After "Multi-focal Conditioned Latent Diffusion for Person Image Synthesis" (Liu et al.
-2025; DESIGN.md section 6), adapted to signers: the focal regions are the face and both
+2025; docs/model.md), adapted to signers: the focal regions are the face and both
 hands of the SOURCE frame.
 
 1. Boxes. For each region (face 23-90, left hand 91-111, right hand 112-132 of COCO-
@@ -48,12 +48,7 @@ from diffusers.models.embeddings import IPAdapterPlusImageProjection
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from signgen.keypoints.layout import FACE, LEFT_HAND, RIGHT_HAND
-from signgen.models.config import FOCAL_REGIONS
-
-REGIONS: dict[str, range] = {"face": FACE, "left_hand": LEFT_HAND, "right_hand": RIGHT_HAND}
-assert tuple(REGIONS) == FOCAL_REGIONS
-HAND_REGIONS = ("left_hand", "right_hand")
+from signgen.models.regions import REGIONS
 
 
 # ---- geometry ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pose images: keypoints drawn as a 3-channel RGB picture on black (DESIGN.md section 4).
+"""Pose images: keypoints drawn as a 3-channel RGB picture on black (docs/keypoints.md).
 
 FPDM feeds one RGB pose image per frame to a small conv encoder (as ControlNet does), not
 one channel per limb. The picture follows the OpenPose/ControlNet look: coloured thick

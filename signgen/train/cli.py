@@ -2,7 +2,8 @@
 
 Each reads a preset (``--config``), applies ``key=value`` overrides, and runs the shared
 loop of :mod:`signgen.train.loop` in-process or, with ``--workers N`` or ``--address``,
-as Ray Train DDP workers.
+as Ray Train DDP workers through the launcher the app layer provides (``args.runners.train``,
+``pipelines/train.py``; docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from signgen.train.stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +39,6 @@ DESCRIPTIONS = {
     "fpdm": "Stage 2: train the pose-conditioned latent diffusion model (UNet, pose "
     "encoder, source projector, fusion MLP) with frozen VAE, source encoder and IPF.",
 }
-
-
-def task_factory(stage: str) -> Callable:
-    if stage == "vae":
-        from signgen.train.vae import VAETask
-
-        return VAETask
-    if stage == "ipf":
-        from signgen.train.ipf import IPFTask
-
-        return IPFTask
-    from signgen.train.fpdm import FPDMTask
-
-    return FPDMTask
 
 
 RUN_PARTS = ("checkpoints", "logs", "samples", "export", "summary.json")
@@ -79,21 +68,37 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from signgen.errors import InputError
         from signgen.train.config import load_train_config
-        from signgen.train.loop import launch
 
         cfg = load_train_config(args.config, args.overrides, stage=stage)
-        prepare_output_dir(Path(cfg.output_dir), resume=args.resume, overwrite=args.overwrite)
+        if args.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {args.workers}")
         if args.gpus_per_worker < 0:
             raise InputError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
-        result = launch(
-            cfg,
-            workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-            address=args.address,
-            resume=args.resume,
-            progress=not args.quiet,
-        )
+        distributed = args.workers > 1 or args.address is not None
+        launcher = getattr(getattr(args, "runners", None), "train", None)
+        if distributed and launcher is None:
+            raise InputError(
+                "--workers > 1 and --address run on Ray Train, which the `signgen` command "
+                "provides (pipelines.app); this entry point trains in-process only"
+            )
+        prepare_output_dir(Path(cfg.output_dir), resume=args.resume, overwrite=args.overwrite)
+        if distributed:
+            result = launcher(
+                cfg,
+                workers=args.workers,
+                gpus_per_worker=args.gpus_per_worker,
+                cpus_per_worker=args.cpus_per_worker,
+                address=args.address,
+                resume=args.resume,
+                progress=not args.quiet,
+            )
+        else:
+            from signgen.train.loop import run_training
+            from signgen.train.stages import task_factory
+
+            result = run_training(
+                cfg, task_factory(stage), resume=args.resume, progress=not args.quiet
+            )
         brief = {k: v for k, v in result.items() if k in ("step", "weight_hash", "eval", "loss")}
         log.info("finished %s: %s", stage, json.dumps(brief, default=str))
         return 0
@@ -108,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train signgen's models. See `signgen train STAGE --help`.",
     )
     sub = train.add_subparsers(dest="train_stage", metavar="STAGE")
-    for stage in ("vae", "ipf", "fpdm"):
+    for stage in STAGES:
         p = sub.add_parser(
             stage,
             help=DESCRIPTIONS[stage].split(";")[0].split(" with ")[0],

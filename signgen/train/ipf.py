@@ -1,4 +1,4 @@
-"""``signgen train ipf``: stage 1 of FPDM, the Image-Pose Fusion model (DESIGN.md section 5).
+"""``signgen train ipf``: stage 1 of FPDM, the Image-Pose Fusion model (docs/model.md).
 
 One CLIP vision tower embeds source, pose image and target; the Combiner fuses source and
 pose into F. Loss: InfoNCE between targets and F (``ipf.loss: baseline``, FPDM Eq. 3) or

@@ -15,8 +15,10 @@ and the final export. :func:`run_training` does the rest:
   position); ``--resume`` restores all of it, so a killed run continues exactly;
 * scalars to ``OUT/logs/train.csv`` / ``eval.csv`` (and TensorBoard when installed),
   a tqdm bar with ETA on stderr;
-* DDP when launched by Ray Train (:func:`launch`); the same function runs in-process
-  when ``workers == 1``.
+* DDP when the caller runs it inside a ``torch.distributed`` process group (rank and world
+  size come from ``torch.distributed`` itself): the Ray Train launcher of the jobs layer
+  (``pipelines/train.py``) does, and passes each worker's device; in-process otherwise.
+  This module holds no Ray code (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def lr_factor(
 ) -> float:
     """LR multiplier at optimizer step ``step``: FPDM's linear warm-up, then a step decay.
 
-    DESIGN.md section 5 (paper: warm-up 5 epochs, x0.1 after 50).
+    The FPDM paper's schedule (docs/training.md): linear warm-up over 5 epochs, x0.1 after
+    50. Warm-up factor ``(step + 1) / W`` reaches 1 at step ``W - 1``.
     """
     warm = warmup_epochs * steps_per_epoch
     f = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
@@ -262,19 +265,13 @@ class ScalarLog:
 # ---------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------
-def _device() -> torch.device:
-    if _in_ray():
-        import ray.train.torch
-
-        return ray.train.torch.get_device()
+def default_device() -> torch.device:
+    """The device of an in-process run: the first GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _in_ray() -> bool:
-    return os.environ.get("SIGNGEN_RAY_WORKER") == "1"
-
-
 def _dist() -> tuple[int, int]:
+    """(rank, world size) of this process, from torch.distributed (0, 1 without DDP)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -290,17 +287,23 @@ def run_training(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Train ``make_task(cfg, device)``; returns a summary (final step, last losses, hash).
 
     ``stop_after`` ends the run after that many optimizer steps *without* the final export,
-    as a killed run would (tests use it for resume equivalence).
+    as a killed run would (tests use it for resume equivalence). ``device``: where this
+    process trains (a DDP launcher passes each worker's); default :func:`default_device`.
     """
+    # Over 80 lines on purpose: one optimisation loop whose steps share the optimizer,
+    # scheduler, EMA, scaler, DDP wrapper and data position; split up, they would travel as a
+    # dozen arguments, and the order of the steps (backward, clip, step, scheduler, EMA,
+    # checkpoint) is what a reader of this function checks.
     from tqdm import tqdm
 
     rank, world = _dist()
     seed_everything(cfg.seed + rank)
-    device = _device()
+    device = device if device is not None else default_device()
     out = Path(cfg.output_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -506,85 +509,3 @@ def _evaluate(task: Task, module: nn.Module, ema: Any, step: int, logger: Scalar
 def _samples(task: Task, module: nn.Module, ema: Any, step: int, out: Path) -> None:
     with _inference(module, ema):
         task.samples(module, step, out / "samples")
-
-
-# ---------------------------------------------------------------------------------
-# Ray Train
-# ---------------------------------------------------------------------------------
-def _ray_worker(config: dict[str, Any]) -> None:
-    import ray.train
-
-    os.environ["SIGNGEN_RAY_WORKER"] = "1"
-    from signgen.train.cli import task_factory
-
-    cfg: TrainConfig = config["cfg"]
-    summary = run_training(
-        cfg, task_factory(cfg.stage), resume=config["resume"], progress=config["progress"]
-    )
-    rank = summary["rank"]
-    hashes = Path(cfg.output_dir) / "worker_hashes"
-    hashes.mkdir(parents=True, exist_ok=True)
-    (hashes / f"rank{rank}.txt").write_text(summary["weight_hash"] + "\n")
-    ray.train.report({"step": summary["step"], "weight_hash": summary["weight_hash"],
-                      "loss": summary["last"].get("loss", float("nan"))})  # fmt: skip
-
-
-def launch(
-    cfg: TrainConfig,
-    workers: int = 1,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the stage in-process (``workers == 1``, no Ray) or as Ray Train DDP workers.
-
-    On CPU the process group uses gloo; with ``gpus_per_worker`` > 0, NCCL. ``address``
-    joins an existing Ray cluster; without it a local Ray is started (2 CPUs declared on
-    small machines, fractional CPUs per worker) and shut down afterwards.
-    """
-    from signgen.train.cli import task_factory
-
-    if workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
-    if workers == 1 and address is None:
-        return run_training(cfg, task_factory(cfg.stage), resume=resume, progress=progress)
-
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                     log_to_driver=True)  # fmt: skip
-        started = True
-    try:
-        cpus = cpus_per_worker if cpus_per_worker is not None else (
-            0.5 if gpus_per_worker == 0 else 1.0
-        )  # fmt: skip
-        resources: dict[str, float] = {"CPU": cpus}
-        if gpus_per_worker > 0:
-            resources["GPU"] = gpus_per_worker
-        storage = Path(cfg.output_dir).resolve() / "ray"
-        trainer = TorchTrainer(
-            _ray_worker,
-            train_loop_config={"cfg": cfg, "resume": resume, "progress": progress},
-            scaling_config=ScalingConfig(
-                num_workers=workers, use_gpu=gpus_per_worker > 0,
-                resources_per_worker=resources,
-            ),
-            torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
-            run_config=RunConfig(storage_path=str(storage), name=f"{cfg.stage}"),
-        )  # fmt: skip
-        result = trainer.fit()
-        if result.error:
-            raise result.error
-        return dict(result.metrics or {})
-    finally:
-        if started:
-            ray.shutdown()

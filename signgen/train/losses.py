@@ -1,7 +1,7 @@
 """Training losses and retrieval metrics of FPDM stage 1 (Image-Pose Fusion, IPF).
 
-Small pure functions; each cites the paper (``papers/fpdm-paper.txt``) and DESIGN.md
-section 5. Embeddings are expected L2-normalised (cosine similarity = dot product); the
+Small pure functions; each cites the FPDM paper ("Fusion Embedding for Pose-Guided Person
+Image Synthesis with Diffusion Model") by equation; docs/training.md summarises them. Embeddings are expected L2-normalised (cosine similarity = dot product); the
 functions normalise again, which is a no-op for unit vectors and makes them safe on raw
 features.
 """
@@ -34,7 +34,7 @@ def info_nce_source_enhanced(
 ) -> torch.Tensor:
     """Source-enhanced InfoNCE: rows [T; S], columns [F; S], 2B x 2B, diagonal positives.
 
-    FPDM Eq. 4-6 (the paper's best IPF, "A3"/"B6"; DESIGN.md section 5): adding the source
+    FPDM Eq. 4-6 (the paper's best IPF, "A3"/"B6"; docs/training.md): adding the source
     embeddings to the batch doubles it, so each target must match its fusion embedding
     rather than any source image of the same person, which separates the embedding space
     by pose. target, fusion, source: (B, D). Returns a scalar.

@@ -1,4 +1,4 @@
-"""Video I/O: decode (decord, PyAV fallback; frame folders; images) and encode (PyAV).
+"""Video I/O: decode (PyAV, decord on request; frame folders; images) and encode (PyAV).
 
 All frames are RGB uint8, (H, W, 3) each or (N, H, W, 3) stacked.
 """

@@ -1,4 +1,4 @@
-"""Video decoding: decord when it can, PyAV otherwise; frame folders and images too.
+"""Video decoding: PyAV (decord on request); frame folders and images too.
 
 Every reader returns RGB uint8 frames, (H, W, 3) each or (N, H, W, 3) stacked.
 
@@ -9,22 +9,27 @@ A "video" may be:
   folder does not store one;
 - a single image (.png/.jpg/.jpeg/.bmp/.webp): a one-frame video.
 
-Backends (``backend=``): ``"decord"`` reads by frame index but is an unmaintained
-binary wheel that fails on some files; ``"pyav"`` (FFmpeg bindings, frame-threaded
-decoding) reads anything FFmpeg reads. On the 2-core build machine PyAV streamed as
-fast as decord at 210x260 and about twice as fast at 512x512
-(benchmarks/results/decode_speed.md). ``"auto"`` uses decord when it is importable and
-opens the file, else PyAV, logging a warning when decord fails on a file. Both seek to the last keyframe before ``start`` and decode forward,
-so slices are frame-exact; PyAV numbers frames from the stream's timestamps after a seek
-(constant frame rate assumed, as for every index-based reader) and decodes from frame 0
-when a container cannot seek precisely.
+Backends (``backend=``): ``"pyav"`` (FFmpeg bindings, frame-threaded decoding) reads
+anything FFmpeg reads; ``"decord"`` reads by frame index but is an unmaintained binary
+wheel that fails on some files. ``"auto"`` is PyAV: on the 2-core build machines it
+decoded 512x512 faster than decord in every run (decord / PyAV 0.45x to 0.93x) and
+210x260 within 20% either way (0.80x to 1.18x) (benchmarks/results/decode_speed.md). Both seek to the last keyframe before ``start`` and
+decode forward, so slices are frame-exact; PyAV numbers frames from the stream's
+timestamps after a seek (constant frame rate assumed, as for every index-based reader) and
+decodes from frame 0 when a container cannot seek precisely.
+
+Decoder noise stays off the terminal: PyAV keeps FFmpeg's log off unless the application
+turns it on (``av.logging``); decord's bundled FFmpeg and its C++ log write straight to
+file descriptor 2, so every decord call runs inside
+:func:`signgen.runtime.capture_native_stderr` (the text goes to the debug log).
 
 Frame counts: decord and frame folders give exact counts; PyAV takes the count from
 the container header, or estimates it from the duration (``VideoInfo.num_frames_exact``
 is then False), or, when neither is stored, counts packets without decoding them.
 
-Bad input (missing path, empty or corrupt file, no video stream, no frames) raises
-:class:`signgen.errors.InputError` / :class:`FormatError` with one line naming the file.
+Bad input (missing path, empty, truncated or corrupt file, no video stream, no frames)
+raises :class:`signgen.errors.InputError` / :class:`FormatError` with one line naming the
+file; the command line prints that line and nothing else.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from signgen.errors import FormatError, InputError
+from signgen.runtime import capture_native_stderr
 from signgen.video.images import image_size, is_image_file, list_frame_files, read_image
 
 logger = logging.getLogger(__name__)
@@ -210,10 +216,11 @@ class _Decord(_Source):
 
         self.path = path
         try:
-            self.vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-            n = len(self.vr)
-            h, w = self.vr[0].shape[:2] if n else (0, 0)
-            fps = float(self.vr.get_avg_fps())
+            with capture_native_stderr():
+                self.vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+                n = len(self.vr)
+                h, w = self.vr[0].shape[:2] if n else (0, 0)
+                fps = float(self.vr.get_avg_fps())
         except (decord.DECORDError, RuntimeError) as exc:
             raise FormatError(f"{path}: decord cannot read it ({_first_line(exc)})") from None
         if n == 0:
@@ -221,7 +228,8 @@ class _Decord(_Source):
         if not (fps > 0):
             raise FormatError(f"{path}: decord reports fps {fps}")
         self.info = VideoInfo(str(path), w, h, fps, n, _codec_name(path), True, "decord")
-        self.vr.seek(0)
+        with capture_native_stderr():
+            self.vr.seek(0)
 
     def batches(self, start: int, stop: int | None, batch_size: int) -> Iterator[np.ndarray]:
         import decord
@@ -231,12 +239,17 @@ class _Decord(_Source):
             return
         # Sequential next() after one accurate seek: streaming with get_batch() per batch
         # measured about 15% slower here.
+        # The native calls run with fd 2 captured; the yield is outside the capture, so
+        # whatever the consumer prints between batches reaches the terminal.
         i = start
         try:
-            self.vr.seek_accurate(start)
+            with capture_native_stderr():
+                self.vr.seek_accurate(start)
             while i < stop:
                 n = min(batch_size, stop - i)
-                yield np.stack([self.vr.next().asnumpy() for _ in range(n)])  # (B, H, W, 3)
+                with capture_native_stderr():
+                    batch = np.stack([self.vr.next().asnumpy() for _ in range(n)])
+                yield batch  # (B, H, W, 3)
                 i += n
         except (decord.DECORDError, RuntimeError, StopIteration) as exc:
             raise FormatError(
@@ -309,8 +322,9 @@ class _PyAV(_Source):
                     yield np.stack(buf)  # (B, H, W, 3)
                     buf = []
         except av.FFmpegError as exc:
+            where = f"after frame {index}" if index >= 0 else "at its first frame"
             raise FormatError(
-                f"{self.path}: decoding failed after frame {index} ({_first_line(exc)})"
+                f"{self.path}: decoding failed {where} ({_first_line(exc)})"
             ) from None
         if buf:
             yield np.stack(buf)
@@ -389,18 +403,11 @@ def _open(path: str | os.PathLike, backend: str = "auto") -> _Source:
         return _FramesDir(p)
     if is_image_file(p):
         return _Image(p)
-    if backend == "pyav":
-        return _PyAV(p)
     if backend == "decord":
         if not _decord_available():
             raise InputError("backend 'decord' requested but decord is not installed")
         return _Decord(p)
-    if _decord_available():
-        try:
-            return _Decord(p)
-        except InputError as exc:
-            logger.warning("%s; falling back to PyAV", exc)
-    return _PyAV(p)
+    return _PyAV(p)  # "auto" and "pyav"
 
 
 def _codec_name(path: Path) -> str:
