@@ -19,7 +19,13 @@ from typing import Any
 
 from signgen.config import from_dict, load_yaml
 from signgen.errors import InputError
-from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from signgen.models.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_MODES,
+)
 from signgen.models.regions import REGIONS
 
 SOURCE_ENCODER_KINDS = ("dinov2", "clip")
@@ -31,6 +37,9 @@ FUSION_VARIANTS = ("silu", "fpdm")  # = signgen.models.modules.FusionMLP.VARIANT
 # The paper's cumulative guidance (W_SRC, W_FUSE): the default of model configs and of
 # model folders that predate saved guidance.
 PAPER_GUIDANCE = (2.0, 2.0)
+# The paper's denoising steps: the default of model configs and of model folders that
+# predate saved steps.
+PAPER_STEPS = 20
 
 
 @dataclass
@@ -155,6 +164,14 @@ class MCLDConfig:
 @dataclass
 class FPDMModelConfig:
     resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
+    # How frames become network inputs and outputs go back (signgen.models.preprocess):
+    # "letterbox" (signgen's: pad with replicated borders, keep the aspect) or "squash" (the
+    # published FPDM code's plain PIL-bicubic resize). One geometry for stage 1 (the IPF's
+    # inputs), stage 2 (VAE, source encoder, pose images, MCLD crops) and rendering; saved
+    # with the model (its image processor and its IPF).
+    resize_mode: str = "letterbox"
+    # Default denoising steps of renders that give none; saved with the model. The paper's 20.
+    steps: int = PAPER_STEPS
     # Default cumulative guidance (W_SRC, W_FUSE) of renders that give none; saved with the
     # model. The paper's 2, 2.
     guidance: tuple[float, float] = PAPER_GUIDANCE
@@ -190,6 +207,10 @@ class FPDMModelConfig:
             )
         if self.vae.kind not in VAE_KINDS:
             raise InputError(f"vae.kind must be one of {VAE_KINDS}, got {self.vae.kind!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise InputError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}")
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
         if len(self.guidance) != 2:

@@ -32,9 +32,10 @@ signgen components from them and :func:`convert_checkpoint` saves the pipeline f
 Two things cannot be read from tensor shapes: the number of attention heads (all of
 SD 2.1's UNet, DINOv2 and OpenAI CLIP use 64-dimensional heads: ``head_dim``) and the
 normalisation group count (32 in every Stable Diffusion model). The model resolution, the
-source-encoder input size and the guidance weight come from the checkpoint's
-hyper-parameters when present; the noise schedule is Stable Diffusion 2.1's, which FPDM
-fine-tunes.
+source-encoder input size, the guidance weight and the step count come from the
+checkpoint's hyper-parameters when present; the noise schedule is Stable Diffusion 2.1's,
+which FPDM fine-tunes. The folder keeps the published code's preprocessing (``squash``:
+every input resized with PIL's bicubic filter) and sampler (DDPM) as its defaults.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Converted:
     resolution: tuple[int, int] = (512, 512)  # (H, W)
     source_image_size: tuple[int, int] = (512, 512)  # (H, W)
     guidance: tuple[float, float] = (2.0, 2.0)
+    steps: int = 20  # their num_inference_steps
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -399,6 +401,7 @@ def convert_state_dicts(
         resolution=_hw(hp.get("model_img_size"), (512, 512)),
         source_image_size=_hw(hp.get("src_encoder_size"), (512, 512)),
         guidance=(g, g),
+        steps=int(hp.get("num_inference_steps", 20)),
         hyperparameters=hp,
     )
 
@@ -460,7 +463,9 @@ def _load(module: torch.nn.Module, sd: StateDict, name: str) -> torch.nn.Module:
 
 
 def build_pipeline(conv: Converted):
-    """Components of ``conv`` -> an FPDMPipeline (DDPM sampler, the checkpoint's guidance)."""
+    """Components of ``conv`` -> an FPDMPipeline with the published code's preprocessing
+    (squash: PIL bicubic to each network's size) and sampler (DDPM, the checkpoint's
+    guidance and step count)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config
 
@@ -502,17 +507,21 @@ def build_pipeline(conv: Converted):
             # The authors squash source and pose to 224 x 224 = CLIP ViT-L/14's input size.
             image_size=(vision.config.image_size,) * 2, mean=CLIP_MEAN, std=CLIP_STD, mode="fusion",
             normalize_embeddings=False,  # their Combiner takes CLIP's image_embeds as they are
+            resize_mode="squash",
         )  # fmt: skip
         comps["fusion_mlp"] = _load(
             FusionMLP(**c["fusion_mlp"][0]), c["fusion_mlp"][1], "fusion MLP"
         )
     processor = FPDMImageProcessor(
         resolution=conv.resolution,
+        resize_mode="squash",  # Image.resize(size, BICUBIC) of every input, as their code
         source_size=conv.source_image_size,
         source_mean=IMAGENET_MEAN,
         source_std=IMAGENET_STD,
     )
-    pipe = FPDMPipeline(**comps, image_processor=processor, guidance=conv.guidance)
+    pipe = FPDMPipeline(
+        **comps, image_processor=processor, guidance=conv.guidance, steps=conv.steps
+    )
     return pipe.eval()
 
 

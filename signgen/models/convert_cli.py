@@ -17,9 +17,10 @@ examples:
 The checkpoint is read without running any code from it: only tensors and plain
 containers are admitted (its OmegaConf hyper-parameters are read as plain values); a file
 that names anything else is refused with the name of what was refused. The architecture
-is inferred from the tensor shapes; the model resolution, source-encoder input size and
-guidance weight come from the checkpoint's hyper-parameters. The folder samples with
-DDPM and the authors' cumulative guidance by default (docs/reproducing.md).
+is inferred from the tensor shapes; the model resolution, source-encoder input size,
+guidance weight and step count come from the checkpoint's hyper-parameters. The folder
+resizes inputs as the authors' code does (squash, PIL bicubic) and samples with DDPM, 20
+steps and the authors' cumulative guidance by default (docs/reproducing.md).
 """
 
 

@@ -162,7 +162,9 @@ def _build_ipf(cfg: FPDMModelConfig, pretrained: bool) -> nn.Module:
 
     ipf_cfg = cfg.ipf
     if pretrained and ipf_cfg.pretrained:
-        return IPFModel.from_pretrained(ipf_cfg.pretrained)
+        ipf = IPFModel.from_pretrained(ipf_cfg.pretrained)
+        ipf.check_resize_mode(cfg.resize_mode, ipf_cfg.pretrained)
+        return ipf
     if pretrained and ipf_cfg.clip.pretrained:
         vision = _load(CLIPVisionModelWithProjection, ipf_cfg.clip, "IPF CLIP tower")
     else:
@@ -179,6 +181,7 @@ def _build_ipf(cfg: FPDMModelConfig, pretrained: bool) -> nn.Module:
         image_size=ipf_cfg.image_size,
         mode=ipf_cfg.mode,
         normalize_embeddings=ipf_cfg.normalize_embeddings,
+        resize_mode=cfg.resize_mode,
     )
 
 

@@ -9,8 +9,8 @@ component, so a model folder saves and loads it the same way (:mod:`signgen.samp
 
     ipf/
       config.json                          image_size, mean, std, mode, normalize_embeddings,
-                                           the CLIP tower's transformers config and the
-                                           Combiner's kwargs
+                                           resize_mode, the CLIP tower's transformers config
+                                           and the Combiner's kwargs
       diffusion_pytorch_model.safetensors  vision_model.* and combiner.* weights
 
 Folders written before (``ipf_config.json`` + ``vision_model/`` + ``combiner/``) still load:
@@ -32,9 +32,9 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from signgen.errors import MissingWeightsError
+from signgen.errors import InputError, MissingWeightsError
 from signgen.models.modules import Combiner
-from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, to_model_input
+from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, RESIZE_MODES, to_model_input
 
 IPF_MODES = ("fusion", "source")  # "source" = ablation B4: CLIP source embedding, no Combiner
 LEGACY_CONFIG = "ipf_config.json"  # the folder layout before IPFModel was a ModelMixin
@@ -53,6 +53,10 @@ class IPFModel(ModelMixin, ConfigMixin):
     (norm about 28 for CLIP ViT-L/14); paper models set it False. The Combiner's output
     is L2-normalised either way, and the contrastive losses normalise their inputs.
 
+    ``resize_mode``: the geometry of :meth:`preprocess` (``letterbox``, the default of
+    folders saved without it, or ``squash``, the published FPDM code's), that of the
+    stage-2 model it serves: stage 1 and stage 2 see frames in one geometry.
+
     Built either from existing modules (``IPFModel(vision_model, combiner, ...)``, training
     and the model factory) or from the configs alone (``from_pretrained``): the config
     records the tower's transformers config and the Combiner's arguments either way.
@@ -70,10 +74,13 @@ class IPFModel(ModelMixin, ConfigMixin):
         std: Sequence[float] = CLIP_STD,
         mode: str = "fusion",
         normalize_embeddings: bool = True,
+        resize_mode: str = "letterbox",
     ) -> None:
         super().__init__()
         if mode not in IPF_MODES:
             raise ValueError(f"IPF mode must be one of {IPF_MODES}, got {mode!r}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"IPF resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if vision_model is None:
             if vision_config is None:
                 raise ValueError("IPFModel needs a vision_model or its vision_config")
@@ -92,6 +99,7 @@ class IPFModel(ModelMixin, ConfigMixin):
             std=[float(v) for v in std],
             mode=mode,
             normalize_embeddings=bool(normalize_embeddings),
+            resize_mode=resize_mode,
         )
         self.vision_model = vision_model
         self.combiner = combiner
@@ -100,14 +108,26 @@ class IPFModel(ModelMixin, ConfigMixin):
         self.std = tuple(float(v) for v in std)
         self.mode = mode
         self.normalize_embeddings = bool(normalize_embeddings)
+        self.resize_mode = resize_mode
 
     @property
     def embed_dim(self) -> int:
         return int(self.vision_model.config.projection_dim)
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> CLIP pixel values (B, 3, h, w), letterboxed."""
-        return to_model_input(images, self.image_size, self.mean, self.std)
+        """uint8 (B, H, W, 3) -> CLIP pixel values (B, 3, h, w) in this IPF's geometry
+        (``resize_mode``)."""
+        return to_model_input(images, self.image_size, self.mean, self.std, self.resize_mode)
+
+    def check_resize_mode(self, resize_mode: str, where: str) -> None:
+        """An IPF serves a stage-2 model of its own geometry: InputError naming ``where``
+        (the IPF's folder) when ``resize_mode`` (the stage-2 model's) is another."""
+        if resize_mode != self.resize_mode:
+            raise InputError(
+                f"the IPF in {where} preprocesses with resize_mode {self.resize_mode!r} but "
+                f"the model uses {resize_mode!r}: train stage 1 with the model's resize_mode "
+                "(both stages see frames in one geometry)"
+            )
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) CLIP-normalised pixels -> (B, D) image embeddings (L2-normalised

@@ -31,7 +31,9 @@ def build_ipf(mcfg, seed: int):
 
     icfg = mcfg.ipf
     if icfg.pretrained:
-        return IPFModel.from_pretrained(icfg.pretrained)
+        ipf = IPFModel.from_pretrained(icfg.pretrained)
+        ipf.check_resize_mode(mcfg.resize_mode, icfg.pretrained)
+        return ipf
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if icfg.clip.pretrained:
@@ -59,6 +61,7 @@ def build_ipf(mcfg, seed: int):
         image_size=tuple(icfg.image_size),
         mode=icfg.mode,
         normalize_embeddings=icfg.normalize_embeddings,
+        resize_mode=mcfg.resize_mode,  # stage 1 sees frames in the model's geometry
     )
 
 
@@ -118,7 +121,9 @@ class IPFTask:
         ):
             ipf.vision_model.gradient_checkpointing_enable()
         self.module = IPFModule(ipf, cfg.ipf.loss, cfg.ipf.temperature, cfg.ipf.l1_weight)
-        self.train_set, self.eval_set = datasets(cfg, tuple(cfg.data.resolution))
+        # Pose images drawn in the model's geometry, then brought to the IPF's input size
+        # in the same geometry (IPFModel.preprocess): as stage 2 and rendering see them.
+        self.train_set, self.eval_set = datasets(cfg, tuple(cfg.data.resolution), mcfg.resize_mode)
 
     def train_dataset(self):
         return self.train_set
