@@ -26,7 +26,9 @@ steps and the authors' cumulative guidance by default (docs/reproducing.md).
 
 def run_fpdm_lightning(args: argparse.Namespace) -> int:
     from signgen.models.convert import convert_checkpoint
+    from signgen.runtime import quiet_libraries
 
+    quiet_libraries()  # no per-shard progress bars of diffusers' save
     ckpt = existing_file(args.checkpoint, "checkpoint")
     ipf = existing_file(args.ipf, "stage-1 checkpoint") if args.ipf else None
     out = Path(args.out)

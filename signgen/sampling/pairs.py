@@ -148,10 +148,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from signgen.devices import resolve_device
+    from signgen.runtime import quiet_libraries
     from signgen.sampling.pipeline import FPDMPipeline
 
-    options = options_from_args(args)
+    options = options_from_args(args)  # checked before loading anything
     device = resolve_device(args.device)
+    quiet_libraries()
     pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=options.dtype)
     t0 = time.perf_counter()
     counts = render_pairs(pipe, args.prepared, args.output, options, split=args.split,

@@ -555,7 +555,7 @@ class FPDMPipeline(DiffusionPipeline):
         noise, gens = initial_noise(seeds, frame_indices, (self.unet.config.out_channels, h, w),
                                     independent=opts.independent_noise)  # fmt: skip
         # 5. Denoise, 6. decode.
-        steps = opts.steps or self.default_steps
+        steps = self.default_steps if opts.steps is None else opts.steps
         latents = denoise(self.denoiser, sched, cond, noise.to(device), plan, steps,
                           generators=gens, dtype=dtype)  # fmt: skip
         return decode(self.vae, latents, dtype)  # (b, 3, H, W)
