@@ -183,8 +183,10 @@ def test_converted_folder_holds_the_same_weights(converted):
             assert torch.equal(mine[k], theirs[k]), (name, k)
     # Settings from the hyper-parameters (their sizes are (W, H)) and the paper's sampler.
     assert pipe.resolution == (64, 48) and pipe.image_processor.source_size == (32, 32)
-    assert pipe.default_guidance == (2.0, 2.0)
+    assert pipe.default_guidance == (2.0, 2.0) and pipe.default_steps == 20
     assert type(pipe.scheduler).__name__ == "DDPMScheduler"
+    # Their preprocessing (PIL bicubic squash of every input), the IPF's included.
+    assert pipe.image_processor.resize_mode == "squash" and pipe.ipf.resize_mode == "squash"
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert isinstance(pipe.source_encoder, Dinov2ModelDino)
     assert pipe.source_projector.config.hidden_dim == 48
@@ -331,6 +333,9 @@ def test_paper_config_has_the_authors_architecture():
     assert comps["ipf"].normalize_embeddings is False
     assert isinstance(comps["source_encoder"], Dinov2ModelDino)
     assert type(comps["scheduler"]).__name__ == "DDPMScheduler"
+    cfg = load_model_config("fpdm_sd21_dinov2l_512")
+    assert (cfg.resize_mode, cfg.steps, tuple(cfg.guidance)) == ("squash", 20, (2.0, 2.0))
+    assert comps["ipf"].resize_mode == "squash"
 
 
 def test_incomplete_checkpoint_is_one_line(ckpt, tmp_path, capsys):

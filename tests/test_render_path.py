@@ -247,6 +247,57 @@ def test_render_and_render_many_declare_the_same_render_options():
     assert (render.detail_transfer, render.steps) == (0.3, 5)
 
 
+def test_render_pairs_declares_the_render_options_of_render():
+    """render-pairs takes the sampler options of render from the same declaration (the
+    clip-only options left out: it renders one image per pair)."""
+    from pipelines.app import build_parser
+    from signgen.sampling.options import options_from_args
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    flags = {s for a in sub.choices["render-pairs"]._actions for s in a.option_strings}
+    assert {"--steps", "--guidance", "--scheduler", "--dtype", "--seed", "--batch-size"} <= flags
+    assert not {"--guidance-focal", "--detail-transfer", "--independent-noise"} & flags
+    args = parser.parse_args(["render-pairs", "--prepared", "p", "--model", "m", "-o", "o",
+                              "--scheduler", "euler", "--steps", "7"])  # fmt: skip
+    opts = options_from_args(args)
+    assert (opts.scheduler, opts.steps, opts.guidance) == ("euler", 7, None)
+
+
+# ---- the model's default steps and sampler ---------------------------------------------------------
+@pytest.fixture
+def steps_seen(monkeypatch) -> list[int]:
+    """The step count of every denoising loop the pipeline runs."""
+    import signgen.sampling.pipeline as pipeline_module
+
+    seen: list[int] = []
+    denoise = pipeline_module.denoise
+
+    def spy(denoiser, sched, cond, noise, plan, steps, **kwargs):
+        seen.append(steps)
+        return denoise(denoiser, sched, cond, noise, plan, steps, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "denoise", spy)
+    return seen
+
+
+def test_default_steps_are_the_models_and_saved_with_it(tmp_path, steps_seen):
+    p = FPDMPipeline.from_config(load_model_config("tiny", ["steps=3"]))
+    folder = p.save_pretrained(tmp_path / "m")
+    assert json.loads((folder / "model_index.json").read_text())["steps"] == 3
+    loaded = FPDMPipeline.from_pretrained(folder)
+    img, kp = random_clip(frames=1, size=(24, 24))
+    loaded(img, kp)
+    loaded(img, kp, steps=2)
+    assert steps_seen == [3, 2]
+    assert _render_cli(tmp_path, folder) == 0  # the CLI without --steps: the model's
+    assert steps_seen[2:] == [3]
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["steps"]  # a folder written before models carried their step count
+    (folder / "model_index.json").write_text(json.dumps(index))
+    assert FPDMPipeline.from_pretrained(folder).default_steps == 20  # the paper's
+
+
 # ---- save / load -----------------------------------------------------------------------------------
 def _state(p: FPDMPipeline) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v for name, m in p.components.items()
