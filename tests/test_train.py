@@ -287,6 +287,36 @@ def test_training_sees_frames_in_the_models_geometry(prepared: Path, tmp_path: P
                                    rtol=1e-5, atol=1e-4)  # fmt: skip
 
 
+def test_stage1_sees_frames_in_the_models_geometry(prepared: Path, tmp_path: Path):
+    """Stage 1 (IPF) of a squash model: CLIP gets the frames as PIL's bicubic resize makes
+    them, and the exported IPF keeps that geometry for stage 2."""
+    import numpy as np
+    from PIL import Image
+
+    from signgen.train.common import eval_batches
+    from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
+
+    cfg = load_train_config(CONFIGS / "tiny_ipf.yaml", [f"data.prepared={prepared}",
+                            f"output_dir={tmp_path}", "model.resize_mode=squash"])  # fmt: skip
+    task = task_factory("ipf")(cfg, torch.device("cpu"))
+    ipf = task.module.ipf
+    assert ipf.resize_mode == "squash" and task.train_set.resize_mode == "squash"
+    batch = next(iter(eval_batches(task.eval_set, 2)))
+    seen = []
+    embed = ipf.embed
+    ipf.embed = lambda x: (seen.append(x.clone()), embed(x))[1]
+    task.module.embeddings(batch)
+    h, w = ipf.image_size
+    src = batch["source"].numpy()  # (2, 80, 64, 3)
+    pil = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                    for f in src])  # fmt: skip
+    mean = torch.tensor(ipf.mean).view(1, 3, 1, 1)
+    std = torch.tensor(ipf.std).view(1, 3, 1, 1)
+    want = (torch.from_numpy(pil).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    torch.testing.assert_close(seen[0][:2], want, rtol=0, atol=1e-5)
+
+
 # ---- the optimisation the loop applies, against independent computations ----------------------
 # A real short run of the loop (tiny VAE stage); the learning rate and the weights are read
 # from the optimizer at every optimizer step (torch's global optimizer step hooks), and
