@@ -3,13 +3,14 @@
 DINOv2 learns a 37 x 37 table of patch position embeddings (518 px / 14). At another input
 size the table is resampled bicubically. transformers 4.x (FPDM's code pins 4.40) did it as
 the original DINO code does: ``interpolate(scale_factor=((h + 0.1) / 37, (w + 0.1) / 37))``
-for an h x w patch grid, the 0.1 avoiding a floor rounding error in the output size
-(a known rounding problem of the DINO repository). transformers 5 resamples with ``size=(h, w)`` instead. Both give an h x w
-table, but the scale factor sets PyTorch's sampling grid (source coordinate
-``(i + 0.5) / s - 0.5``), so the values differ: for 518 -> 512 (36 x 36) the tables differ
-by 14 % relative L2 on a random table, enough to change what a model trained with the old
-rule sees. :func:`interpolate_pos_encoding_dino` is the old rule; :class:`Dinov2ModelDino`
-is a ``Dinov2Model`` that uses it (same weights, same config, same keys).
+for an h x w patch grid, the 0.1 avoiding a floor rounding error in the output size (a
+known rounding problem of the DINO code). transformers 5 resamples with ``size=(h, w)``
+instead. Both give an h x w table, but the scale factor sets PyTorch's sampling grid
+(source coordinate ``(i + 0.5) / s - 0.5``), so the values differ: for 518 -> 512 (36 x 36)
+the tables differ by 14 % relative L2 on a random table, enough to change what a model
+trained with the old rule sees. :func:`interpolate_pos_encoding_dino` is the old rule;
+:class:`Dinov2ModelDino` is a ``Dinov2Model`` that uses it (same weights, same config, same
+keys).
 """
 
 from __future__ import annotations
