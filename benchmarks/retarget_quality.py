@@ -214,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # The three pairs whose raw keypoints are furthest from the truth (the bodies differ most).
     shown = sorted(picture, key=lambda x: -x[0])[:3]
-    Image.fromarray(np.concatenate([row for _, row in shown], axis=0)).save(f"{args.out}.png")
+    # A 256-colour palette: the picture is shown in the README, and the synthetic world's flat
+    # colours survive it (330 KB as RGB, under 100 KB as a palette).
+    rows = np.concatenate([row for _, row in shown], axis=0)
+    Image.fromarray(rows).quantize(256).save(f"{args.out}.png", optimize=True)
     command = " ".join(["python", *(sys.argv if argv is None else [__file__, *argv])])
     command = command.replace(str(ROOT) + "/", "")
     meta = {"command": command,

@@ -3,15 +3,23 @@
 For every video V (signer S) of a split, K other signers T1..TK are drawn (without
 replacement, from a generator seeded by (seed, V)), and for each T one of T's videos of
 the same split gives the first frame: FPDM renders V's keypoints with T's appearance.
+With ``retarget: true`` (the default) V's keypoints are first put on T's body (pose
+retargeting, docs/retargeting.md): T's bone lengths, size and place in the frame, from the
+first pose of T's video in the dataset's own keypoint file (never extracted), with V's
+joint angles and timing; rendered raw, they would give T the body of S.
 The renders run on the render-many engine (:func:`pipelines.render_many.run_job`: Ray
 Data, batches across clips, ledger, atomic outputs), and the result is a new dataset tree
 in the Phoenix-2014T layout that ``signgen prepare phoenix`` reads::
 
     OUT/PHOENIX-2014-T/features/<frames subdir>/<split>/<V>__as__<T>/images0001.png ...
     OUT/PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.<split>.corpus.csv
-    OUT/keypoints/Phoenix-2014T.<split>       MSKA pickle: V's keypoints under the new name
+    OUT/keypoints/Phoenix-2014T.<split>       MSKA pickle: the keypoints of each new video
     OUT/augment_manifest.<split>.csv          one row per new video: where it came from
     OUT/keypoints/sources/<split>/<V>.pkl     V's keypoints alone (what the read stage loads)
+
+The keypoints of a new video are the ones it was rendered from: V's retarget onto T (the
+signer in its frames has T's body, so these are its keypoints; a model trained on the new
+tree pairs each frame with the pose it shows), or V's own with ``retarget: false``.
     OUT/ledger.jsonl, OUT/job.json            resumability (see pipelines/ledger.py)
 
 The corpus keeps Phoenix's exact seven columns (``prepare phoenix`` checks the header);
@@ -30,7 +38,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,7 @@ from pipelines.render_many import (
     JobResult,
     RenderSettings,
     clip_seed,
+    load_clip,
     run_job,
 )
 from signgen.errors import InputError
@@ -56,7 +65,8 @@ KEYPOINTS_TEMPLATE = "Phoenix-2014T.{split}"
 FRAME_PATTERN = "images{:04d}.png"
 MANIFEST_TEMPLATE = "augment_manifest.{split}.csv"
 MANIFEST_COLUMNS = ("name", "split", "speaker", "source_video", "source_signer",
-                    "appearance_video", "appearance_signer", "seed", "frames")  # fmt: skip
+                    "appearance_video", "appearance_signer", "seed", "frames",
+                    "retarget")  # fmt: skip
 SPLITS = ("train", "dev", "test")
 SOURCES_DIR = "keypoints/sources"  # per-source-video MSKA pickles, inputs of the read stage
 
@@ -73,6 +83,9 @@ class AugmentConfig:
     seed: int = 0
     frames_subdir: str | None = None  # default: the only features/fullFrame-*px folder
     max_videos: int | None = None  # first N videos of the split (trials)
+    # Put each source video's keypoints on the appearance signer's body before rendering
+    # (docs/retargeting.md); false renders them as they are.
+    retarget: bool = True
     render: RenderSettings = field(default_factory=RenderSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
@@ -86,6 +99,9 @@ class AugmentConfig:
             raise InputError(f"augment config: appearances must be >= 1, got {self.appearances}")
         if self.max_videos is not None and self.max_videos < 1:
             raise InputError(f"augment config: max_videos must be >= 1, got {self.max_videos}")
+        if not isinstance(self.retarget, bool):
+            raise InputError(f"augment config: retarget must be true or false, got "
+                             f"{self.retarget!r}")  # fmt: skip
 
 
 def load_augment_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> AugmentConfig:
@@ -232,31 +248,58 @@ def run_augment_job(cfg: AugmentConfig, *, progress: bool = True) -> JobResult:
 
     cfg.validate()
     out = Path(cfg.out)
+    check_retarget_unchanged(out, cfg.retarget)
     videos, mska, sub = list_videos(cfg)
     jobs = plan(videos, cfg.appearances, cfg.seed)
     split_dir = out / PHOENIX_DIR / "features" / sub / cfg.split
-    per_video = split_keypoints(out / SOURCES_DIR / cfg.split, jobs, mska["samples"])
-    specs = [
-        ClipSpec(j.name, str(j.appearance.frames_dir), str(per_video[j.source.name]), None, j.seed)
+    per_video = split_keypoints(out / SOURCES_DIR / cfg.split, jobs, mska["samples"],
+                                appearances=cfg.retarget)  # fmt: skip
+    # With retargeting the reference skeleton is the appearance video's first pose in the
+    # dataset's own keypoints (source_keypoints): the read stage never extracts.
+    specs = {
+        j.name: ClipSpec(j.name, str(j.appearance.frames_dir), str(per_video[j.source.name]),
+                         None, j.seed, cfg.retarget,
+                         str(per_video[j.appearance.name]) if cfg.retarget else None)
         for j in jobs
-    ]
-    result = run_job(specs, FramesDirSink(out, split_dir), out, cfg.render, cfg.cluster,
-                     progress=progress)  # fmt: skip
+    }  # fmt: skip
+    result = run_job(list(specs.values()), FramesDirSink(out, split_dir), out, cfg.render,
+                     cfg.cluster, progress=progress)  # fmt: skip
     done = read_ledger(out / "ledger.jsonl")
     finished = [j for j in jobs if (e := done.get(j.name)) and e.status == "done"]
-    write_tree(out, cfg.split, finished, mska["samples"], done)
+    write_tree(out, cfg.split, finished, mska["samples"], done, specs)
     return result
 
 
+def check_retarget_unchanged(out: Path, retarget: bool) -> None:
+    """A resumed job must render the way its finished videos were rendered: one tree whose
+    videos are partly retargeted would pair frames and keypoints two ways. The ledger says
+    how each finished video was rendered (a retargeted one records its fit)."""
+    from pipelines.ledger import LEDGER_NAME, read_ledger
+
+    done = [e for e in read_ledger(out / LEDGER_NAME).values() if e.status == "done"]
+    other = [e.clip_id for e in done if ("retarget" in e.record) != retarget]
+    if other:
+        was = "true" if not retarget else "false"
+        raise InputError(
+            f"{out} holds {len(other)} video(s) rendered with retarget: {was} (e.g. "
+            f"{other[0]}); resume with retarget={was}, or use another out folder"
+        )
+
+
 def split_keypoints(
-    folder: Path, jobs: Sequence[AugmentedVideo], samples: dict[str, Any]
+    folder: Path,
+    jobs: Sequence[AugmentedVideo],
+    samples: dict[str, Any],
+    *,
+    appearances: bool = False,
 ) -> dict[str, Path]:
-    """One small MSKA pickle per source video (its sample, unchanged), so that a read task
-    loads one video's keypoints and not the whole split's pickle (1-2 GB for Phoenix
+    """One small MSKA pickle per source video (its sample, unchanged), and per appearance
+    video with ``appearances`` (the reference skeletons of retargeting), so that a read
+    task loads one video's keypoints and not the whole split's pickle (1-2 GB for Phoenix
     train). Existing files are kept (a resumed run)."""
     paths: dict[str, Path] = {}
-    for j in jobs:
-        v = j.source
+    needed = [v for j in jobs for v in ((j.source, j.appearance) if appearances else (j.source,))]
+    for v in needed:
         if v.name in paths:
             continue
         paths[v.name] = path = folder / f"{v.name}.pkl"
@@ -273,11 +316,16 @@ def write_tree(
     finished: Sequence[AugmentedVideo],
     samples: dict[str, Any],
     ledger: dict[str, Any],
+    specs: dict[str, ClipSpec] | None = None,
 ) -> None:
-    """Corpus CSV, MSKA pickle and augment manifest for every finished video (atomic)."""
+    """Corpus CSV, MSKA pickle and augment manifest for every finished video (atomic).
+
+    A video whose spec retargets gets the keypoints it was rendered from: those of the read
+    stage (:func:`~pipelines.render_many.load_clip`, the same call on the same files), in
+    the MSKA pickle's 210 x 260 pixels; the others get their source video's keypoints."""
     import torch
 
-    from signgen.keypoints.formats.mska import keypoint_array
+    from signgen.keypoints.formats.mska import HEIGHT, WIDTH, keypoint_array
 
     corpus = out / PHOENIX_DIR / CORPUS_TEMPLATE.format(split=split)
     corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +340,10 @@ def write_tree(
     for j in finished:
         src = samples[j.source.sample]
         points = keypoint_array(src["keypoint"], j.source.sample)  # (T, 133, 3)
+        spec = (specs or {}).get(j.name)
+        if spec is not None and spec.retarget:
+            kp = load_clip(asdict(spec))[1]
+            points = kp.rescaled(WIDTH, HEIGHT).points if kp.size != (WIDTH, HEIGHT) else kp.points
         new[j.name] = {
             "name": f"{split}/{j.name}",
             "gloss": src.get("gloss", j.source.orth),
@@ -312,4 +364,5 @@ def write_tree(
         for j in finished:
             w.writerow((j.name, split, j.speaker, j.source.name, j.source.speaker,
                         j.appearance.name, j.appearance.speaker, j.seed,
-                        ledger[j.name].record.get("frames", "")))  # fmt: skip
+                        ledger[j.name].record.get("frames", ""),
+                        int("retarget" in ledger[j.name].record)))  # fmt: skip

@@ -6,18 +6,29 @@ import argparse
 import sys
 
 RENDER_MANY_EPILOG = """\
-MANIFEST is a CSV with a header: clip_id,video,keypoints[,sample][,seed]
+MANIFEST is a CSV with a header:
+clip_id,video,keypoints[,sample][,seed][,retarget][,source_keypoints]
   clip_id    output name (DIR/<clip_id>.mp4): letters, digits and ._+=-
   video      video, frame folder or image; its first frame gives the appearance
   keypoints  keypoint file (any format `signgen render` reads)
   sample     sample name inside a multi-sample keypoint file (MSKA pickle), optional
   seed       integer; empty or absent: derived from --seed and clip_id (sha256), the
              seed used is written to DIR/ledger.jsonl
+  retarget   1: put the keypoints on the body of the first frame's signer first (pose
+             retargeting, as `signgen render --retarget`; for keypoints of another
+             person); 0, empty or absent: render them as they are
+  source_keypoints  keypoint file of the first frame (its first pose), optional: the
+             reference skeleton of retarget=1 (default: extracted from the first frame
+             in the read stage, with the `auto` backend of `signgen keypoints extract`,
+             resolved once on this machine), and where MCLD models find face and hands
 Relative paths are relative to the manifest's folder.
 
 Every DIR/<clip_id>.mp4 is what `signgen render --video VIDEO --keypoints KEYPOINTS
---seed SEED` writes with the same model and options. Frames of several clips share a
-batch; the order of frames is restored per clip before encoding.
+--seed SEED` (plus --retarget and --source-keypoints FILE when the row says so) writes
+with the same model and options. Frames of several clips share a batch; the order of
+frames is restored per clip before encoding. The ledger records each retargeted clip's
+fit (reference, global scale, limbs the reference lacks); DIR/job.json the retargeting
+settings (confidence threshold, pose backend).
 
 Resuming: DIR/ledger.jsonl records every finished clip (after its video was renamed into
 place). Run the same command again after a crash or Ctrl-C: finished clips are skipped,
@@ -42,6 +53,11 @@ examples:
       --device cpu --steps 10
   signgen render-many --manifest clips.csv --out /nfs/renders --address auto \\
       --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /nfs/fpdm
+
+a manifest in which two signers perform a third person's keypoints:
+  clip_id,video,keypoints,retarget,source_keypoints
+  anna_hello,anna.png,hello_by_bob.json,1,anna_keypoints.json
+  carl_hello,carl.mp4,hello_by_bob.json,1,
 """
 
 AUGMENT_EPILOG = """\
@@ -50,13 +66,19 @@ split=dev appearances=2 cluster.workers=2 render.steps=10.
 
 For each video of the split, K = `appearances` other signers are chosen (deterministically
 from `seed`), and the video's keypoints are rendered with the first frame of one of that
-signer's videos. The output is a dataset in the Phoenix-2014T layout:
+signer's videos. With `retarget: true` (the default) the keypoints are first put on that
+signer's body (pose retargeting, docs/retargeting.md: their bone lengths, size and place,
+from the first pose of the appearance video in the dataset's own keypoint file, never
+extracted; the source's joint angles and timing); retarget=false renders them as they are,
+which gives the appearance signer the source signer's body. A folder is resumed with the
+setting it was started with. The output is a dataset in the Phoenix-2014T layout:
   OUT/PHOENIX-2014-T/features/fullFrame-WxHpx/<split>/<name>__as__<Signer>/images0001.png
   OUT/PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.<split>.corpus.csv
       speaker <AppearanceSigner>_as_<SourceSigner>; gloss and translation of the source
-  OUT/keypoints/Phoenix-2014T.<split>      MSKA pickle of the new names (copied keypoints)
+  OUT/keypoints/Phoenix-2014T.<split>      MSKA pickle of the new names: the keypoints each
+                                           video was rendered from (retargeted, or copied)
   OUT/augment_manifest.<split>.csv         name, source video/signer, appearance
-                                           video/signer, seed, frames
+                                           video/signer, seed, frames, retarget (1/0)
 It passes `signgen prepare phoenix --root OUT/PHOENIX-2014-T --keypoints OUT/keypoints`.
 Resumable like render-many (ledger in OUT).
 
@@ -65,6 +87,8 @@ examples:
       keypoints=data/mska out=data/phoenix_aug render.model=runs/fpdm/final
   signgen augment --config configs/augment_synthetic.yaml root=world/PHOENIX-2014-T \\
       keypoints=world/keypoints out=world_aug split=train cluster.workers=2
+  signgen augment --config configs/augment_synthetic.yaml root=world/PHOENIX-2014-T \\
+      keypoints=world/keypoints out=world_aug_raw retarget=false
 """
 
 

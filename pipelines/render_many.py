@@ -5,9 +5,11 @@ three stages::
 
     clips (manifest rows)
       -> read    CPU tasks (fractional num_cpus): first frame + keypoints of one clip,
-                 checked as `signgen render` checks them; one row per FRAME
-                 (clip_id, frame_index, num_frames, fps, seed, points (133, 3), source_png)
-                 or one "error" row for a clip whose inputs are bad
+                 checked as `signgen render` checks them (and retargeted onto the first
+                 frame's signer when the clip asks, as `signgen render --retarget` does);
+                 one row per FRAME (clip_id, frame_index, num_frames, fps, seed,
+                 points (133, 3), source_png) or one "error" row for a clip whose inputs
+                 are bad
       -> model   map_batches(FrameRenderer): an actor pool (`--workers`, `--gpus-per-worker`)
                  whose __init__ loads the pipeline once; integer batch size; a batch mixes
                  frames of several clips (FPDMPipeline.render_frames accepts that)
@@ -44,6 +46,7 @@ thread count (``--threads-per-worker``); otherwise a rare pixel may round the ot
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -69,7 +72,7 @@ from signgen.sampling.options import RenderOptions
 logger = logging.getLogger(__name__)
 
 MANIFEST_REQUIRED = ("clip_id", "video", "keypoints")
-MANIFEST_OPTIONAL = ("sample", "seed")
+MANIFEST_OPTIONAL = ("sample", "seed", "retarget", "source_keypoints")
 JOB_FILE = "job.json"
 SPOOL_DIR = ".spool"
 SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are far fewer)
@@ -77,6 +80,7 @@ SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are fa
 EXIT_CLIPS_FAILED = 3
 
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_RETARGET_VALUES = {"1": True, "true": True, "0": False, "false": False, "": False}
 
 
 # ---- clips ---------------------------------------------------------------------------------
@@ -99,6 +103,13 @@ class ClipSpec:
     keypoints: str  # any keypoint file signgen reads
     sample: str | None  # sample name inside a multi-sample keypoint file
     seed: int
+    # Pose retargeting (docs/retargeting.md): put the keypoints on the body of the first
+    # frame's signer before rendering, as `signgen render --retarget` does.
+    retarget: bool = False
+    # Keypoints of the first frame (their first pose): the reference skeleton of retargeting
+    # (default: extracted from the first frame) and where MCLD models find face and hands
+    # (default: the reference when retargeting, else the first pose of ``keypoints``).
+    source_keypoints: str | None = None
 
     def __post_init__(self) -> None:
         if not _CLIP_ID.match(self.clip_id):
@@ -111,9 +122,11 @@ class ClipSpec:
 def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]:
     """Read a render-many manifest CSV (comma-separated, with a header).
 
-    Columns: ``clip_id, video, keypoints`` and optionally ``sample, seed``. Relative paths
-    are relative to the manifest's folder. An empty or absent ``seed`` is
-    :func:`clip_seed` (base_seed, clip_id).
+    Columns: ``clip_id, video, keypoints`` and optionally ``sample, seed, retarget,
+    source_keypoints``. Relative paths are relative to the manifest's folder. An empty or
+    absent ``seed`` is :func:`clip_seed` (base_seed, clip_id); ``retarget`` is 1 (retarget
+    the keypoints onto the first frame's signer) or 0, empty or absent (render them as they
+    are); ``source_keypoints`` (optional) is a keypoint file of the first frame.
     """
     from signgen.fileio import existing_file
 
@@ -152,10 +165,17 @@ def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]
                 ) from None
             if not 0 <= seed < 2**63:
                 raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
+            flag = row.get("retarget", "").lower()
+            if flag not in _RETARGET_VALUES:
+                raise InputError(
+                    f"{path}:{lineno}: retarget must be 1, 0 or empty, got {row['retarget']!r}"
+                )
+            source = row.get("source_keypoints") or None
             try:
                 specs.append(
                     ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
-                             row.get("sample") or None, seed)
+                             row.get("sample") or None, seed, _RETARGET_VALUES[flag],
+                             str(base / source) if source else None)
                 )  # fmt: skip
             except InputError as exc:
                 raise InputError(f"{path}:{lineno}: {exc}") from None
@@ -271,17 +291,49 @@ def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
 
 
 # ---- stage 1: read (CPU tasks) -------------------------------------------------------------
-def read_clip(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Stage 1 (flat_map): one clip -> one row per frame, or one error row."""
+def load_clip(
+    spec: dict[str, Any], pose_backend: str = "auto"
+) -> tuple[np.ndarray, Any, np.ndarray, dict[str, Any] | None]:
+    """A clip's inputs as ``signgen render`` reads them: (first frame (H, W, 3), keypoint
+    sequence in its pixels, the first frame's keypoints (133, 3) for MCLD models, the
+    retargeting record or None). With ``spec["retarget"]`` the keypoints are retargeted
+    onto the first frame's signer (:func:`signgen.sampling.inputs.retarget_clip`); its
+    reference is ``spec["source_keypoints"]`` or extracted with ``pose_backend``. The record
+    is the fit (``meta["retarget"]``) and the warnings, kept for the ledger."""
     from signgen.keypoints import load_keypoints
+    from signgen.keypoints.retarget import caught_retarget_warnings
+    from signgen.sampling.inputs import retarget_clip
     from signgen.video import read_first_frame
+
+    first = read_first_frame(spec["video"])
+    drive = load_keypoints(spec["keypoints"], sample=spec["sample"] or None)
+    source_file = spec.get("source_keypoints")
+    source = load_keypoints(source_file) if source_file else None
+    if spec.get("retarget"):
+        extractor = None if source is not None else _frame_extractor(pose_backend)
+        with caught_retarget_warnings() as warned:
+            kp, reference = retarget_clip(first, drive, source, extractor=extractor)
+        return first, kp, reference, {**kp.meta["retarget"], "warnings": warned}
+    kp = check_clip(first, drive)  # as `signgen render` checks it, before any GPU time
+    points = check_clip(first, source).points[0] if source is not None else kp.points[0]
+    return first, kp, points, None
+
+
+@functools.lru_cache(maxsize=2)
+def _frame_extractor(backend: str):
+    """The pose model of reference frames, loaded once per read worker process."""
+    from signgen.keypoints.first_frame import first_frame_extractor
+
+    return first_frame_extractor(backend, device="cpu")  # read tasks reserve no GPU
+
+
+def read_clip(spec: dict[str, Any], pose_backend: str = "auto") -> list[dict[str, Any]]:
+    """Stage 1 (flat_map): one clip -> one row per frame, or one error row."""
     from signgen.video.images import encode_png
 
     t0 = time.perf_counter()
     try:
-        first = read_first_frame(spec["video"])
-        kp = load_keypoints(spec["keypoints"], sample=spec["sample"] or None)
-        kp = check_clip(first, kp)  # as `signgen render` checks it, before any GPU time
+        first, kp, source_points, retarget = load_clip(spec, pose_backend)
         png = encode_png(first, compression=1)
     except Exception as exc:  # any bad input fails this clip, not the job
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -291,13 +343,17 @@ def read_clip(spec: dict[str, Any]) -> list[dict[str, Any]]:
         return [_row(spec, -1, 0, 0.0, zeros, zeros, b"", reason, 0.0)]
     seconds = time.perf_counter() - t0
     n = len(kp)
+    note = json.dumps(retarget) if retarget is not None else ""
     return [
-        _row(spec, i, n, kp.fps, kp.points[i], kp.points[0], png, "", seconds if i == 0 else 0.0)
+        _row(spec, i, n, kp.fps, kp.points[i], source_points, png, "",
+             seconds if i == 0 else 0.0, note)
         for i in range(n)
-    ]
+    ]  # fmt: skip
 
 
-def _row(spec, index, n, fps, points, source_points, png, error, read_s) -> dict[str, Any]:
+def _row(
+    spec, index, n, fps, points, source_points, png, error, read_s, retarget=""
+) -> dict[str, Any]:
     return {
         "clip_id": spec["clip_id"],
         "frame_index": int(index),
@@ -305,12 +361,14 @@ def _row(spec, index, n, fps, points, source_points, png, error, read_s) -> dict
         "fps": float(fps),
         "seed": int(spec["seed"]),
         "points": np.ascontiguousarray(points, dtype=np.float32),  # (133, 3)
-        # The clip's first pose: MCLD models locate face and hands of the first frame with
-        # it, as `signgen render` does by default.
+        # The first frame's keypoints (the clip's first pose, its source_keypoints, or the
+        # reference of retargeting): MCLD models locate its face and hands with them, as
+        # `signgen render` does.
         "source_points": np.ascontiguousarray(source_points, dtype=np.float32),  # (133, 3)
         "source_png": png,
         "error": error,
         "read_s": float(read_s),
+        "retarget": retarget,  # JSON of the fit (for the ledger), "" when not retargeted
     }
 
 
@@ -399,6 +457,7 @@ class FrameRenderer:
             "height": height,
             "width": width,
             "read_s": batch["read_s"],
+            "retarget": batch["retarget"],  # passed through to the ledger
             "source_s": source_s,
             "model_s": model_s,
             "done_at": done_at,
@@ -410,11 +469,13 @@ def build_dataset(
     render: RenderSettings,
     cluster: ClusterSettings,
     renderer: type[FrameRenderer] = FrameRenderer,
+    pose_backend: str = "auto",
 ):
     """The lazy Ray Dataset of rendered frame rows (read -> model); nothing runs yet.
 
     ``renderer`` is the model stage's callable class: :class:`FrameRenderer`, or a subclass
-    with the same constructor (the tests' crashing actor).
+    with the same constructor (the tests' crashing actor). ``pose_backend``: the pose model
+    of the read stage for clips retargeted onto keypoints extracted from their first frame.
     """
     import ray
 
@@ -423,7 +484,8 @@ def build_dataset(
     # One read task per clip (a clip's frames form one block, so batches mix few clips);
     # very long manifests are grouped to keep the number of blocks reasonable.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 20_000)))
-    ds = ds.flat_map(read_clip, num_cpus=cluster.read_cpus)
+    ds = ds.flat_map(read_clip, fn_kwargs={"pose_backend": pose_backend},
+                     num_cpus=cluster.read_cpus)  # fmt: skip
     remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
     return ds.map_batches(
         renderer,
@@ -533,16 +595,40 @@ class JobResult:
         return EXIT_CLIPS_FAILED if self.failed else 0
 
 
-def check_job_file(out_dir: Path, render: RenderSettings) -> None:
+def retarget_fingerprint(specs: Sequence[ClipSpec]) -> dict[str, Any] | None:
+    """What retargeted clips of ``specs`` depend on besides their own inputs, for job.json:
+    the confidence threshold and, when a clip's reference is extracted from its first
+    frame, the pose backend (``auto`` resolved here, on the driver, so that every read task
+    of the job uses the same model). None when no clip is retargeted."""
+    from signgen.keypoints.retarget import DEFAULT_MIN_SCORE
+
+    if not any(s.retarget for s in specs):
+        return None
+    out: dict[str, Any] = {"min_score": DEFAULT_MIN_SCORE}
+    if any(s.retarget and not s.source_keypoints for s in specs):
+        from signgen.keypoints.first_frame import resolve_backend
+
+        out["pose_backend"] = resolve_backend("auto")[0]
+    return out
+
+
+def check_job_file(
+    out_dir: Path, render: RenderSettings, retarget: dict[str, Any] | None = None
+) -> None:
     """Record the render settings in DIR/job.json; a re-run with other settings would mix
-    clips rendered two ways in one folder, so it is refused."""
+    clips rendered two ways in one folder, so it is refused.
+
+    ``retarget`` (:func:`retarget_fingerprint`) is recorded next to them. Its entries may be
+    added by a later run (a first job without retargeted clips, a later one with some) but
+    never changed."""
     path = out_dir / JOB_FILE
     now = render.fingerprint()
     if path.exists():
         try:
-            before = json.loads(path.read_text())["render"]
-        except (json.JSONDecodeError, KeyError):
-            before = None
+            doc = json.loads(path.read_text())
+            before = doc["render"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            doc = before = None
         if before is not None and before != now:
             diff = ", ".join(
                 f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
@@ -553,8 +639,21 @@ def check_job_file(out_dir: Path, render: RenderSettings) -> None:
                 f"{out_dir} holds clips rendered with other settings ({diff}); use another "
                 f"output folder, or delete {path} and the ledger to start over"
             )
+        if retarget and doc is not None:
+            had = doc.get("retarget") or {}
+            diff = ", ".join(f"retarget {k}: {had[k]!r} -> {v!r}"
+                             for k, v in retarget.items() if k in had and had[k] != v)  # fmt: skip
+            if diff:
+                raise InputError(
+                    f"{out_dir} holds clips retargeted with other settings ({diff}); use "
+                    f"another output folder, or delete {path} and the ledger to start over"
+                )
+            if any(k not in had for k in retarget):
+                doc["retarget"] = {**had, **retarget}
+                atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
         return
-    atomic_write_text(path, json.dumps({"render": now}, indent=2) + "\n")
+    doc = {"render": now, **({"retarget": retarget} if retarget else {})}
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 # Over 80 lines: the driver's loop over arriving rows keeps the ledger, the sink, the
@@ -591,8 +690,9 @@ def run_job(
     result = JobResult(total=len(specs))
     t_start = time.perf_counter()
     out_dir = Path(ledger_dir)
+    retarget = retarget_fingerprint(specs)
     with Ledger(out_dir) as ledger:
-        check_job_file(out_dir, render)
+        check_job_file(out_dir, render, retarget)
         sink.cleanup()
         todo = [s for s in specs if not ledger.is_done(s.clip_id, sink.output_path(s.clip_id))]
         result.skipped = len(specs) - len(todo)
@@ -608,7 +708,8 @@ def run_job(
                              object_store_memory=cluster.object_store_memory,
                              runtime_env=_runtime_env(cluster)):  # fmt: skip
                 quiet_ray_data()
-                ds = build_dataset(todo, render, cluster, renderer)
+                backend = (retarget or {}).get("pose_backend", "auto")
+                ds = build_dataset(todo, render, cluster, renderer, pose_backend=backend)
                 for row in ds.iter_rows():
                     if result.first_row_s is None:
                         result.first_row_s = time.perf_counter() - t_start
@@ -635,8 +736,9 @@ def run_job(
                     got.add(idx)  # a set: a frame delivered twice is written once
                     if len(got) == n:
                         out = sink.commit(cid, n, float(row["fps"]))
+                        fit = {"retarget": json.loads(row["retarget"])} if row["retarget"] else {}
                         ledger.done(cid, output=os.path.relpath(out, out_dir), frames=n,
-                                    seed=int(row["seed"]))  # fmt: skip
+                                    seed=int(row["seed"]), **fit)  # fmt: skip
                         result.done.append(cid)
                         result.frames += n
                         del by_id[cid], received[cid]

@@ -306,6 +306,100 @@ def test_manifest_paths_seeds_and_errors(tmp_path):
             read_manifest(tmp_path / "bad.csv")
 
 
+def test_manifest_retarget_columns(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "clip_id,video,keypoints,retarget,source_keypoints\n"
+        "a,v.png,k.json,1,ref.json\nb,v.png,k.json,0,ref.json\nc,v.png,k.json,,\n"
+        "d,v.png,k.json,True,\n"
+    )
+    a, b, c, d = read_manifest(tmp_path / "m.csv")
+    assert (a.retarget, a.source_keypoints) == (True, str(tmp_path / "ref.json"))
+    assert (b.retarget, b.source_keypoints) == (False, str(tmp_path / "ref.json"))
+    assert (c.retarget, c.source_keypoints) == (False, None)
+    assert d.retarget and d.source_keypoints is None
+    (tmp_path / "old.csv").write_text("clip_id,video,keypoints\na,v.png,k.json\n")
+    assert not read_manifest(tmp_path / "old.csv")[0].retarget  # absent column: off
+    (tmp_path / "bad.csv").write_text("clip_id,video,keypoints,retarget\na,v,k,yes\n")
+    with pytest.raises(InputError, match=r"bad.csv:2: retarget must be 1, 0 or empty"):
+        read_manifest(tmp_path / "bad.csv")
+
+
+def _clip(world, i: int, **kw) -> dict:
+    from dataclasses import asdict
+
+    from pipelines.render_many import ClipSpec
+
+    name, video, keypoints, seed = world.rows[i]
+    spec = ClipSpec(name, str(world.root / video), str(world.root / keypoints), None, seed)
+    return {**asdict(spec), **kw}
+
+
+def test_read_stage_retargets_as_render_does(world):
+    """retarget=1 rows carry the keypoints `signgen render --retarget --source-keypoints`
+    renders (the driver's on the first frame's skeleton) and that skeleton as the MCLD
+    source points; the fit goes to the ledger. retarget=0 rows carry the keypoints as they
+    are, with source_keypoints only as the source points."""
+    from pipelines.render_many import read_clip
+    from signgen.keypoints import load_keypoints
+    from signgen.keypoints.retarget import retarget_sequence
+
+    drive_file, ref_file = (str(world.root / world.rows[i][2]) for i in (0, 5))
+    drive, ref = load_keypoints(drive_file), load_keypoints(ref_file)
+    spec = _clip(world, 5, keypoints=drive_file, source_keypoints=ref_file)
+    want = retarget_sequence(drive, ref.points[0], ref.size).points
+    assert np.abs(want[..., :2] - drive.points[..., :2]).max() > 1.0  # another signer's body
+    rows = read_clip({**spec, "retarget": True})
+    assert [r["error"] for r in rows] == [""] * FRAMES
+    np.testing.assert_allclose(np.stack([r["points"] for r in rows]), want, atol=1e-5)
+    assert all(np.array_equal(r["source_points"], ref.points[0]) for r in rows)
+    fit = json.loads(rows[0]["retarget"])
+    assert fit["reference"] == "source keypoints" and fit["warnings"] == [] and fit["scale"] > 0
+    raw = read_clip({**spec, "retarget": False})
+    np.testing.assert_array_equal(np.stack([r["points"] for r in raw]), drive.points)
+    assert all(np.array_equal(r["source_points"], ref.points[0]) for r in raw)
+    assert raw[0]["retarget"] == ""
+
+
+def test_read_stage_reference_warning_and_error_rows(world, tmp_path, monkeypatch):
+    """A reference lacking a hand: the clip renders and its ledger record keeps the warning.
+    No reference given and no signer in the first frame: one error row (the clip fails,
+    not the job), naming the fix."""
+    from PIL import Image
+
+    from pipelines.render_many import read_clip
+    from signgen.keypoints import KeypointSequence, load_keypoints
+    from signgen.keypoints import layout as L
+
+    ref = load_keypoints(world.root / world.rows[5][2])
+    pts = ref.points.copy()
+    pts[:, L.LEFT_HAND.start : L.LEFT_HAND.stop, 2] = 0
+    KeypointSequence(pts, *ref.size, ref.fps).save(tmp_path / "no_hand.json")
+    rows = read_clip(
+        _clip(world, 5, retarget=True, source_keypoints=str(tmp_path / "no_hand.json"))
+    )
+    assert rows[0]["error"] == "" and len(rows) == FRAMES
+    (warning,) = json.loads(rows[0]["retarget"])["warnings"]
+    assert "left hand" in warning
+
+    pytest.importorskip("mediapipe")
+    monkeypatch.delenv("SIGNGEN_WEIGHTS_DIR", raising=False)  # auto = mediapipe
+    Image.fromarray(np.full((H, W, 3), 127, np.uint8)).save(tmp_path / "nobody.png")
+    (row,) = read_clip(_clip(world, 0, video=str(tmp_path / "nobody.png"), retarget=True))
+    assert "no signer found" in row["error"] and "--source-keypoints" in row["error"]
+    assert "\n" not in row["error"]
+
+
+def test_job_file_records_retarget_settings(tmp_path):
+    check_job_file(tmp_path, RenderSettings(steps=20))  # a first job retargets nothing
+    check_job_file(tmp_path, RenderSettings(steps=20), {"min_score": 0.3})  # added later
+    check_job_file(tmp_path, RenderSettings(steps=20), {"min_score": 0.3,
+                                                         "pose_backend": "mediapipe"})  # fmt: skip
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["retarget"] == {"min_score": 0.3, "pose_backend": "mediapipe"}
+    with pytest.raises(InputError, match="retarget pose_backend: 'mediapipe' -> 'hrnet'"):
+        check_job_file(tmp_path, RenderSettings(steps=20), {"pose_backend": "hrnet"})
+
+
 def test_clip_seed_is_stable_and_distinct():
     seeds = {clip_seed(0, f"clip{i}") for i in range(1000)}
     assert len(seeds) == 1000 and all(0 <= s < 2**31 for s in seeds)

@@ -287,9 +287,11 @@ timing), and hands hang off the retargeted wrists. Missing points stay missing (
 A bone REF lacks keeps the driver's length, scaled by the global fit; a warning names it.
 
 REF is a keypoint file in any format signgen reads (its first frame is used) or an image,
-video or frame folder: then its first frame's keypoints are extracted with the whole-body
-pose model of `signgen keypoints extract` (needs its checkpoint, see `signgen keypoints
-models`). The output is signgen JSON in pixels of REF's frame, at DRIVE's fps.
+video or frame folder: then its first frame's keypoints are extracted with the `auto`
+backend of `signgen keypoints extract` (the HRNet whole-body model when its checkpoint is
+found in $SIGNGEN_WEIGHTS_DIR, see `signgen keypoints models`; else MediaPipe Holistic,
+offline, in static-image mode). The output is signgen JSON in pixels of REF's frame, at
+DRIVE's fps. `signgen render --retarget` does the same before rendering.
 
 examples:
   signgen keypoints retarget other_signer.json --reference first_frame_keypoints.json -o seq.json
@@ -299,6 +301,7 @@ examples:
 
 
 def _register_retarget(kp_sub: argparse._SubParsersAction) -> None:
+    from signgen.keypoints.first_frame import BACKENDS
     from signgen.keypoints.retarget import DEFAULT_MIN_SCORE
 
     p = kp_sub.add_parser(
@@ -327,24 +330,27 @@ def _register_retarget(kp_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S",
                    help="points below this confidence neither measure lengths nor anchor bones "
                    f"(default {DEFAULT_MIN_SCORE:g}, the pose drawing threshold)")  # fmt: skip
+    p.add_argument("--pose-backend", choices=BACKENDS, default="auto",
+                   help="pose model for an image/video REF: mediapipe, hrnet, or auto (hrnet "
+                   "when its checkpoint is found, else mediapipe; default)")  # fmt: skip
     p.add_argument("--pose-model", metavar="NAME",
-                   help="named whole-body model for an image/video REF (default: that of "
-                   "`signgen keypoints extract`)")  # fmt: skip
+                   help="hrnet: named whole-body model (default: that of `signgen keypoints "
+                   "extract`)")  # fmt: skip
     p.add_argument("--pose-checkpoint", metavar="P",
-                   help="its checkpoint .pth (default: $SIGNGEN_WEIGHTS_DIR/<its file>)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="device of the pose model (default: auto)")
+                   help="hrnet: its checkpoint .pth (default: $SIGNGEN_WEIGHTS_DIR/<its "
+                   "file>)")  # fmt: skip
+    p.add_argument("--device", default="auto",
+                   help="hrnet: device of the pose model (default: auto)")  # fmt: skip
     p.set_defaults(func=retarget_command)
 
 
 def retarget_command(args: argparse.Namespace) -> int:
-    import warnings
-
+    from signgen.keypoints.first_frame import first_frame_extractor
     from signgen.keypoints.io import load_keypoints, parse_size
     from signgen.keypoints.retarget import (
-        RetargetWarning,
+        caught_retarget_warnings,
         is_media,
         load_reference,
-        mmpose_first_frame_extractor,
         retarget_sequence,
     )
 
@@ -359,38 +365,43 @@ def retarget_command(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size is not None else None
     ref_size = parse_size(args.reference_size) if args.reference_size is not None else None
 
-    # 2. Inputs: the driving sequence, then the reference (maybe extracted from a frame).
+    # 2. Inputs: the driving sequence, then the reference (maybe extracted from a frame with
+    # the pose model of `signgen keypoints extract --backend auto`).
     drive = load_keypoints(args.drive, sample=args.sample, size=size, fps=args.fps)
     extractor = None
     if Path(args.reference).exists() and is_media(args.reference):
         try:
-            extractor = mmpose_first_frame_extractor(
-                args.pose_model, args.pose_checkpoint, args.device
+            extractor = first_frame_extractor(
+                args.pose_backend,
+                model=args.pose_model,
+                checkpoint=args.pose_checkpoint,
+                device=args.device,
             )
         except InputError as exc:
             raise type(exc)(
                 f"--reference {args.reference} is an image/video, so its first frame's "
-                f"keypoints must be extracted, but no pose model is available: {exc}; or "
-                f"extract them where one is (`signgen keypoints extract --video "
+                f"keypoints must be extracted, but the pose model cannot run: {exc}; or "
+                f"extract them where one can (`signgen keypoints extract --video "
                 f"{args.reference} -o ref.json`) and pass --reference ref.json"
             ) from None
-    ref_points, ref_wh = load_reference(
-        args.reference, sample=args.reference_sample, size=ref_size, extractor=extractor
-    )
+    try:
+        ref_points, ref_wh = load_reference(
+            args.reference, sample=args.reference_sample, size=ref_size, extractor=extractor
+        )
+    finally:
+        if extractor is not None:
+            extractor.close()
 
     # 3. Retarget; the library's warning becomes one line on stderr.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RetargetWarning)
+    with caught_retarget_warnings() as warned:
         seq = retarget_sequence(drive, ref_points, ref_wh, min_score=args.min_score)
-    for w in caught:
-        if issubclass(w.category, RetargetWarning):
-            sys.stderr.write(f"signgen: warning: {w.message}\n")
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for message in warned:
+        sys.stderr.write(f"signgen: warning: {message}\n")
     seq.save(out)
     fit = seq.meta["retarget"]
     print(
         f"wrote {out}: {len(seq)} frames, {seq.width}x{seq.height}, {seq.fps:g} fps "
         f"(global scale x{fit['scale']:.3f}, fitted on driving frame {fit['anchor_frame']})"
+        + (f"; reference keypoints extracted with {extractor.description}" if extractor else "")
     )
     return 0

@@ -40,8 +40,9 @@ the 18-point OpenPose body and scale each hand and the face as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,11 @@ __all__ = [
     "RetargetWarning",
     "apply_fit",
     "bone_ratios",
+    "caught_retarget_warnings",
     "fit_global",
     "fit_retarget",
     "is_media",
     "load_reference",
-    "mmpose_first_frame_extractor",
     "retarget_points",
     "retarget_sequence",
 ]
@@ -299,6 +300,22 @@ def _merge_hands(limbs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@contextlib.contextmanager
+def caught_retarget_warnings() -> Iterator[list[str]]:
+    """Collect the :class:`RetargetWarning` messages raised inside the block, every one of
+    them (the list is filled when the block ends); other warnings are shown as usual. The
+    commands print each as one ``signgen: warning:`` line, the Ray jobs record them."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RetargetWarning)
+        yield messages
+    for w in caught:
+        if issubclass(w.category, RetargetWarning):
+            messages.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def fit_retarget(
     drive: np.ndarray, reference: np.ndarray, min_score: float = DEFAULT_MIN_SCORE
 ) -> RetargetFit:
@@ -421,28 +438,6 @@ def is_media(path: str | Path) -> bool:
     return is_image_file(p) or p.suffix.lower() in _VIDEO_SUFFIXES
 
 
-def mmpose_first_frame_extractor(
-    model: str | None = None, checkpoint: str | None = None, device: str = "auto"
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The default extractor of a reference frame: the top-down mmpose whole-body model of
-    ``signgen keypoints extract`` (HRNet-W32 unless ``model`` names another), run on the
-    whole frame, as extraction does for a clip's first frame. Returns frame -> (133, 3).
-    MissingWeightsError / InputError when its checkpoint or mmpose is missing."""
-    from signgen.keypoints.extract import MMPoseWholeBody, full_frame_box
-    from signgen.keypoints.models import resolve_model
-
-    config, ckpt = resolve_model(model, None, checkpoint)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"(mmcv|mmengine|mmpose|mmdet)(\.|$)")
-        net = MMPoseWholeBody(config, ckpt, device=device, batch_size=1)
-
-    def extract(frame: np.ndarray) -> np.ndarray:
-        box = full_frame_box(frame.shape[1], frame.shape[0])[None]  # (1, 4)
-        return np.asarray(net([frame], [box])[0][0], dtype=np.float32)  # (133, 3)
-
-    return extract
-
-
 def load_reference(
     path: str | Path,
     *,
@@ -455,10 +450,10 @@ def load_reference(
     ``path`` is a keypoint file in any format signgen reads (its first frame; ``sample``
     and ``size`` as for :func:`signgen.keypoints.load_keypoints`) or an image, video or
     frame folder, whose first frame's keypoints come from ``extractor`` (frame (H, W, 3)
-    uint8 RGB -> (133, 3); default :func:`mmpose_first_frame_extractor`). Without a usable
-    extractor the error names both fixes: the model's weights, or extracting the keypoints
-    with ``signgen keypoints extract`` first.
+    uint8 RGB -> (133, 3); default: the ``auto`` pose model of
+    :func:`signgen.keypoints.first_frame.first_frame_keypoints`).
     """
+    from signgen.keypoints.first_frame import first_frame_keypoints
     from signgen.keypoints.io import load_keypoints
 
     p = Path(path)
@@ -467,18 +462,8 @@ def load_reference(
     if not is_media(p):
         seq = load_keypoints(p, sample=sample, size=size)
         return seq.points[0].copy(), seq.size
-    from signgen.video import read_first_frame
-
-    frame = read_first_frame(p)
-    try:
-        fn = extractor or mmpose_first_frame_extractor()
-    except InputError as exc:
-        raise type(exc)(
-            f"{p} is an image/video, so its first frame's keypoints must be extracted, but "
-            f"no pose model is available: {exc}; or run `signgen keypoints extract --video "
-            f"{p} -o ref.json` where one is, and pass --reference ref.json"
-        ) from None
-    points = np.asarray(fn(frame), dtype=np.float32)
-    if points.shape != (L.NUM_POINTS, 3):
-        raise InputError(f"the pose model gave {points.shape} keypoints for {p}, not (133, 3)")
-    return points, (int(frame.shape[1]), int(frame.shape[0]))
+    fix = (
+        f"extract them where a pose model sees the signer (`signgen keypoints extract --video "
+        f"{p} -o ref.json`) and pass the keypoint file"
+    )
+    return first_frame_keypoints(p, extractor, fix=fix)

@@ -31,9 +31,19 @@ By default every frame starts from the same initial noise (drawn once from --see
 keeps the clip consistent; --independent-noise draws per-frame noise from (seed, frame).
 The same seed gives the same frames, whatever --batch-size.
 
+--retarget puts SEQ on the body of the signer in FIRST before rendering (pose retargeting,
+docs/retargeting.md; what `signgen keypoints retarget` writes): FIRST's bone lengths, size
+and place in the frame, SEQ's joint angles and timing. Use it when SEQ comes from another
+person. The reference skeleton is the first pose of --source-keypoints FILE (brought to
+FIRST's size), else FIRST's keypoints extracted with the `auto` backend of `signgen
+keypoints extract` (HRNet when its checkpoint is found, else MediaPipe Holistic, offline).
+SEQ may then be measured on a frame of any size. A reference missing a limb keeps SEQ's
+length for it, said in one warning line.
+
 MCLD models (multi-focal conditioning) also encode the face and hands of FIRST, located by
-its keypoints: --source-keypoints FILE (the first pose in FILE), by default the first pose
-of SEQ (right when SEQ was extracted from FIRST's video). Their guidance has a fourth term,
+its keypoints: --source-keypoints FILE (the first pose in FILE), with --retarget the
+reference skeleton, else the first pose of SEQ (right when SEQ was extracted from FIRST's
+video). Their guidance has a fourth term,
 eps = eps_u + W_SRC (eps_src - eps_u) + W_FOCAL (eps_focal - eps_src)
             + W_FUSE (eps_full - eps_focal), still one batched UNet call per step.
 
@@ -47,8 +57,11 @@ examples:
       --model runs/fpdm/final -o out/NAME.mp4 --frames-dir out/NAME --steps 20 --device cuda
   signgen render --video first.mp4 --keypoints seq.json --scheduler dpm++ --steps 10 \\
       --guidance 2.0 2.0 --seed 7 --batch-size 16 --dtype bf16
-  signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \
+  signgen render --video first.mp4 --keypoints seq.json --model runs/mcld/export \\
       --guidance-focal 3.0 --source-keypoints first_pose.json
+  signgen render --video signer.png --keypoints other_signer.json --retarget
+  signgen render --video signer.png --keypoints other_signer.json --retarget \\
+      --source-keypoints signer_keypoints.json
 """
 
 
@@ -75,9 +88,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", metavar="NAME", default=None,
                    help="sample name inside a multi-sample keypoint file (MSKA pickle, "
                    "DeepFashion CSV)")  # fmt: skip
+    # Clip inputs, not render options: they decide which keypoints are rendered, not how
+    # (the pipeline never sees them; render-many takes them per clip, as manifest columns).
+    p.add_argument("--retarget", action="store_true",
+                   help="put SEQ on the body of FIRST's signer first (bone lengths, size, "
+                   "place; see below): for keypoints of another person")  # fmt: skip
     p.add_argument("--source-keypoints", metavar="FILE", default=None,
-                   help="MCLD models only: keypoints of FIRST (its first pose is used) to "
-                   "locate face and hands; default: the first pose of SEQ")  # fmt: skip
+                   help="keypoints of FIRST (its first pose is used): the reference skeleton "
+                   "of --retarget (default: extracted from FIRST), and where MCLD models find "
+                   "face and hands (default: the first pose of SEQ)")  # fmt: skip
     add_render_arguments(p)
     p.add_argument("--device", default="auto",
                    help="auto (cuda if available, else cpu; default), cpu, cuda or cuda:N")  # fmt: skip
@@ -91,8 +110,9 @@ def run_render(args: argparse.Namespace) -> int:
 
     from signgen.devices import resolve_device
     from signgen.keypoints.io import load_keypoints
+    from signgen.keypoints.retarget import caught_retarget_warnings
     from signgen.runtime import quiet_libraries
-    from signgen.sampling.inputs import check_clip
+    from signgen.sampling.inputs import check_clip, retarget_clip
     from signgen.sampling.pipeline import FPDMPipeline, load_default_pipeline
     from signgen.video import VideoWriter, read_first_frame, write_png_frames
 
@@ -103,12 +123,20 @@ def run_render(args: argparse.Namespace) -> int:
         Path(args.output) if args.output else Path.cwd() / f"{Path(args.video).stem}_signgen.mp4"
     )
 
-    # 2. Inputs: first frame and keypoints.
+    # 2. Inputs: first frame and keypoints (retargeted onto FIRST's signer with --retarget).
     first = read_first_frame(args.video)
-    kp = check_clip(first, load_keypoints(args.keypoints, sample=args.sample))
+    drive = load_keypoints(args.keypoints, sample=args.sample)
+    source = load_keypoints(args.source_keypoints) if args.source_keypoints else None
     source_points = None
-    if args.source_keypoints:
-        source_points = check_clip(first, load_keypoints(args.source_keypoints)).points[0]
+    if args.retarget:
+        with caught_retarget_warnings() as warned:
+            kp, source_points = retarget_clip(first, drive, source)
+        for message in warned:
+            sys.stderr.write(f"signgen: warning: {message}\n")
+    else:
+        kp = check_clip(first, drive)
+        if source is not None:
+            source_points = check_clip(first, source).points[0]
 
     # 3. Model, and the options that depend on it.
     quiet_libraries()
@@ -121,9 +149,9 @@ def run_render(args: argparse.Namespace) -> int:
                 "signgen: WARNING: no bundled demo model found; using a tiny UNTRAINED "
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
-    if source_points is not None and pipe.focal_adapter is None:
+    if source is not None and not args.retarget and pipe.focal_adapter is None:
         raise InputError("--source-keypoints needs an MCLD model (this one has no focal "
-                         "conditioning)")  # fmt: skip
+                         "conditioning) or --retarget")  # fmt: skip
     pipe.guidance_plan(options)  # the options against this model, before any output opens
 
     # 4. Render, streaming frames into the video (and PNGs); outputs appear only on success.
@@ -149,9 +177,15 @@ def run_render(args: argparse.Namespace) -> int:
     extra = f" and {args.frames_dir}/" if args.frames_dir else ""
     print(
         f"wrote {n} frames ({w}x{h}, {kp.fps:g} fps) to {output}{extra} in {seconds:.1f} s "
-        f"({n / seconds:.2f} frames/s)"
+        f"({n / seconds:.2f} frames/s)" + (_retarget_note(kp) if args.retarget else "")
     )
     return 0
+
+
+def _retarget_note(kp) -> str:
+    fit = kp.meta["retarget"]  # set by retarget_clip
+    return (f"; keypoints retargeted onto FIRST's signer (reference: {fit['reference']}; "
+            f"global scale x{fit['scale']:.3f})")  # fmt: skip
 
 
 @contextlib.contextmanager
