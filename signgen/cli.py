@@ -49,13 +49,14 @@ def library_commands() -> list[Registrar]:
     from signgen.data import cli as prepare_cli  # prepare synthetic|phoenix|deepfashion
     from signgen.keypoints import cli as keypoints_cli  # keypoints convert|info|extract|models
     from signgen.metrics import cli as metrics_cli  # evaluate, report
+    from signgen.models import convert_cli  # convert fpdm-lightning
     from signgen.pose import cli as pose_cli  # pose draw
     from signgen.sampling import cli as render_cli  # render
     from signgen.sampling import pairs as render_pairs_cli  # render-pairs (DeepFashion)
     from signgen.train import cli as train_cli  # train vae|ipf|fpdm
 
     modules = (render_cli, render_pairs_cli, keypoints_cli, pose_cli, train_cli, prepare_cli,
-               metrics_cli)  # fmt: skip
+               metrics_cli, convert_cli)  # fmt: skip
     return [m.register for m in modules]
 
 

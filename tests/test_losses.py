@@ -109,3 +109,15 @@ def test_hue_augment_keeps_grey_levels_and_respects_p():
     assert not torch.allclose(y, x)
     torch.testing.assert_close(y.mean(1), x.mean(1))  # the grey level of each pixel
     assert y.min() >= -1 and y.max() <= 1
+
+
+def test_source_fusion_l1_as_the_published_code_computes_it():
+    """Their stage-1 term: mean |[S; S] - [F; S]| over the doubled batch of the
+    source-enhanced loss (half of mean |S - F|), mean |S - F| with the baseline loss."""
+    from signgen.train.ipf import source_fusion_l1
+
+    s = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    f = torch.tensor([[0.0, 0.0], [0.5, 1.0]])
+    assert float(source_fusion_l1(s, f, "baseline")) == pytest.approx((1 + 2 + 0 + 1) / 4)
+    doubled = (torch.cat([s, s]) - torch.cat([f, s])).abs().mean()
+    assert float(source_fusion_l1(s, f, "source_enhanced")) == pytest.approx(float(doubled))

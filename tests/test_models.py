@@ -100,9 +100,30 @@ def test_source_projector_fusion_mlp_shapes():
     proj = SourceProjector(in_dim=12, out_dim=16, hidden_dim=20, dropout=0.1)
     assert proj(torch.randn(2, 17, 12)).shape == (2, 17, 16)
     kinds = [type(m).__name__ for m in proj.net]
-    assert kinds == ["Linear", "GELU", "Dropout", "LayerNorm", "Linear"]
+    assert kinds == ["Linear", "GELU", "Dropout", "LayerNorm", "Linear", "Dropout"]
     mlp = FusionMLP(in_dim=16, hidden_dim=16, out_dim=64)
     assert mlp(torch.randn(3, 16)).shape == (3, 64)
+
+
+def test_fusion_mlp_variants_and_their_null_condition():
+    """'silu' (default, earlier folders): Linear-SiLU-Linear, null = zero output; 'fpdm' (the
+    published code's class embedding): Linear-GELU-Dropout-Linear-Dropout, null = MLP(0)."""
+    f = torch.randn(2, 16)
+    keep = torch.tensor([1.0, 0.0])
+    silu = FusionMLP(in_dim=16, hidden_dim=8, out_dim=32).eval()
+    assert [type(m).__name__ for m in silu.net] == ["Linear", "SiLU", "Linear"]
+    out = silu.embed(f, keep, 2)
+    assert torch.allclose(out[0], silu(f[:1])[0]) and torch.equal(out[1], torch.zeros(32))
+    fpdm = FusionMLP(in_dim=16, hidden_dim=8, out_dim=32, variant="fpdm", dropout=0.2).eval()
+    kinds = [type(m).__name__ for m in fpdm.net]
+    assert kinds == ["Linear", "GELU", "Dropout", "Linear", "Dropout"]
+    out = fpdm.embed(f, keep, 2)
+    w1, b1, w2, b2 = fpdm.net[0].weight, fpdm.net[0].bias, fpdm.net[3].weight, fpdm.net[3].bias
+    assert torch.allclose(out[0], torch.nn.functional.gelu(f[0] @ w1.T + b1) @ w2.T + b2, atol=1e-6)
+    assert torch.allclose(out[1], torch.nn.functional.gelu(b1) @ w2.T + b2, atol=1e-6)
+    assert torch.allclose(fpdm.embed(None, None, 2), out[1].expand(2, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="variant"):
+        FusionMLP(variant="relu")
 
 
 def test_combiner_is_normalised_and_gates_betweenrandom_clip():

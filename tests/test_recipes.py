@@ -69,6 +69,10 @@ def test_recipe_loads_and_builds_on_meta(path):
         assert tuple(cfg.data.resolution) == resolution
         if epochs == 100:
             assert cfg.optim.warmup_epochs == 5
+    # The published FPDM code's preprocessing and sampler, saved with every paper model
+    # (stage 1 trains the IPF in the same geometry: its model config is the stage-2 one).
+    assert mcfg.resize_mode == "squash"
+    assert (mcfg.scheduler.name, mcfg.steps, tuple(mcfg.guidance)) == ("ddpm", 20, (2.0, 2.0))
     counts = _param_counts(str(Path(cfg.model).resolve()))
     unet = counts["unet"]
     assert 850e6 < unet < 900e6, unet  # SD 2.1 UNet: 865.9 M parameters

@@ -91,3 +91,28 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path, capsys):
     assert _run(prepared, model, tmp_path / "o", "--batch-size", "0") == 2
     err = capsys.readouterr().err
     assert err.count("signgen: error:") == 3 and "Traceback" not in err
+
+
+def test_scheduler_and_steps_options_reach_the_sampler(setup, tmp_path, capsys):
+    """--scheduler picks the sampler (default: the model's, saved in its folder); --steps
+    the step count (default: the model's)."""
+    prepared, model = setup
+    assert FPDMPipeline.from_pretrained(model).scheduler.__class__.__name__ == "DDIMScheduler"
+
+    def pred(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["render-pairs", "--prepared", str(prepared), "--model", str(model),
+                     "-o", str(out), "-q", "--limit", "1", *extra]) == 0  # fmt: skip
+        key = next(csv.DictReader((out / "pairs.csv").open()))["key"]
+        return np.asarray(Image.open(out / "pred" / key / "images0001.png")).astype(int)
+
+    default = pred("default", "--steps", "2")
+    np.testing.assert_array_equal(default, pred("ddim", "--steps", "2", "--scheduler", "ddim"))
+    assert np.abs(default - pred("euler", "--steps", "2", "--scheduler", "euler")).max() > 2
+    assert np.abs(default - pred("steps3", "--steps", "3")).max() > 2
+    capsys.readouterr()
+    rc = main(["render-pairs", "--prepared", str(prepared), "--model", str(model),
+               "-o", str(tmp_path / "bad"), "-q", "--scheduler", "plms"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "scheduler" in err
+    assert not (tmp_path / "bad" / "pred").exists()

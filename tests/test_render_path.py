@@ -79,14 +79,22 @@ def test_processor_round_trip(mode):
 def test_squash_resamples_like_pil_bicubic():
     from PIL import Image
 
-    proc = FPDMImageProcessor(resolution=(80, 64), resize_mode="squash")
+    proc = FPDMImageProcessor(resolution=(80, 64), resize_mode="squash", source_size=(48, 48))
     rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (260, 210, 3), dtype=np.uint8)  # shrink: PIL within 1 level
-    pil = np.asarray(Image.fromarray(img).resize((64, 80), Image.Resampling.BICUBIC))
-    ours = tensor_to_uint8(proc.preprocess(img[None], mean=(0, 0, 0), std=(1, 1, 1)))[0]
-    assert np.abs(ours.astype(int) - pil).max() <= 1
-    # Enlarging: PIL rounds and clamps between its two passes; on a smooth frame that is
-    # within a level too.
+    # Network inputs: exactly PIL's Image.resize(size, BICUBIC), the published FPDM code's,
+    # for the VAE and for the source encoder (then normalised), numpy or torch frames.
+    for size in ((260, 210), (40, 30)):  # shrink and enlarge
+        img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        pil = np.asarray(Image.fromarray(img).resize((64, 80), Image.Resampling.BICUBIC))
+        x = proc.preprocess(img[None], mean=(0, 0, 0), std=(1, 1, 1))
+        assert torch.equal(x, uint8_to_tensor(pil))
+        pil = np.asarray(Image.fromarray(img).resize((48, 48), Image.Resampling.BICUBIC))
+        mean = torch.tensor(proc.source_mean).view(1, 3, 1, 1)
+        std = torch.tensor(proc.source_std).view(1, 3, 1, 1)
+        want = (uint8_to_tensor(pil) - mean) / std
+        assert torch.equal(proc.source_pixels(torch.from_numpy(img)[None]), want)
+    # Outputs (float images back to the frame's size): the same filter without PIL's uint8
+    # rounding between its two passes; on a smooth frame that is within a level.
     yy, xx = np.mgrid[0:80, 0:64]
     smooth = np.stack([xx * 3, yy * 3, xx + yy], -1).astype(np.uint8)
     pil = np.asarray(Image.fromarray(smooth).resize((210, 260), Image.Resampling.BICUBIC))
@@ -101,21 +109,34 @@ def test_squash_resamples_like_pil_bicubic():
 
 
 def test_resize_mode_is_saved_with_the_model_and_used_by_the_render(tmp_path):
-    cfg = load_model_config("tiny")
-    comps = build_components(cfg)
-    letterbox = FPDMPipeline.from_components(cfg, comps).eval()
-    randomize(letterbox.pose_encoder, 1)
-    processor = FPDMImageProcessor(**{**letterbox.image_processor.config, "resize_mode": "squash"})
-    squash = FPDMPipeline(**letterbox.components, image_processor=processor)
+    letterbox = FPDMPipeline.from_config(load_model_config("tiny"))
+    squash = FPDMPipeline.from_config(load_model_config("tiny", ["resize_mode=squash"]))
+    for pipe in (letterbox, squash):  # same seed: same weights, only the geometry differs
+        randomize(pipe.pose_encoder, 1)
+    assert squash.ipf is not None and squash.ipf.resize_mode == "squash"
     squash.save_pretrained(tmp_path / "m")
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
     assert index["image_processor"]["resize_mode"] == "squash"
+    assert json.loads((tmp_path / "m" / "ipf" / "config.json").read_text())["resize_mode"] == (
+        "squash"
+    )
     loaded = FPDMPipeline.from_pretrained(tmp_path / "m")
-    assert dict(loaded.image_processor.config) == dict(processor.config)
+    assert dict(loaded.image_processor.config) == dict(squash.image_processor.config)
+    assert loaded.ipf.resize_mode == "squash"
     img, kp = random_clip(frames=2, size=(40, 17))  # far from the model's square
     a, b = loaded(img, kp, steps=STEPS), letterbox(img, kp, steps=STEPS)
     assert a.shape == b.shape == (2, 17, 40, 3)
     assert np.abs(a.astype(int) - b).mean() > 1
+    np.testing.assert_array_equal(a, squash(img, kp, steps=STEPS))
+
+
+def test_ipf_of_another_geometry_is_refused():
+    """Stage 1 and stage 2 see frames in one geometry: a letterbox IPF in a squash model
+    (or the reverse) is a clear error, not a silent mismatch."""
+    pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+    processor = FPDMImageProcessor(**{**pipe.image_processor.config, "resize_mode": "squash"})
+    with pytest.raises(InputError, match=r"resize_mode 'letterbox'.*'squash'"):
+        FPDMPipeline(**pipe.components, image_processor=processor)
 
 
 # ---- cumulative guidance: the chain formula -------------------------------------------------------
@@ -224,6 +245,57 @@ def test_render_and_render_many_declare_the_same_render_options():
     render = options_from_args(args, clip=False, cls=RenderSettings, model=None)
     assert isinstance(render, RenderOptions)
     assert (render.detail_transfer, render.steps) == (0.3, 5)
+
+
+def test_render_pairs_declares_the_render_options_of_render():
+    """render-pairs takes the sampler options of render from the same declaration (the
+    clip-only options left out: it renders one image per pair)."""
+    from pipelines.app import build_parser
+    from signgen.sampling.options import options_from_args
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    flags = {s for a in sub.choices["render-pairs"]._actions for s in a.option_strings}
+    assert {"--steps", "--guidance", "--scheduler", "--dtype", "--seed", "--batch-size"} <= flags
+    assert not {"--guidance-focal", "--detail-transfer", "--independent-noise"} & flags
+    args = parser.parse_args(["render-pairs", "--prepared", "p", "--model", "m", "-o", "o",
+                              "--scheduler", "euler", "--steps", "7"])  # fmt: skip
+    opts = options_from_args(args)
+    assert (opts.scheduler, opts.steps, opts.guidance) == ("euler", 7, None)
+
+
+# ---- the model's default steps and sampler ---------------------------------------------------------
+@pytest.fixture
+def steps_seen(monkeypatch) -> list[int]:
+    """The step count of every denoising loop the pipeline runs."""
+    import signgen.sampling.pipeline as pipeline_module
+
+    seen: list[int] = []
+    denoise = pipeline_module.denoise
+
+    def spy(denoiser, sched, cond, noise, plan, steps, **kwargs):
+        seen.append(steps)
+        return denoise(denoiser, sched, cond, noise, plan, steps, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "denoise", spy)
+    return seen
+
+
+def test_default_steps_are_the_models_and_saved_with_it(tmp_path, steps_seen):
+    p = FPDMPipeline.from_config(load_model_config("tiny", ["steps=3"]))
+    folder = p.save_pretrained(tmp_path / "m")
+    assert json.loads((folder / "model_index.json").read_text())["steps"] == 3
+    loaded = FPDMPipeline.from_pretrained(folder)
+    img, kp = random_clip(frames=1, size=(24, 24))
+    loaded(img, kp)
+    loaded(img, kp, steps=2)
+    assert steps_seen == [3, 2]
+    assert _render_cli(tmp_path, folder) == 0  # the CLI without --steps: the model's
+    assert steps_seen[2:] == [3]
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["steps"]  # a folder written before models carried their step count
+    (folder / "model_index.json").write_text(json.dumps(index))
+    assert FPDMPipeline.from_pretrained(folder).default_steps == 20  # the paper's
 
 
 # ---- save / load -----------------------------------------------------------------------------------

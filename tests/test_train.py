@@ -240,6 +240,83 @@ def test_pair_dataset_items(prepared: Path):
     assert 0 <= x < 32 and 0 <= y < 32
 
 
+@pytest.mark.parametrize("mode", ["squash", "letterbox"])
+def test_training_sees_frames_in_the_models_geometry(prepared: Path, tmp_path: Path, mode):
+    """The model's resize_mode holds in training as in rendering: the VAE gets the frames
+    resized by the model's image processor (squash: PIL bicubic, as the published FPDM
+    code), pose images and keypoints are drawn in the same geometry, and the IPF
+    preprocesses the same way."""
+    import numpy as np
+    from PIL import Image
+
+    from signgen.models.processor import FPDMImageProcessor
+    from signgen.train.common import eval_batches
+    from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
+
+    cfg = load_train_config(CONFIGS / "tiny_fpdm.yaml", [f"data.prepared={prepared}",
+                            f"output_dir={tmp_path}", f"model.resize_mode={mode}"])  # fmt: skip
+    task = task_factory("fpdm")(cfg, torch.device("cpu"))
+    module = task.module
+    assert module.ipf.resize_mode == mode and task.train_set.resize_mode == mode
+    batch = next(iter(eval_batches(task.eval_set, 2)))
+    seen = []
+    encode = module.vae.encode
+    module.vae.encode = lambda x: (seen.append(x.clone()), encode(x))[1]
+    module.conditions(batch)
+    h, w = module.resolution
+    frames = batch["target"].numpy()  # (2, 80, 64, 3): not the model's square
+    assert frames.shape[1:3] != (h, w)
+    if mode == "squash":  # exactly PIL's resize, as the published code
+        pil = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                        for f in frames])  # fmt: skip
+        want = torch.from_numpy(pil).permute(0, 3, 1, 2).float() / 127.5 - 1
+    else:
+        want = FPDMImageProcessor(resolution=(h, w)).preprocess(frames)
+    torch.testing.assert_close(seen[0], want, rtol=0, atol=1e-6)
+    # Keypoints (and the pose image drawn from them) in the same geometry.
+    _, _, _, t = task.eval_set.pairs[0]
+    video = task.eval_set.pairs[0][0]
+    raw = task.eval_set.keypoints(video)[int(t)]  # (133, 3) native frame pixels
+    fh, fw = frames.shape[1:3]
+    box = FPDMImageProcessor(resolution=(h, w), resize_mode=mode)
+    np.testing.assert_allclose(batch["keypoints"][0].numpy(), box.points_to_model(raw, (fw, fh)),
+                               rtol=1e-5, atol=1e-4)  # fmt: skip
+    if mode == "squash":
+        np.testing.assert_allclose(batch["keypoints"][0, :, 0].numpy(), raw[:, 0] * w / fw,
+                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+
+
+def test_stage1_sees_frames_in_the_models_geometry(prepared: Path, tmp_path: Path):
+    """Stage 1 (IPF) of a squash model: CLIP gets the frames as PIL's bicubic resize makes
+    them, and the exported IPF keeps that geometry for stage 2."""
+    import numpy as np
+    from PIL import Image
+
+    from signgen.train.common import eval_batches
+    from signgen.train.config import load_train_config
+    from signgen.train.stages import task_factory
+
+    cfg = load_train_config(CONFIGS / "tiny_ipf.yaml", [f"data.prepared={prepared}",
+                            f"output_dir={tmp_path}", "model.resize_mode=squash"])  # fmt: skip
+    task = task_factory("ipf")(cfg, torch.device("cpu"))
+    ipf = task.module.ipf
+    assert ipf.resize_mode == "squash" and task.train_set.resize_mode == "squash"
+    batch = next(iter(eval_batches(task.eval_set, 2)))
+    seen = []
+    embed = ipf.embed
+    ipf.embed = lambda x: (seen.append(x.clone()), embed(x))[1]
+    task.module.embeddings(batch)
+    h, w = ipf.image_size
+    src = batch["source"].numpy()  # (2, 80, 64, 3)
+    pil = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                    for f in src])  # fmt: skip
+    mean = torch.tensor(ipf.mean).view(1, 3, 1, 1)
+    std = torch.tensor(ipf.std).view(1, 3, 1, 1)
+    want = (torch.from_numpy(pil).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    torch.testing.assert_close(seen[0][:2], want, rtol=0, atol=1e-5)
+
+
 # ---- the optimisation the loop applies, against independent computations ----------------------
 # A real short run of the loop (tiny VAE stage); the learning rate and the weights are read
 # from the optimizer at every optimizer step (torch's global optimizer step hooks), and

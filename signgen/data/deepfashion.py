@@ -31,8 +31,8 @@ Prepared files written by :func:`prepare_deepfashion` into ``OUT``:
 
 Datasets: :class:`DeepFashionPairs` gives (source, target, target pose) items in the
 same format as :class:`signgen.data.pairs.PairDataset`, so stage 1 (IPF), stage 2
-(FPDM) and evaluation share one item format and the image preprocessing of
-:mod:`signgen.models.preprocess` (letterbox + normalisation in the training step);
+(FPDM) and evaluation share one item format and the image preprocessing of the model's
+image processor (its resize mode + normalisation, in the training step);
 :class:`DeepFashionImages` gives single images (the FID real set is the training images).
 """
 
@@ -344,8 +344,9 @@ class DeepFashionPairs(Dataset):
     The same item format as :class:`signgen.data.pairs.PairDataset` (stage 1, stage 2
     and evaluation all read it): ``source``, ``target``: uint8 (H0, W0, 3) images at the
     prepared resolution; ``target_pose``: float32 (3, H, W) in [0, 1] drawn at the model
-    ``resolution`` (letterboxed like the images); ``keypoints`` / ``source_keypoints``:
-    float32 (18, 3) in model pixels; ``index``; plus ``source_name`` / ``target_name``.
+    ``resolution`` (in the ``resize_mode`` geometry of the images); ``keypoints`` /
+    ``source_keypoints``: float32 (18, 3) in model pixels; ``index``; plus
+    ``source_name`` / ``target_name``.
 
     Args:
         prepared_dir: output of ``signgen prepare deepfashion``.
@@ -356,6 +357,8 @@ class DeepFashionPairs(Dataset):
         seed: augmentation seed; item ``i`` of epoch ``e`` draws from (seed, e, i), so
             runs are reproducible whatever the DataLoader workers. Call
             :meth:`set_epoch` to get new augmentations each epoch.
+        resize_mode: the model's geometry (:mod:`signgen.models.preprocess`): letterbox
+            (default) or squash (the FPDM authors'); pose images and keypoints follow it.
     """
 
     def __init__(
@@ -366,7 +369,13 @@ class DeepFashionPairs(Dataset):
         augment: DeepFashionAugment | None = None,
         max_pairs: int | None = None,
         seed: int = 0,
+        resize_mode: str = "letterbox",
     ) -> None:
+        from signgen.models.preprocess import RESIZE_MODES
+
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
         if split not in SPLITS:
             raise InputError(f"DeepFashion split must be one of {SPLITS}, got {split!r}")
         self.root = Path(prepared_dir)
@@ -410,7 +419,7 @@ class DeepFashionPairs(Dataset):
         return img, kp
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from signgen.models.preprocess import Letterbox
+        from signgen.models.preprocess import fit_geometry
         from signgen.pose.draw import OPENPOSE18, draw_pose
 
         src_name, tgt_name = self.pairs[i]
@@ -429,7 +438,7 @@ class DeepFashionPairs(Dataset):
             tgt_kp = jitter_keypoints(tgt_kp, aug.keypoint_jitter * scale, rng)
 
         h, w = self.resolution
-        box = Letterbox.fit(self.image_size, (w, h))  # the render's geometry
+        box = fit_geometry(self.resize_mode, self.image_size, (w, h))  # the render's geometry
         pose = draw_pose(*box.canvas(tgt_kp), (w, h), layout=OPENPOSE18)  # (H, W, 3) uint8
         pose_t = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1).float() / 255.0
         return {

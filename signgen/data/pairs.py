@@ -12,9 +12,10 @@ folder. Frames are ``images0001.png`` ... (1-based, Phoenix naming) and are load
 with PIL; keypoints are read once per video and cached.
 
 Every item holds uint8 frames at their native size (the model-specific resize and
-normalisation happen in the training step through :mod:`signgen.models.preprocess`, so
-stage 1 and stage 2 use the same policy) and the target pose image drawn at the model
-resolution by :func:`signgen.pose.draw.draw_pose`.
+normalisation happen in the training step through the model's image processor,
+:mod:`signgen.models.processor`, so stage 1, stage 2 and rendering use the same policy) and
+the target pose image drawn at the model resolution by :func:`signgen.pose.draw.draw_pose`
+in that policy's geometry (``resize_mode``, the model's).
 """
 
 from __future__ import annotations
@@ -139,10 +140,12 @@ class PairDataset(Dataset):
             keypoints are returned in its pixels.
         max_pairs: keep only the first ``max_pairs`` pairs (evaluation subsets).
         signers: keep only these signers (None: all).
+        resize_mode: the model's geometry (:mod:`signgen.models.preprocess`): letterbox
+            (default) or squash; pose images and keypoints follow it.
 
     Items (a dict): ``source``, ``target``: uint8 (H0, W0, 3) frames at native size;
     ``target_pose``: float32 (3, H, W) in [0, 1]; ``keypoints``: float32 (133, 3) target
-    keypoints in model pixels (after the letterbox of :mod:`signgen.models.preprocess`);
+    keypoints in model pixels (after the ``resize_mode`` geometry);
     ``source_keypoints`` likewise; ``index``: the pair index.
     """
 
@@ -153,7 +156,13 @@ class PairDataset(Dataset):
         resolution: tuple[int, int],
         max_pairs: int | None = None,
         signers: list[str] | None = None,
+        resize_mode: str = "letterbox",
     ) -> None:
+        from signgen.models.preprocess import RESIZE_MODES
+
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
         self.root = Path(prepared_dir)
         self.split = split
         self.resolution = (int(resolution[0]), int(resolution[1]))
@@ -176,16 +185,16 @@ class PairDataset(Dataset):
         return _load_keypoints(str(self.videos[video].keypoints_file))
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        from signgen.models.preprocess import Letterbox
+        from signgen.models.preprocess import fit_geometry
         from signgen.pose.draw import draw_pose
 
         video, _signer, s, t = self.pairs[i]
         entry = self.videos[video]
         kp = self.keypoints(video)
         h, w = self.resolution
-        # Same geometry as the frames (letterbox to the model aspect, then scale), the
-        # render's: drawn on the padded canvas, keypoints mapped to model pixels.
-        box = Letterbox.fit((entry.width, entry.height), (w, h))
+        # Same geometry as the frames (the model's resize mode), the render's: drawn on the
+        # geometry's canvas (letterbox: the padded frame), keypoints mapped to model pixels.
+        box = fit_geometry(self.resize_mode, (entry.width, entry.height), (w, h))
         pose = draw_pose(*box.canvas(kp[int(t)]), (w, h))  # (H, W, 3) uint8
         pose_t = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1).float() / 255.0
         tgt_kp = box.points_to_model(kp[int(t)])  # (133, 3) model pixels

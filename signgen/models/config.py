@@ -19,16 +19,27 @@ from typing import Any
 
 from signgen.config import from_dict, load_yaml
 from signgen.errors import InputError
-from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from signgen.models.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_MODES,
+)
 from signgen.models.regions import REGIONS
 
 SOURCE_ENCODER_KINDS = ("dinov2", "clip")
 VAE_KINDS = ("kl", "patch")
+POS_INTERPOLATIONS = ("transformers", "dino")
+FUSION_VARIANTS = ("silu", "fpdm")  # = signgen.models.modules.FusionMLP.VARIANTS
 
 
 # The paper's cumulative guidance (W_SRC, W_FUSE): the default of model configs and of
 # model folders that predate saved guidance.
 PAPER_GUIDANCE = (2.0, 2.0)
+# The paper's denoising steps: the default of model configs and of model folders that
+# predate saved steps.
+PAPER_STEPS = 20
 
 
 @dataclass
@@ -70,12 +81,16 @@ class SourceEncoderConfig(PretrainedSection):
     image_size: tuple[int, int] = (512, 512)  # (H, W) fed to the encoder
     image_mean: tuple[float, ...] | None = None  # None = the encoder's standard constants
     image_std: tuple[float, ...] | None = None
+    # DINOv2 position embeddings at a non-native input size: "dino" resamples the table as
+    # DINO and transformers 4.x do (signgen.models.dinov2; the FPDM authors' setting),
+    # "transformers" as the installed transformers does (5.x: by size).
+    pos_interpolation: str = "transformers"
 
 
 @dataclass
 class SourceProjectorConfig:
     hidden_dim: int | None = None  # None = cross_attention_dim
-    dropout: float = 0.0
+    dropout: float = 0.0  # after the GELU and after the output Linear (the authors': 0.2)
 
 
 @dataclass
@@ -93,11 +108,18 @@ class IPFConfig:
     clip: PretrainedSection = field(default_factory=PretrainedSection)
     image_size: tuple[int, int] = (224, 224)
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    # True: L2-normalise CLIP embeddings before the Combiner (signgen's earlier choice);
+    # False: CLIP image_embeds as they are, as in the published FPDM code.
+    normalize_embeddings: bool = True
 
 
 @dataclass
 class FusionConfig:
     hidden_dim: int | None = None  # None = the IPF embedding dim (768 -> 768 -> 1280)
+    # "fpdm": Linear-GELU-Dropout-Linear-Dropout, null F = MLP(0) (the published code);
+    # "silu": Linear-SiLU-Linear, null F = zero output (signgen's earlier choice).
+    variant: str = "silu"
+    dropout: float = 0.0  # "fpdm" variant only (the authors': 0.2)
 
 
 @dataclass
@@ -142,6 +164,14 @@ class MCLDConfig:
 @dataclass
 class FPDMModelConfig:
     resolution: tuple[int, int] = (512, 512)  # (H, W) the model runs at
+    # How frames become network inputs and outputs go back (signgen.models.preprocess):
+    # "letterbox" (signgen's: pad with replicated borders, keep the aspect) or "squash" (the
+    # published FPDM code's plain PIL-bicubic resize). One geometry for stage 1 (the IPF's
+    # inputs), stage 2 (VAE, source encoder, pose images, MCLD crops) and rendering; saved
+    # with the model (its image processor and its IPF).
+    resize_mode: str = "letterbox"
+    # Default denoising steps of renders that give none; saved with the model. The paper's 20.
+    steps: int = PAPER_STEPS
     # Default cumulative guidance (W_SRC, W_FUSE) of renders that give none; saved with the
     # model. The paper's 2, 2.
     guidance: tuple[float, float] = PAPER_GUIDANCE
@@ -166,8 +196,21 @@ class FPDMModelConfig:
                 f"source_encoder.kind must be one of {SOURCE_ENCODER_KINDS}, "
                 f"got {self.source_encoder.kind!r}"
             )
+        if self.source_encoder.pos_interpolation not in POS_INTERPOLATIONS:
+            raise InputError(
+                f"source_encoder.pos_interpolation must be one of {POS_INTERPOLATIONS}, "
+                f"got {self.source_encoder.pos_interpolation!r}"
+            )
+        if self.fusion.variant not in FUSION_VARIANTS:
+            raise InputError(
+                f"fusion.variant must be one of {FUSION_VARIANTS}, got {self.fusion.variant!r}"
+            )
         if self.vae.kind not in VAE_KINDS:
             raise InputError(f"vae.kind must be one of {VAE_KINDS}, got {self.vae.kind!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise InputError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}")
         if len(self.resolution) != 2 or min(self.resolution) <= 0:
             raise InputError(f"resolution must be [H, W] > 0, got {self.resolution!r}")
         if len(self.guidance) != 2:

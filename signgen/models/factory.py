@@ -96,6 +96,8 @@ def build_components(
                 in_dim=d,
                 hidden_dim=cfg.fusion.hidden_dim or d,
                 out_dim=unet.config.time_embedding_dim or 4 * c0,
+                variant=cfg.fusion.variant,
+                dropout=cfg.fusion.dropout,
             )
         if cfg.mcld.enabled:
             out["focal_adapter"] = build_focal_adapter(cfg, unet, ds, init=device != "meta")
@@ -139,9 +141,12 @@ def _build_source_encoder(cfg: FPDMModelConfig, pretrained: bool) -> nn.Module:
     """The frozen source encoder: DINOv2 (the paper's) or CLIP vision (ablation B1)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
 
+    from signgen.models.dinov2 import Dinov2ModelDino
+
     se = cfg.source_encoder
+    dinov2 = Dinov2ModelDino if se.pos_interpolation == "dino" else Dinov2Model
     enc_cls, conf_cls = (
-        (Dinov2Model, Dinov2Config) if se.kind == "dinov2" else (CLIPVisionModel, CLIPVisionConfig)
+        (dinov2, Dinov2Config) if se.kind == "dinov2" else (CLIPVisionModel, CLIPVisionConfig)
     )
     if pretrained and se.pretrained:
         return _load(enc_cls, se, f"source encoder ({se.kind})")
@@ -157,7 +162,9 @@ def _build_ipf(cfg: FPDMModelConfig, pretrained: bool) -> nn.Module:
 
     ipf_cfg = cfg.ipf
     if pretrained and ipf_cfg.pretrained:
-        return IPFModel.from_pretrained(ipf_cfg.pretrained)
+        ipf = IPFModel.from_pretrained(ipf_cfg.pretrained)
+        ipf.check_resize_mode(cfg.resize_mode, ipf_cfg.pretrained)
+        return ipf
     if pretrained and ipf_cfg.clip.pretrained:
         vision = _load(CLIPVisionModelWithProjection, ipf_cfg.clip, "IPF CLIP tower")
     else:
@@ -168,7 +175,14 @@ def _build_ipf(cfg: FPDMModelConfig, pretrained: bool) -> nn.Module:
         hidden_dim=ipf_cfg.combiner.hidden_dim,
         dropout=ipf_cfg.combiner.dropout,
     )
-    return IPFModel(vision, comb, image_size=ipf_cfg.image_size, mode=ipf_cfg.mode)
+    return IPFModel(
+        vision,
+        comb,
+        image_size=ipf_cfg.image_size,
+        mode=ipf_cfg.mode,
+        normalize_embeddings=ipf_cfg.normalize_embeddings,
+        resize_mode=cfg.resize_mode,
+    )
 
 
 def build_focal_adapter(cfg: FPDMModelConfig, unet: Any, encoder_dim: int, init: bool = True):

@@ -12,8 +12,10 @@ The UNet is extended, not forked (docs/model.md):
 
 Null conditions. A dropped condition (training-time dropout, or the branches of cumulative
 guidance at sampling time) is replaced by zeros *where it enters the UNet*: zero pose
-features after ``conv_in``, zero cross-attention tokens, zero time-embedding offset. The
-same nulls serve training and sampling because both go through
+features after ``conv_in``, zero cross-attention tokens, and for F the fusion MLP's null
+(:meth:`~signgen.models.modules.FusionMLP.embed`: MLP(0) as in the published FPDM code, or
+a zero time-embedding offset for the earlier ``silu`` variant). The same nulls serve
+training and sampling because both go through
 :meth:`FPDMDenoiser.encode_conditions`.
 
 Multi-focal conditioning (optional, :mod:`signgen.models.mcld`): with a ``focal_adapter``
@@ -175,12 +177,8 @@ class FPDMDenoiser(nn.Module):
         assert tokens.shape[0] == b, (tokens.shape, b)
         tokens = _apply_keep(tokens, _keep(drop_source, b, device))
         class_emb = None
-        if self.fusion_mlp is not None:
-            if fusion is None:  # no F at all = the null condition for every sample
-                class_emb = feats.new_zeros(b, self.fusion_mlp.config.out_dim)
-            else:
-                class_emb = self.fusion_mlp(fusion.to(feats.dtype))  # (B, T)
-                class_emb = _apply_keep(class_emb, _keep(drop_fusion, b, device))
+        if self.fusion_mlp is not None:  # no F at all = the null condition for every sample
+            class_emb = self.fusion_mlp.embed(fusion, _keep(drop_fusion, b, device), b)  # (B, T)
         focal = None
         if self.focal_adapter is not None:
             if focal_hidden is None:  # null focal condition: zero tokens add nothing

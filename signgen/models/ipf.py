@@ -8,8 +8,9 @@ embedding F that stage 2 adds to the UNet's time embedding (FPDM, Sec. 3.1).
 component, so a model folder saves and loads it the same way (:mod:`signgen.sampling.pipeline`)::
 
     ipf/
-      config.json                          image_size, mean, std, mode, the CLIP tower's
-                                           transformers config and the Combiner's kwargs
+      config.json                          image_size, mean, std, mode, normalize_embeddings,
+                                           resize_mode, the CLIP tower's transformers config
+                                           and the Combiner's kwargs
       diffusion_pytorch_model.safetensors  vision_model.* and combiner.* weights
 
 Folders written before (``ipf_config.json`` + ``vision_model/`` + ``combiner/``) still load:
@@ -31,9 +32,9 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from signgen.errors import MissingWeightsError
+from signgen.errors import InputError, MissingWeightsError
 from signgen.models.modules import Combiner
-from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, to_model_input
+from signgen.models.preprocess import CLIP_MEAN, CLIP_STD, RESIZE_MODES, to_model_input
 
 IPF_MODES = ("fusion", "source")  # "source" = ablation B4: CLIP source embedding, no Combiner
 LEGACY_CONFIG = "ipf_config.json"  # the folder layout before IPFModel was a ModelMixin
@@ -42,9 +43,19 @@ LEGACY_CONFIG = "ipf_config.json"  # the folder layout before IPFModel was a Mod
 class IPFModel(ModelMixin, ConfigMixin):
     """CLIP vision tower with projection + Combiner.
 
-    ``embed(pixel_values) -> (B, D)`` L2-normalised CLIP image embeddings;
+    ``embed(pixel_values) -> (B, D)`` CLIP image embeddings;
     ``fuse(src_emb, pose_emb) -> (B, D)`` L2-normalised fusion embedding F.
     ``mode="source"`` makes ``fuse`` return the source embedding (ablation B4).
+
+    ``normalize_embeddings``: ``embed`` L2-normalises the CLIP embeddings before the
+    Combiner (signgen's earlier choice, the default of folders saved without the option).
+    The published FPDM code feeds CLIP's ``image_embeds`` to the Combiner as they are
+    (norm about 28 for CLIP ViT-L/14); paper models set it False. The Combiner's output
+    is L2-normalised either way, and the contrastive losses normalise their inputs.
+
+    ``resize_mode``: the geometry of :meth:`preprocess` (``letterbox``, the default of
+    folders saved without it, or ``squash``, the published FPDM code's), that of the
+    stage-2 model it serves: stage 1 and stage 2 see frames in one geometry.
 
     Built either from existing modules (``IPFModel(vision_model, combiner, ...)``, training
     and the model factory) or from the configs alone (``from_pretrained``): the config
@@ -62,10 +73,14 @@ class IPFModel(ModelMixin, ConfigMixin):
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         mode: str = "fusion",
+        normalize_embeddings: bool = True,
+        resize_mode: str = "letterbox",
     ) -> None:
         super().__init__()
         if mode not in IPF_MODES:
             raise ValueError(f"IPF mode must be one of {IPF_MODES}, got {mode!r}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"IPF resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if vision_model is None:
             if vision_config is None:
                 raise ValueError("IPFModel needs a vision_model or its vision_config")
@@ -83,6 +98,8 @@ class IPFModel(ModelMixin, ConfigMixin):
             mean=[float(v) for v in mean],
             std=[float(v) for v in std],
             mode=mode,
+            normalize_embeddings=bool(normalize_embeddings),
+            resize_mode=resize_mode,
         )
         self.vision_model = vision_model
         self.combiner = combiner
@@ -90,19 +107,35 @@ class IPFModel(ModelMixin, ConfigMixin):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.mode = mode
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.resize_mode = resize_mode
 
     @property
     def embed_dim(self) -> int:
         return int(self.vision_model.config.projection_dim)
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> CLIP pixel values (B, 3, h, w), letterboxed."""
-        return to_model_input(images, self.image_size, self.mean, self.std)
+        """uint8 (B, H, W, 3) -> CLIP pixel values (B, 3, h, w) in this IPF's geometry
+        (``resize_mode``)."""
+        return to_model_input(images, self.image_size, self.mean, self.std, self.resize_mode)
+
+    def check_resize_mode(self, resize_mode: str, where: str) -> None:
+        """An IPF serves a stage-2 model of its own geometry: InputError naming ``where``
+        (the IPF's folder) when ``resize_mode`` (the stage-2 model's) is another."""
+        if resize_mode != self.resize_mode:
+            raise InputError(
+                f"the IPF in {where} preprocesses with resize_mode {self.resize_mode!r} but "
+                f"the model uses {resize_mode!r}: train stage 1 with the model's resize_mode "
+                "(both stages see frames in one geometry)"
+            )
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) CLIP-normalised pixels -> (B, D) L2-normalised image embeddings."""
+        """(B, 3, h, w) CLIP-normalised pixels -> (B, D) image embeddings (L2-normalised
+        when ``normalize_embeddings``)."""
         out = self.vision_model(pixel_values=pixel_values)
-        return F.normalize(out.image_embeds, dim=-1)
+        if self.normalize_embeddings:
+            return F.normalize(out.image_embeds, dim=-1)
+        return out.image_embeds
 
     def fuse(self, src_emb: torch.Tensor, pose_emb: torch.Tensor) -> torch.Tensor:
         """(B, D), (B, D) -> (B, D) L2-normalised fusion embedding F."""
@@ -150,5 +183,6 @@ class IPFModel(ModelMixin, ConfigMixin):
             mean=meta["mean"],
             std=meta["std"],
             mode=meta.get("mode", "fusion"),
+            normalize_embeddings=meta.get("normalize_embeddings", True),
         )
         return model.eval()

@@ -12,8 +12,9 @@ hands of the SOURCE frame.
    *missing*.
 2. Crops. ``torchvision.ops.roi_align`` resamples each box to ``crop_size`` x
    ``crop_size`` (:func:`crop_regions`), differentiable and antialiased by its adaptive
-   sampling ratio. Crops are taken from the source letterboxed to the model resolution,
-   with keypoints in the same pixels, in training and rendering alike.
+   sampling ratio. Crops are taken from the source at the model resolution (in the model's
+   geometry, letterbox or squash), with keypoints in the same pixels, in training and
+   rendering alike.
 3. Encoder. The pipeline's own frozen source encoder (DINOv2, or CLIP for ablation B1)
    encodes the crops (:meth:`FocalAdapter.encode_regions`): its full last hidden state
    per crop, computed once per clip at rendering time.
@@ -396,7 +397,7 @@ class FocalAdapter(ModelMixin, ConfigMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-encoder tokens of the focal crops.
 
-        images (B, 3, H, W) in [0, 1] (the source, letterboxed to the model resolution),
+        images (B, 3, H, W) in [0, 1] (the source at the model resolution, in its geometry),
         points (B, 133, 3) in its pixels -> hidden (B, R, N, Ds), present (B, R) bool.
         """
         cfg = self.config
@@ -424,21 +425,19 @@ def batch_focal_inputs(
     adapter: FocalAdapter,
     encoder: nn.Module,
     batch: dict[str, Any],
-    resolution: tuple[int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
+    processor: Any,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Focal-crop tokens of a training batch (:class:`signgen.data.pairs.PairDataset` items):
-    the source letterboxed to the model ``resolution`` (H, W) and its keypoints in model
+    the source at the model resolution in the model's geometry (``processor``, its
+    :class:`~signgen.models.processor.FPDMImageProcessor`) and its keypoints in model
     pixels (``source_keypoints``), as the pipeline does at rendering time.
     Returns denoiser keyword arguments ``focal_hidden`` (B, R, N, Ds), ``focal_present``."""
-    from signgen.models.preprocess import to_model_input
-
-    images = to_model_input(batch["source"], resolution, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    images = processor.preprocess(batch["source"], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     hidden, present = adapter.encode_regions(
-        encoder, images.to(device), torch.as_tensor(batch["source_keypoints"]), mean, std
-    )
+        encoder, images.to(device), torch.as_tensor(batch["source_keypoints"]),
+        processor.source_mean, processor.source_std,
+    )  # fmt: skip
     return {"focal_hidden": hidden, "focal_present": present}
 
 

@@ -59,7 +59,8 @@ class PoseEncoder(ModelMixin, ConfigMixin):
 
 
 class SourceProjector(ModelMixin, ConfigMixin):
-    """Linear-GELU-Dropout-LayerNorm-Linear from source-encoder tokens to cross-attention dim.
+    """Linear-GELU-Dropout-LayerNorm-Linear-Dropout from source-encoder tokens to the
+    cross-attention dim (the published FPDM code's ``SrcImage_ProjModel``; same keys).
 
     Applied token-wise to the frozen source encoder's full last hidden state (DINOv2:
     CLS + patch tokens), giving the UNet's cross-attention keys/values.
@@ -81,6 +82,7 @@ class SourceProjector(ModelMixin, ConfigMixin):
             nn.Dropout(dropout),
             nn.LayerNorm(hidden),
             nn.Linear(hidden, out_dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -93,18 +95,63 @@ class FusionMLP(ModelMixin, ConfigMixin):
 
     Its output enters the UNet through the class-embedding path (``class_embed_type=
     "identity"``), which adds it to the timestep embedding seen by every ResNet block.
+
+    ``variant="fpdm"`` is the published FPDM code's class embedding:
+    Linear-GELU-Dropout-Linear-Dropout (``dropout`` 0.2 there), and a dropped F is zeros fed
+    *into* the MLP, so the null condition is MLP(0). ``variant="silu"`` is signgen's earlier
+    Linear-SiLU-Linear whose null condition is a zero *output* (no time-embedding offset);
+    it is the default so that model folders saved before the option load unchanged.
     """
 
+    VARIANTS = ("silu", "fpdm")
+
     @register_to_config
-    def __init__(self, in_dim: int = 768, hidden_dim: int = 768, out_dim: int = 1280) -> None:
+    def __init__(
+        self,
+        in_dim: int = 768,
+        hidden_dim: int = 768,
+        out_dim: int = 1280,
+        variant: str = "silu",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim)
-        )
+        if variant not in self.VARIANTS:
+            raise ValueError(f"FusionMLP variant must be one of {self.VARIANTS}, got {variant!r}")
+        if variant == "fpdm":
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, out_dim),
+                nn.Dropout(dropout),
+            )
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim)
+            )
 
     def forward(self, fusion: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (B, out_dim)."""
         return self.net(fusion)
+
+    def embed(
+        self, fusion: torch.Tensor | None, keep: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """Time-embedding offset (B, out_dim) with the null condition where ``keep`` is 0.
+
+        fusion (B, in_dim) or None (the null condition for every sample); keep (B,) float
+        1/0 or None (keep all). The null is MLP(0) for ``variant="fpdm"``, zeros otherwise.
+        """
+        if fusion is None:
+            fusion = self.net[0].weight.new_zeros(batch, self.config.in_dim)
+            keep = torch.zeros(batch, device=fusion.device)
+        fusion = fusion.to(self.net[0].weight.dtype)
+        if keep is None:
+            return self(fusion)
+        keep = keep.to(fusion.dtype).view(-1, 1)
+        if self.config.variant == "fpdm":
+            return self(fusion * keep)
+        return self(fusion) * keep
 
 
 class Combiner(ModelMixin, ConfigMixin):

@@ -18,9 +18,13 @@ the other). Keypoints follow the same geometry (:meth:`Letterbox.canvas`,
 :meth:`Letterbox.points_to_model`), so pose images line up with the letterboxed frames.
 
 The other policy, **squash** (:class:`Squash`), is the FPDM authors': a plain resize to the
-model size with PIL-bicubic-equivalent resampling (antialiased bicubic, a = -0.5), inverted
-by the resize back. Both geometries offer the same five operations, and
-:func:`fit_geometry` is the one place that picks one.
+model size with PIL's bicubic filter, inverted by the resize back. Network inputs (uint8
+frames) are resized by PIL itself, so a squash model sees exactly the pixels the published
+FPDM code feeds it (``Image.resize(size, BICUBIC)``: resampled in fixed point, rounded and
+clipped to uint8); float images (generated frames going back to the frame's size) use
+torch's antialiased bicubic, the same filter (a = -0.5) without the uint8 rounding. Both
+geometries offer the same operations, and :func:`fit_geometry` is the one place that picks
+one.
 """
 
 from __future__ import annotations
@@ -111,6 +115,10 @@ class Letterbox:
             images = F.pad(images, (self.pad_left, right, self.pad_top, bottom), mode="replicate")
         return _resize(images, (self.dst_h, self.dst_w))
 
+    def apply_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, src_h, src_w, 3) -> float32 (B, 3, dst_h, dst_w) in [0, 1]."""
+        return self.apply(uint8_to_tensor(images))
+
     def invert(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, dst_h, dst_w) -> (B, C, src_h, src_w): resize to the padded size, crop."""
         assert images.shape[-2:] == (self.dst_h, self.dst_w), (images.shape, self)
@@ -149,6 +157,21 @@ class Squash:
         """(B, C, src_h, src_w) float -> (B, C, dst_h, dst_w)."""
         assert images.shape[-2:] == (self.src_h, self.src_w), (images.shape, self)
         return _resize(images, (self.dst_h, self.dst_w), "bicubic")
+
+    def apply_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, src_h, src_w, 3) -> float32 (B, 3, dst_h, dst_w) in [0, 1], resized by
+        PIL (``Image.resize(size, BICUBIC)``, as the published FPDM code does)."""
+        from PIL import Image
+
+        a = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        a = a[None] if a.ndim == 3 else a
+        assert a.shape[1:3] == (self.src_h, self.src_w), (a.shape, self)
+        if a.shape[1:3] == (self.dst_h, self.dst_w):
+            return uint8_to_tensor(a)
+        size = (self.dst_w, self.dst_h)
+        out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize(
+            size, Image.Resampling.BICUBIC)) for im in a.astype(np.uint8, copy=False)])  # fmt: skip
+        return uint8_to_tensor(out)  # (B, 3, dst_h, dst_w)
 
     def invert(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, dst_h, dst_w) -> (B, C, src_h, src_w)."""
@@ -216,9 +239,12 @@ def to_model_input(
     [-1, 1]; pass IMAGENET_* for DINOv2 and CLIP_* for CLIP. ``resize_mode``: the policy of
     the module docstring (letterbox, the default, or squash).
     """
-    x = uint8_to_tensor(images)  # (B, 3, H, W) in [0, 1]
-    geometry = fit_geometry(resize_mode, (x.shape[-1], x.shape[-2]), (size[1], size[0]))
-    x = geometry.apply(x)
+    images = images if isinstance(images, torch.Tensor) else np.asarray(images)
+    shape = images.shape  # (B, H, W, 3) or (H, W, 3)
+    if len(shape) not in (3, 4) or shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (B, H, W, 3), got {tuple(shape)}")
+    geometry = fit_geometry(resize_mode, (shape[-2], shape[-3]), (size[1], size[0]))
+    x = geometry.apply_uint8(images)  # (B, 3, h, w) in [0, 1]
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s

@@ -15,10 +15,12 @@ images. It owns the geometry between a clip's first frame (any W x H) and the mo
 * outputs: generated frames mapped back to the first frame's exact size by the inverse
   geometry (``postprocess``).
 
-``resize_mode`` is ``letterbox`` (the default and what every signgen recipe trains with)
-or ``squash`` (the FPDM authors' plain bicubic resize). A model folder stores the
-processor's config in its ``model_index.json`` (``image_processor``), see
-``docs/render_path.md``.
+``resize_mode`` is ``letterbox`` (the default) or ``squash`` (the FPDM authors' plain
+PIL-bicubic resize; the paper recipes and converted checkpoints). It comes from the model
+config (``resize_mode``), and training goes through the same processor
+(:meth:`FPDMImageProcessor.from_model_config`), so a model is trained and rendered in one
+geometry. A model folder stores the processor's config in its ``model_index.json``
+(``image_processor``), see ``docs/render_path.md``.
 """
 
 from __future__ import annotations
@@ -76,6 +78,19 @@ class FPDMImageProcessor(ConfigMixin):
             source_size=list(self.source_size),
             source_mean=list(self.source_mean),
             source_std=list(self.source_std),
+        )
+
+    @classmethod
+    def from_model_config(cls, cfg) -> FPDMImageProcessor:
+        """The processor of an :class:`~signgen.models.config.FPDMModelConfig`: its
+        resolution, resize mode and source-encoder input (size and normalisation)."""
+        mean, std = cfg.source_mean_std()
+        return cls(
+            resolution=tuple(cfg.resolution),
+            resize_mode=cfg.resize_mode,
+            source_size=tuple(cfg.source_encoder.image_size),
+            source_mean=mean,
+            source_std=std,
         )
 
     # ---- geometry -------------------------------------------------------------------------

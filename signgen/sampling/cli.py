@@ -21,9 +21,10 @@ EPILOG = """\
 The first frame (FIRST: a video, of which the first frame is used, or an image) gives the
 appearance; SEQ gives one pose per output frame (any keypoint format signgen reads). The
 output has exactly FIRST's width and height and SEQ's fps. The model runs at its own
-resolution: FIRST is letterboxed (border pixels replicated) to the model's aspect ratio
-and every generated frame is mapped back by the exact inverse, so nothing is cropped or
-squashed. Keypoints measured on a frame of another size are rescaled (with a warning)
+resolution, in the model's own geometry (saved in its folder): letterbox (border pixels
+replicated to the model's aspect ratio, every generated frame mapped back by the exact
+inverse, so nothing is cropped or squashed) or squash (a plain bicubic resize both ways,
+as the FPDM authors' code; the paper's and converted models). Keypoints measured on a frame of another size are rescaled (with a warning)
 if the aspect ratios agree within 1%; otherwise it is an error.
 
 By default every frame starts from the same initial noise (drawn once from --seed), which

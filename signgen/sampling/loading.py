@@ -36,7 +36,12 @@ COMPONENT_CLASSES: dict[str, frozenset[tuple[str, str]]] = {
     "unet": frozenset({("diffusers", "UNet2DConditionModel")}),
     "pose_encoder": frozenset({("signgen.models.modules", "PoseEncoder")}),
     "source_encoder": frozenset(
-        {("transformers", "Dinov2Model"), ("transformers", "CLIPVisionModel")}
+        {
+            ("transformers", "Dinov2Model"),
+            ("transformers", "CLIPVisionModel"),
+            # DINOv2 with DINO's position-embedding interpolation (the FPDM authors' setting)
+            ("signgen.models.dinov2", "Dinov2ModelDino"),
+        }
     ),
     "source_projector": frozenset({("signgen.models.modules", "SourceProjector")}),
     "scheduler": frozenset(("diffusers", name) for name in _SCHEDULER_CLASSES),

@@ -4,15 +4,16 @@
 inputs (steps, guidance, scheduler, noise policy, detail transfer, precision) and how they
 are computed (batch size, guidance-branch skipping, and the GPU speed options that
 :func:`signgen.speed.apply_render_options` applies to a loaded pipeline: attention kernel,
-channels-last, ``torch.compile``, VAE slicing; docs/hardware.md). It is validated once, when it is made
-(a bad value is one :class:`~signgen.errors.InputError` line), and is frozen after that:
-the pipeline, the Ray actors and the training sample grids take it as it is. A value left
-``None`` means "the model's own" (its default guidance, focal weight, scheduler and
+channels-last, ``torch.compile``, VAE slicing; docs/hardware.md). It is validated once,
+when it is made (a bad value is one :class:`~signgen.errors.InputError` line), and is
+frozen after that: the pipeline, the Ray actors and the training sample grids take it as
+it is. A value left
+``None`` means "the model's own" (its default steps, guidance, focal weight, scheduler and
 detail-transfer threshold, saved in the model folder), resolved by the pipeline.
 
 The command-line options are declared once here (:func:`add_render_arguments`) for
-``signgen render`` and ``signgen render-many``; ``augment`` reads the same fields from its
-YAML config (``render:``).
+``signgen render``, ``signgen render-many`` and ``signgen render-pairs``; ``augment`` reads
+the same fields from its YAML config (``render:``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _number(value: Any) -> float:
 class RenderOptions:
     """How to render (module docstring). ``None`` = the model's own value."""
 
-    steps: int = 20  # denoising steps (the paper's 20)
+    steps: int | None = None  # denoising steps; None: the model's (the paper's 20)
     guidance: tuple[float, float] | None = None  # (W_SRC, W_FUSE) of cumulative guidance
     guidance_focal: float | None = None  # MCLD models only: W_FOCAL
     scheduler: str | None = None  # ddim | ddpm | dpm++ | euler; None: the model's
@@ -68,6 +69,8 @@ class RenderOptions:
 
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
+            if v is None and name == "steps":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InputError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
         if (
@@ -122,34 +125,42 @@ GUIDANCE_HELP = (
 )
 
 
-def add_render_arguments(parser: argparse.ArgumentParser, *, clip: bool = True) -> None:
+def add_render_arguments(
+    parser: argparse.ArgumentParser, *, clip: bool = True, first_frame: bool = True
+) -> None:
     """Declare the render options on ``parser`` (read back by :func:`options_from_args`).
 
-    ``clip=True`` (``signgen render``) also declares ``--seed`` and ``--batch-size``;
-    render-many declares its own (a base seed for clips without one, and a batch size
-    that mixes clips, among the cluster options).
+    ``clip=True`` (``signgen render``, ``render-pairs``) also declares ``--seed`` and
+    ``--batch-size``; render-many declares its own (a base seed for clips without one, and
+    a batch size that mixes clips, among the cluster options). ``first_frame=False``
+    (``render-pairs``: one image per pair, no clip, no MCLD) leaves out the options that
+    act on a clip's frames or its first frame's keypoints (``--guidance-focal``,
+    ``--detail-transfer``, ``--independent-noise``).
     """
     p = parser
-    p.add_argument("--steps", type=int, default=20, metavar="N",
-                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="denoising steps (default: the model's; 20 for the paper's and "
+                   "converted models, as in the paper)")  # fmt: skip
     p.add_argument("--guidance", type=float, nargs=2, default=None,
                    metavar=("W_SRC", "W_FUSE"), help=GUIDANCE_HELP)  # fmt: skip
-    p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
-                   help="MCLD models only: guidance weight of the face/hand focal tokens "
-                   "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip
-    p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
-                   help="keep the first frame's own full-resolution pixels where the "
-                   "generated frame agrees with it, blending up to a difference of T (0-1 "
-                   "intensity; 0 = off; default: the model's: 0 for full-resolution models, "
-                   "set for the 80x64 demo model)")  # fmt: skip
+    if first_frame:
+        p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
+                       help="MCLD models only: guidance weight of the face/hand focal tokens "
+                       "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip
+        p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
+                       help="keep the first frame's own full-resolution pixels where the "
+                       "generated frame agrees with it, blending up to a difference of T (0-1 "
+                       "intensity; 0 = off; default: the model's: 0 for full-resolution "
+                       "models, set for the 80x64 demo model)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
-                   help=f"{', '.join(SCHEDULERS)} (default: the model's scheduler, ddim for "
-                   "SD 2.1)")  # fmt: skip
+                   help=f"sampler: {', '.join(SCHEDULERS)} (default: the model's; ddpm for "
+                   "the paper's and converted models, as the FPDM authors sample)")  # fmt: skip
     p.add_argument("--dtype", default="fp32", choices=tuple(DTYPES),
                    help="model precision (default fp32; bf16/fp16 on GPU)")  # fmt: skip
-    p.add_argument("--independent-noise", action="store_true",
-                   help="draw each frame's initial noise from (seed, frame index) instead of "
-                   "one noise for the whole clip")  # fmt: skip
+    if first_frame:
+        p.add_argument("--independent-noise", action="store_true",
+                       help="draw each frame's initial noise from (seed, frame index) instead "
+                       "of one noise for the whole clip")  # fmt: skip
     g = p.add_argument_group("speed (GPU; the same frames up to float rounding)")
     g.add_argument("--attention", choices=ATTENTION, default="sdpa",
                    help="attention kernel: sdpa = PyTorch scaled_dot_product_attention "
@@ -177,10 +188,10 @@ def options_from_args(
     values = {
         "steps": args.steps,
         "guidance": None if args.guidance is None else tuple(args.guidance),
-        "guidance_focal": args.guidance_focal,
+        "guidance_focal": getattr(args, "guidance_focal", None),
         "scheduler": args.scheduler,
-        "independent_noise": args.independent_noise,
-        "detail_transfer": args.detail_transfer,
+        "independent_noise": getattr(args, "independent_noise", False),
+        "detail_transfer": getattr(args, "detail_transfer", None),
         "dtype": args.dtype,
         "attention": args.attention,
         "channels_last": args.channels_last,

@@ -34,7 +34,7 @@ import numpy as np
 
 from signgen.errors import InputError
 from signgen.fileio import atomic_write_bytes, atomic_write_text
-from signgen.sampling.options import RenderOptions
+from signgen.sampling.options import RenderOptions, add_render_arguments, options_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ EPILOG = """\
 examples:
   signgen render-pairs --prepared data/deepfashion-512 --model runs/fpdm_deepfashion_512x352_b6/export \\
       -o out/df512 --device cuda --batch-size 16
+  signgen render-pairs --prepared data/deepfashion-512 --model models/fpdm_df --seed 7 \
+      -o out/df512_authors          # a converted checkpoint: DDPM, 20 steps, 2 / 2 (its defaults)
+  signgen render-pairs --prepared data/deepfashion-512 --model models/fpdm_df \
+      -o out/df512_ddim --scheduler ddim --steps 50
   signgen evaluate --pred out/df512/pred --gt out/df512/gt --metrics ssim,psnr,lpips,fid \\
       --lpips-weights alexnet.pth -o out/df512_metrics.csv
 """
@@ -72,7 +76,8 @@ def render_pairs(
     progress: bool = True,
 ) -> dict[str, int]:
     """Generate every pair of ``split`` not yet in ``out`` with ``options`` (steps,
-    guidance, seed, batch size; default :class:`RenderOptions`); returns counts."""
+    guidance, scheduler, seed, batch size; default :class:`RenderOptions`: the model's
+    own); returns counts."""
     import torch
     from tqdm.auto import tqdm
 
@@ -83,7 +88,9 @@ def render_pairs(
     if pipe.focal_adapter is not None:
         raise InputError("render-pairs does not support MCLD models (they need whole-body "
                          "keypoints of the source to locate face and hands)")  # fmt: skip
-    ds = DeepFashionPairs(prepared, split, pipe.resolution, max_pairs=limit)
+    # Pose images drawn in the model's own geometry (its image processor's resize mode).
+    ds = DeepFashionPairs(prepared, split, pipe.resolution, max_pairs=limit,
+                          resize_mode=pipe.image_processor.resize_mode)  # fmt: skip
     out = Path(out)
     keys = {i: (pair_key(i, tgt), src, tgt) for i, (src, tgt) in enumerate(ds.pairs)}
     pending = [i for i, (key, _, _) in keys.items()
@@ -133,31 +140,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     p.add_argument("--split", default="test", help="pair split (default test)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N pairs only")
-    p.add_argument("--steps", type=int, default=20, metavar="N",
-                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_SRC", "W_FUSE"),
-                   help="cumulative guidance (default: the model's; 2.0 2.0 for the paper's "
-                        "models)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B",
-                   help="pairs generated together (default 8)")  # fmt: skip
+    add_render_arguments(p, first_frame=False)  # steps, guidance, scheduler, seed, ... as render
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="model precision (default fp32)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from signgen.devices import resolve_device
+    from signgen.runtime import quiet_libraries
     from signgen.sampling.pipeline import FPDMPipeline
+    from signgen.speed import apply_render_options
 
-    options = RenderOptions(
-        steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        dtype=args.dtype,
-    )  # fmt: skip
+    options = options_from_args(args)  # checked before loading anything
     device = resolve_device(args.device)
+    quiet_libraries()
     pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=options.dtype)
+    apply_render_options(pipe, options)  # attention kernel, layout, compile, VAE slicing
     t0 = time.perf_counter()
     counts = render_pairs(pipe, args.prepared, args.output, options, split=args.split,
                           limit=args.limit, progress=not args.quiet)  # fmt: skip

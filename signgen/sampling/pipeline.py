@@ -7,9 +7,11 @@ config in the same file. A model folder::
 
     model_index.json  component classes; ``image_processor`` (the processor's config:
                       resolution, resize mode, source preprocessing), ``guidance`` (default
-                      W_SRC, W_FUSE; absent = the paper's 2, 2), ``detail_transfer`` (default
-                      threshold of that post-processor; 0 = off) and ``source_residual``
-                      (the spatial-source denoiser's residual prediction; absent = false)
+                      W_SRC, W_FUSE; absent = the paper's 2, 2), ``steps`` (default
+                      denoising steps; absent = the paper's 20), ``detail_transfer``
+                      (default threshold of that post-processor; 0 = off) and
+                      ``source_residual`` (the spatial-source denoiser's residual prediction;
+                      absent = false); the default sampler is the ``scheduler`` component
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  scheduler/
     ipf/  fusion_mlp/         (optional: models with Image-Pose Fusion, signgen.models.ipf)
     focal_adapter/            (optional: MCLD, signgen.models.mcld; the UNet stays plain)
@@ -61,7 +63,7 @@ from diffusers import DiffusionPipeline
 from signgen.devices import resolve_device, resolve_dtype
 from signgen.errors import InputError, MissingWeightsError
 from signgen.keypoints.sequence import KeypointSequence
-from signgen.models.config import PAPER_GUIDANCE
+from signgen.models.config import PAPER_GUIDANCE, PAPER_STEPS
 from signgen.models.encoders import encode_source
 from signgen.models.factory import build_denoiser
 from signgen.models.modules import vae_downscale_factor
@@ -120,8 +122,8 @@ class FPDMPipeline(DiffusionPipeline):
 
     Components as diffusers names them (``ipf``/``fusion_mlp``: models with Image-Pose
     Fusion; ``focal_adapter``: MCLD). ``image_processor``: an :class:`FPDMImageProcessor`
-    or its config; ``guidance`` (W_SRC, W_FUSE) and ``detail_transfer`` are the defaults of
-    renders that give none; ``source_residual`` selects the residual prediction of a
+    or its config; ``guidance`` (W_SRC, W_FUSE), ``steps`` and ``detail_transfer`` are the
+    defaults of renders that give none; ``source_residual`` selects the residual prediction of a
     spatial-source UNet (:mod:`signgen.models.spatial`). Arguments are unannotated:
     diffusers reads annotations to check loaded types.
     """
@@ -143,6 +145,7 @@ class FPDMPipeline(DiffusionPipeline):
         guidance=PAPER_GUIDANCE,
         detail_transfer=0.0,
         source_residual=False,
+        steps=PAPER_STEPS,
     ) -> None:
         super().__init__()
         ipf = ipf if fusion_mlp is not None else None  # an IPF without a fusion MLP is unused
@@ -154,6 +157,8 @@ class FPDMPipeline(DiffusionPipeline):
         if not isinstance(image_processor, FPDMImageProcessor):
             image_processor = FPDMImageProcessor.from_config(dict(image_processor or {}))
         self._image_processor = image_processor
+        if ipf is not None:  # one geometry for the IPF's inputs and the model's
+            ipf.check_resize_mode(image_processor.resize_mode, "this model")
         from signgen import __version__
 
         self.register_to_config(
@@ -161,6 +166,7 @@ class FPDMPipeline(DiffusionPipeline):
             guidance=[float(guidance[0]), float(guidance[1])],
             detail_transfer=float(detail_transfer),
             source_residual=bool(source_residual),
+            steps=int(steps),
             _signgen_version=__version__,
         )
         self.denoiser = build_denoiser(
@@ -196,6 +202,11 @@ class FPDMPipeline(DiffusionPipeline):
         """(W_SRC, W_FUSE) of renders that give none (the pipeline config's ``guidance``)."""
         w_src, w_fuse = self.config["guidance"]
         return float(w_src), float(w_fuse)
+
+    @property
+    def default_steps(self) -> int:
+        """Denoising steps of renders that give none (the pipeline config's ``steps``)."""
+        return int(self.config.get("steps", PAPER_STEPS))
 
     @property
     def detail_transfer(self) -> float:
@@ -243,17 +254,11 @@ class FPDMPipeline(DiffusionPipeline):
     def from_components(cls, cfg: Any, comps: dict[str, Any]) -> FPDMPipeline:
         """Assemble (e.g. trained) components as returned by ``build_components(cfg)``;
         the image processor and the render defaults come from ``cfg``."""
-        mean, std = cfg.source_mean_std()
-        processor = FPDMImageProcessor(
-            resolution=tuple(cfg.resolution),
-            source_size=tuple(cfg.source_encoder.image_size),
-            source_mean=mean,
-            source_std=std,
-        )
         return cls(
             **comps,
-            image_processor=processor,
+            image_processor=FPDMImageProcessor.from_model_config(cfg),
             guidance=tuple(cfg.guidance),
+            steps=cfg.steps,
             detail_transfer=cfg.detail_transfer,
             source_residual=cfg.unet.source_residual,
         )
@@ -550,7 +555,8 @@ class FPDMPipeline(DiffusionPipeline):
         noise, gens = initial_noise(seeds, frame_indices, (self.unet.config.out_channels, h, w),
                                     independent=opts.independent_noise)  # fmt: skip
         # 5. Denoise, 6. decode.
-        latents = denoise(self.denoiser, sched, cond, noise.to(device), plan, opts.steps,
+        steps = self.default_steps if opts.steps is None else opts.steps
+        latents = denoise(self.denoiser, sched, cond, noise.to(device), plan, steps,
                           generators=gens, dtype=dtype)  # fmt: skip
         return decode(self.vae, latents, dtype)  # (b, 3, H, W)
 
@@ -604,6 +610,7 @@ def _import_component_libraries() -> None:
     import diffusers  # noqa: F401
     import transformers  # noqa: F401
 
+    import signgen.models.dinov2
     import signgen.models.ipf
     import signgen.models.mcld
     import signgen.models.modules  # noqa: F401

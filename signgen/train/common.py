@@ -24,11 +24,12 @@ def model_config(cfg: TrainConfig):
     return load_model_config(str(cfg.model), cfg.model_overrides)
 
 
-def datasets(cfg: TrainConfig, resolution: tuple[int, int]):
+def datasets(cfg: TrainConfig, resolution: tuple[int, int], resize_mode: str = "letterbox"):
     """(train, eval) pair datasets of the prepared folder: DeepFashion's
     (:class:`signgen.data.deepfashion.DeepFashionPairs`, training augmentations from
     ``data.augment``) when it holds a prepared DeepFashion manifest, else Phoenix-layout
-    pairs (:class:`signgen.data.pairs.PairDataset`: Phoenix and the synthetic world)."""
+    pairs (:class:`signgen.data.pairs.PairDataset`: Phoenix and the synthetic world).
+    ``resize_mode``: the model's geometry, in which pose images are drawn."""
     from signgen.data.deepfashion import MANIFEST_NAME, DeepFashionAugment, DeepFashionPairs
     from signgen.data.pairs import PairDataset
 
@@ -41,13 +42,17 @@ def datasets(cfg: TrainConfig, resolution: tuple[int, int]):
         except TypeError as exc:
             raise InputError(f"data.augment: {exc}") from None
         train = DeepFashionPairs(d.prepared, d.train_split, resolution, augment=augment,
-                                 max_pairs=d.max_train_pairs, seed=cfg.seed)  # fmt: skip
-        evals = DeepFashionPairs(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs)
+                                 max_pairs=d.max_train_pairs, seed=cfg.seed,
+                                 resize_mode=resize_mode)  # fmt: skip
+        evals = DeepFashionPairs(d.prepared, d.eval_split, resolution,
+                                 max_pairs=d.max_eval_pairs, resize_mode=resize_mode)  # fmt: skip
         return train, evals
     if d.augment:
         raise InputError("data.augment applies to prepared DeepFashion folders only")
-    train = PairDataset(d.prepared, d.train_split, resolution, max_pairs=d.max_train_pairs)
-    evals = PairDataset(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs)
+    train = PairDataset(d.prepared, d.train_split, resolution, max_pairs=d.max_train_pairs,
+                        resize_mode=resize_mode)  # fmt: skip
+    evals = PairDataset(d.prepared, d.eval_split, resolution, max_pairs=d.max_eval_pairs,
+                        resize_mode=resize_mode)  # fmt: skip
     return train, evals
 
 

@@ -93,6 +93,9 @@ class IPFLossConfig:
     loss: str = "source_enhanced"  # source_enhanced | baseline
     temperature: float = 0.07
     freeze_vision: bool = False  # train the Combiner only
+    # Weight of mean |S - F| added to the contrastive loss (signgen.train.ipf.source_fusion_l1):
+    # 0 = the paper's loss; the published FPDM code uses 1e-4.
+    l1_weight: float = 0.0
 
 
 @dataclass

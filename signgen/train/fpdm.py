@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from signgen.errors import InputError, MissingWeightsError
-from signgen.models.preprocess import tensor_to_uint8, to_model_input
+from signgen.models.preprocess import tensor_to_uint8
+from signgen.models.processor import FPDMImageProcessor
 from signgen.train.common import datasets, eval_batches, freeze, model_config, pose_to_uint8
 from signgen.train.config import TrainConfig
 
@@ -76,9 +77,10 @@ class FPDMModule(nn.Module):
         for m in (self.vae, self.source_encoder, self.ipf):
             freeze(m)
         self.scheduler = components["scheduler"]
-        self.resolution = tuple(mcfg.resolution)
-        self.source_size = tuple(mcfg.source_encoder.image_size)
-        self.source_mean, self.source_std = mcfg.source_mean_std()
+        # Every network input goes through the model's image processor, as at rendering
+        # time: one geometry (mcfg.resize_mode) for training and rendering.
+        self.processor = FPDMImageProcessor.from_model_config(mcfg)
+        self.resolution = self.processor.resolution
         self.fc = cfg.fpdm
         self.mcld = mcfg.mcld  # focal dropout / region loss weights (MCLD models only)
         self.model_config = mcfg
@@ -99,11 +101,11 @@ class FPDMModule(nn.Module):
         self, batch: dict[str, Any], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor | None]:
         """Frozen encodings: target latents, pose image, source tokens, fusion embedding."""
-        dev = self.device
-        x = to_model_input(batch["target"], self.resolution).to(dev)  # (B, 3, H, W)
+        dev, proc = self.device, self.processor
+        x = proc.preprocess(batch["target"]).to(dev)  # (B, 3, H, W)
         dist = self.vae.encode(x).latent_dist
         z0 = dist.sample(generator=generator) * self.vae.config.scaling_factor
-        src = to_model_input(batch["source"], self.source_size, self.source_mean, self.source_std)
+        src = proc.source_pixels(batch["source"])
         hidden = self.source_encoder(pixel_values=src.to(dev)).last_hidden_state  # (B, N, Ds)
         pose = batch["target_pose"].to(dev)  # (B, 3, H, W) in [0, 1]
         fusion = None
@@ -116,7 +118,7 @@ class FPDMModule(nn.Module):
             fusion = self.ipf.fuse(emb[:b], emb[b:])  # (B, D)
         out = {"z0": z0, "pose": pose, "hidden": hidden, "fusion": fusion}
         if self.denoiser.source_latent_channels:  # pixel-aligned source (signgen.models.fpdm)
-            xs = to_model_input(batch["source"], self.resolution).to(dev)
+            xs = proc.preprocess(batch["source"]).to(dev)
             # The distribution's mode, as the render pipeline encodes the first frame.
             out["source_latents"] = (
                 self.vae.encode(xs).latent_dist.mode() * self.vae.config.scaling_factor
@@ -124,10 +126,11 @@ class FPDMModule(nn.Module):
         if self.denoiser.has_focal:  # MCLD: face/hand crop tokens of the source
             from signgen.models.mcld import batch_focal_inputs
 
-            out.update(batch_focal_inputs(
-                self.denoiser.focal_adapter, self.source_encoder, batch, self.resolution,
-                self.source_mean, self.source_std, dev,
-            ))  # fmt: skip
+            out.update(
+                batch_focal_inputs(
+                    self.denoiser.focal_adapter, self.source_encoder, batch, proc, dev
+                )
+            )
         return out
 
     def target_for(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -270,6 +273,7 @@ class FPDMTask:
             from signgen.models.ipf import IPFModel
 
             comps["ipf"] = IPFModel.from_pretrained(cfg.fpdm.ipf)
+            comps["ipf"].check_resize_mode(mcfg.resize_mode, cfg.fpdm.ipf)
             if comps["ipf"].embed_dim != comps["fusion_mlp"].config.in_dim:
                 raise MissingWeightsError(
                     f"fpdm.ipf {cfg.fpdm.ipf} embeds in {comps['ipf'].embed_dim} dims but the "
@@ -285,7 +289,7 @@ class FPDMTask:
 
         # Last: the compiled blocks and half-precision encoders see the initialised weights.
         apply_training_options(self.module, training_speed_options(cfg.train))
-        self.train_set, self.eval_set = datasets(cfg, tuple(mcfg.resolution))
+        self.train_set, self.eval_set = datasets(cfg, tuple(mcfg.resolution), mcfg.resize_mode)
 
     def train_dataset(self):
         return self.train_set
@@ -312,14 +316,14 @@ class FPDMTask:
         w_src = w_src if fc.guidance_source is None else fc.guidance_source
         w_fuse = w_fuse if fc.guidance_fusion is None else fc.guidance_fusion
         gen = module.sample(batch, fc.sample_steps, w_src, w_fuse)
-        res = module.resolution
+        proc = module.processor
         rows = []
         for i in range(len(items)):
             cols = [
-                tensor_to_uint8((to_model_input(batch["source"][i : i + 1], res) + 1) / 2)[0],
+                tensor_to_uint8((proc.preprocess(batch["source"][i : i + 1]) + 1) / 2)[0],
                 pose_to_uint8(batch["target_pose"][i : i + 1])[0].numpy(),
                 tensor_to_uint8(gen[i : i + 1])[0],
-                tensor_to_uint8((to_model_input(batch["target"][i : i + 1], res) + 1) / 2)[0],
+                tensor_to_uint8((proc.preprocess(batch["target"][i : i + 1]) + 1) / 2)[0],
             ]
             rows.append(np.concatenate(cols, axis=1))
         out_dir.mkdir(parents=True, exist_ok=True)

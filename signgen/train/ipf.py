@@ -31,7 +31,9 @@ def build_ipf(mcfg, seed: int):
 
     icfg = mcfg.ipf
     if icfg.pretrained:
-        return IPFModel.from_pretrained(icfg.pretrained)
+        ipf = IPFModel.from_pretrained(icfg.pretrained)
+        ipf.check_resize_mode(mcfg.resize_mode, icfg.pretrained)
+        return ipf
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if icfg.clip.pretrained:
@@ -53,18 +55,37 @@ def build_ipf(mcfg, seed: int):
             hidden_dim=icfg.combiner.hidden_dim,
             dropout=icfg.combiner.dropout,
         )
-    return IPFModel(vision, comb, image_size=tuple(icfg.image_size), mode=icfg.mode)
+    return IPFModel(
+        vision,
+        comb,
+        image_size=tuple(icfg.image_size),
+        mode=icfg.mode,
+        normalize_embeddings=icfg.normalize_embeddings,
+        resize_mode=mcfg.resize_mode,  # stage 1 sees frames in the model's geometry
+    )
+
+
+def source_fusion_l1(source: torch.Tensor, fusion: torch.Tensor, loss: str) -> torch.Tensor:
+    """mean |S - F|, the extra stage-1 term of the published FPDM code (weight 1e-4 there;
+    not in the paper). With the source-enhanced loss their code takes it over the doubled
+    batch ([S; S] vs [F; S]), i.e. half of mean |S - F|; reproduced as such."""
+    l1 = (source - fusion).abs().mean()
+    return l1 / 2 if loss == "source_enhanced" else l1
 
 
 class IPFModule(nn.Module):
-    def __init__(self, ipf: nn.Module, loss: str, temperature: float) -> None:
+    def __init__(
+        self, ipf: nn.Module, loss: str, temperature: float, l1_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.ipf = ipf
         self.loss_name = loss
         self.temperature = temperature
+        self.l1_weight = l1_weight
 
     def embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        """(S, P, T, F), each (B, D) L2-normalised."""
+        """(S, P, T, F), each (B, D); F is L2-normalised, S, P, T too unless the IPF feeds
+        CLIP's embeddings unnormalised (``normalize_embeddings=False``)."""
         device = next(self.parameters()).device
         b = batch["source"].shape[0]
         pose = pose_to_uint8(batch["target_pose"]).cpu()  # (B, H, W, 3)
@@ -82,6 +103,8 @@ class IPFModule(nn.Module):
             loss = info_nce_baseline(t, f, self.temperature)
         else:
             loss = info_nce_source_enhanced(t, f, s, self.temperature)
+        if self.l1_weight:
+            loss = loss + self.l1_weight * source_fusion_l1(s, f, self.loss_name)
         return loss, {}
 
 
@@ -97,8 +120,10 @@ class IPFTask:
             ipf.vision_model, "gradient_checkpointing_enable"
         ):
             ipf.vision_model.gradient_checkpointing_enable()
-        self.module = IPFModule(ipf, cfg.ipf.loss, cfg.ipf.temperature)
-        self.train_set, self.eval_set = datasets(cfg, tuple(cfg.data.resolution))
+        self.module = IPFModule(ipf, cfg.ipf.loss, cfg.ipf.temperature, cfg.ipf.l1_weight)
+        # Pose images drawn in the model's geometry, then brought to the IPF's input size
+        # in the same geometry (IPFModel.preprocess): as stage 2 and rendering see them.
+        self.train_set, self.eval_set = datasets(cfg, tuple(cfg.data.resolution), mcfg.resize_mode)
 
     def train_dataset(self):
         return self.train_set

@@ -84,7 +84,8 @@ class ClipWindows(Dataset):
     model pixels; ``target`` uint8 (F, H0, W0, 3); ``target_pose`` float32 (F, 3, H, W) in
     [0, 1] drawn at the model resolution; ``keypoints`` float32 (F, 133, 3) in model pixels;
     ``video`` (str) and ``start`` (first frame index). Geometry as
-    :class:`signgen.data.pairs.PairDataset`: letterbox to the model aspect, then scale.
+    :class:`signgen.data.pairs.PairDataset`: the model's ``resize_mode`` (letterbox to the
+    model aspect then scale, or squash).
     """
 
     def __init__(
@@ -95,10 +96,15 @@ class ClipWindows(Dataset):
         window: int,
         stride: int,
         max_windows: int | None = None,
+        resize_mode: str = "letterbox",
     ) -> None:
         from signgen.data.pairs import read_manifest
+        from signgen.models.preprocess import RESIZE_MODES
         from signgen.sampling.windows import window_plan
 
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.resize_mode = resize_mode
         self.root = Path(prepared_dir)
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.window = int(window)
@@ -126,26 +132,24 @@ class ClipWindows(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         from signgen.data.pairs import _load_keypoints, load_frame
-        from signgen.models.preprocess import Letterbox
+        from signgen.models.preprocess import fit_geometry
         from signgen.pose.draw import draw_pose
 
         video, start = self.items[i]
         entry = self.videos[video]
         kp = _load_keypoints(str(entry.keypoints_file))  # (T, 133, 3) native pixels
         h, w = self.resolution
-        box = Letterbox.fit((entry.width, entry.height), (w, h))
-        pw, ph = box.padded_size
-        scale = np.array([w / pw, h / ph, 1.0], np.float32)
+        box = fit_geometry(self.resize_mode, (entry.width, entry.height), (w, h))
         frames = range(start, start + self.window)
-        pads = [box.points_to_padded(kp[t]) for t in frames]  # (133, 3) padded-frame pixels
-        poses = np.stack([draw_pose(p, (pw, ph), (w, h)) for p in pads])  # (F, H, W, 3) uint8
-        src_pad = box.points_to_padded(kp[0])
+        poses = np.stack([draw_pose(*box.canvas(kp[t]), (w, h)) for t in frames])  # (F, H, W, 3)
         return {
             "source": torch.from_numpy(load_frame(entry, 0).copy()),
-            "source_keypoints": torch.from_numpy((src_pad * scale).astype(np.float32)),
+            "source_keypoints": torch.from_numpy(box.points_to_model(kp[0]).astype(np.float32)),
             "target": torch.from_numpy(np.stack([load_frame(entry, t) for t in frames])),
             "target_pose": torch.from_numpy(poses).permute(0, 3, 1, 2).float() / 255.0,
-            "keypoints": torch.from_numpy(np.stack(pads) * scale).float(),
+            "keypoints": torch.from_numpy(
+                np.stack([box.points_to_model(kp[t]) for t in frames])
+            ).float(),
             "video": video,
             "start": start,
         }
@@ -171,10 +175,7 @@ class MotionTrainModule(nn.Module):
         source_encoder: nn.Module,
         ipf: nn.Module | None,
         scheduler: Any,
-        resolution: tuple[int, int],
-        source_size: tuple[int, int],
-        source_mean: tuple[float, ...],
-        source_std: tuple[float, ...],
+        processor: Any,
         cfg: MotionTrainConfig,
     ) -> None:
         super().__init__()
@@ -184,19 +185,18 @@ class MotionTrainModule(nn.Module):
             freeze(m)
         temporal.motion.requires_grad_(True)
         self.scheduler = scheduler
-        self.resolution, self.source_size = tuple(resolution), tuple(source_size)
-        self.source_mean, self.source_std = tuple(source_mean), tuple(source_std)
+        # The per-frame model's image processor: its geometry for every network input.
+        self.processor = processor
+        self.resolution = processor.resolution
         self.cfg = cfg
 
     @classmethod
     def from_pipeline(cls, pipe: Any, motion: Any, cfg: MotionTrainConfig) -> MotionTrainModule:
         """From a loaded per-frame :class:`~signgen.sampling.pipeline.FPDMPipeline`."""
-        proc = pipe.image_processor
         return cls(
             TemporalDenoiser(pipe.denoiser, motion), vae=pipe.vae,
             source_encoder=pipe.source_encoder, ipf=pipe.ipf, scheduler=pipe.scheduler,
-            resolution=proc.resolution, source_size=proc.source_size,
-            source_mean=proc.source_mean, source_std=proc.source_std, cfg=cfg,
+            processor=pipe.image_processor, cfg=cfg,
         )  # fmt: skip
 
     def train(self, mode: bool = True) -> MotionTrainModule:
@@ -216,16 +216,15 @@ class MotionTrainModule(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         """Frozen encodings, per frame (B*F rows, window-major); the source's once per clip."""
         from signgen.models.encoders import encode_source
-        from signgen.models.preprocess import to_model_input
 
-        dev = self.device
+        dev, proc = self.device, self.processor
         f = batch["target"].shape[1]
         frames = batch["target"].flatten(0, 1)  # (B*F, H0, W0, 3)
-        x = to_model_input(frames, self.resolution).to(dev)  # (B*F, 3, H, W)
+        x = proc.preprocess(frames).to(dev)  # (B*F, 3, H, W)
         z0 = self.vae.encode(x).latent_dist.sample(generator=generator)
         z0 = z0 * self.vae.config.scaling_factor  # (B*F, c, h, w)
         pose = batch["target_pose"].flatten(0, 1).to(dev)  # (B*F, 3, H, W) in [0, 1]
-        src = to_model_input(batch["source"], self.source_size, self.source_mean, self.source_std)
+        src = proc.source_pixels(batch["source"])
         hidden = _per_window(encode_source(self.source_encoder, src.to(dev)), f)  # (B*F, N, Ds)
         fusion = None
         if self.ipf is not None:
@@ -236,16 +235,15 @@ class MotionTrainModule(nn.Module):
                                                "fusion": fusion}  # fmt: skip
         denoiser = self.temporal.denoiser
         if denoiser.source_latent_channels:  # the mode, as the render pipeline encodes it
-            xs = to_model_input(batch["source"], self.resolution).to(dev)
+            xs = proc.preprocess(batch["source"]).to(dev)
             lat = self.vae.encode(xs).latent_dist.mode() * self.vae.config.scaling_factor
             out["source_latents"] = _per_window(lat, f)  # (B*F, c, h, w)
         if denoiser.has_focal:  # MCLD: focal tokens of the clip's first frame
             from signgen.models.mcld import batch_focal_inputs
 
             focal = batch_focal_inputs(
-                denoiser.focal_adapter, self.source_encoder, batch, self.resolution,
-                self.source_mean, self.source_std, dev,
-            )  # fmt: skip
+                denoiser.focal_adapter, self.source_encoder, batch, proc, dev
+            )
             out.update({k: _per_window(v, f) for k, v in focal.items()})
         return out
 

@@ -53,17 +53,23 @@ def hue_augment(x: torch.Tensor, p: float) -> torch.Tensor:
 
 class VAEModule(nn.Module):
     def __init__(
-        self, vae: nn.Module, resolution: tuple[int, int], kl_weight: float, hue_p: float = 0.0
+        self,
+        vae: nn.Module,
+        resolution: tuple[int, int],
+        kl_weight: float,
+        hue_p: float = 0.0,
+        resize_mode: str = "letterbox",
     ) -> None:
         super().__init__()
         self.vae = vae
         self.resolution = resolution
+        self.resize_mode = resize_mode  # the model's geometry (signgen.models.preprocess)
         self.kl_weight = kl_weight
         self.hue_p = hue_p
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(self.parameters()).device
-        x = to_model_input(batch["target"], self.resolution).to(device)  # (B, 3, H, W) [-1, 1]
+        x = self.input(batch["target"]).to(device)  # (B, 3, H, W) [-1, 1]
         if self.training:
             x = hue_augment(x, self.hue_p)
         post = self.vae.encode(x).latent_dist
@@ -72,6 +78,10 @@ class VAEModule(nn.Module):
         mse = F.mse_loss(rec, x)
         kl = post.kl().mean() / x[0].numel()  # per pixel, comparable to the MSE
         return mse + self.kl_weight * kl, {"mse": float(mse.detach()), "kl": float(kl.detach())}
+
+    def input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H0, W0, 3) -> (B, 3, H, W) in [-1, 1], in the model's geometry."""
+        return to_model_input(images, self.resolution, resize_mode=self.resize_mode)
 
 
 class VAETask:
@@ -87,8 +97,9 @@ class VAETask:
             vae = AutoencoderKL(**mcfg.vae.config)
         if cfg.train.gradient_checkpointing:
             vae.enable_gradient_checkpointing()
-        self.module = VAEModule(vae, self.resolution, cfg.vae.kl_weight, cfg.vae.hue_augment)
-        self.train_set, self.eval_set = datasets(cfg, self.resolution)
+        self.module = VAEModule(vae, self.resolution, cfg.vae.kl_weight, cfg.vae.hue_augment,
+                                mcfg.resize_mode)  # fmt: skip
+        self.train_set, self.eval_set = datasets(cfg, self.resolution, mcfg.resize_mode)
 
     def train_dataset(self):
         return self.train_set
@@ -96,7 +107,7 @@ class VAETask:
     def evaluate(self, module: nn.Module, step: int) -> dict[str, float]:
         mse, n = 0.0, 0
         for batch in eval_batches(self.eval_set, self.cfg.train.batch_size):
-            x = to_model_input(batch["target"], self.resolution).to(self.device)
+            x = module.input(batch["target"]).to(self.device)
             rec = module.vae.decode(module.vae.encode(x).latent_dist.mode()).sample
             mse += float(F.mse_loss(rec, x, reduction="sum")) / x[0].numel()
             n += x.shape[0]
@@ -110,7 +121,7 @@ class VAETask:
         from signgen.models.preprocess import tensor_to_uint8
 
         batch = next(iter(eval_batches(self.eval_set, 4)))
-        x = to_model_input(batch["target"], self.resolution).to(self.device)
+        x = module.input(batch["target"]).to(self.device)
         rec = module.vae.decode(module.vae.encode(x).latent_dist.mode()).sample
         top = tensor_to_uint8((x + 1) / 2)
         bottom = tensor_to_uint8((rec + 1) / 2)
@@ -126,7 +137,7 @@ class VAETask:
         vae.eval()
         zs = []
         for i, batch in enumerate(eval_batches(self.train_set, self.cfg.train.batch_size)):
-            x = to_model_input(batch["target"], self.resolution).to(self.device)
+            x = module.input(batch["target"]).to(self.device)
             zs.append(vae.encode(x).latent_dist.mode().flatten())
             if i >= 7:
                 break
