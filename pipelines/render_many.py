@@ -212,6 +212,9 @@ class ClusterSettings:
     object_store_memory: int | None = None  # local Ray only, bytes
     read_cpus: float = 0.25  # per read task (fractional so reading overlaps the model)
     ship_code: bool = False  # send signgen + pipelines to the workers (runtime_env)
+    # Custom Ray resources each model actor reserves, e.g. {"signgen_gpu_node": 1}: the
+    # actors then run only on nodes started with `ray start --resources` naming them.
+    worker_resources: dict[str, float] | None = None
 
     def validate(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -235,6 +238,8 @@ class ClusterSettings:
             )
         if self.device == "cpu" and self.gpus_per_worker > 0:
             raise InputError("--device cpu with --gpus-per-worker > 0 reserves GPUs it never uses")
+        if self.worker_resources is not None:
+            self.worker_resources = parse_worker_resources(self.worker_resources)
 
     @property
     def worker_device(self) -> str:
@@ -242,6 +247,37 @@ class ClusterSettings:
         if self.device != "auto":
             return self.device
         return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+def parse_worker_resources(value: Any) -> dict[str, float]:
+    """``--worker-resources``: a JSON object (or a mapping from a config) of custom Ray
+    resource names to positive amounts; CPU and GPU have options of their own."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--worker-resources must be a JSON object such as '{{\"signgen_gpu_node\": 1}}'"
+                f", got {value!r} ({exc.msg})"
+            ) from None
+    if not isinstance(value, dict) or not value:
+        raise InputError(
+            f"--worker-resources must be a non-empty mapping of resource names to amounts, "
+            f"got {value!r}"
+        )
+    out: dict[str, float] = {}
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name or name in ("CPU", "GPU", "memory"):
+            raise InputError(
+                f"--worker-resources: {name!r} is not a custom resource name (CPU and GPU "
+                "have --cpus-per-worker and --gpus-per-worker)"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise InputError(f"--worker-resources: {name} must be a number, got {amount!r}")
+        if not (math.isfinite(amount) and amount > 0):
+            raise InputError(f"--worker-resources: {name} must be > 0, got {amount!r}")
+        out[name] = float(amount)
+    return out
 
 
 # ---- Ray set-up ----------------------------------------------------------------------------
@@ -271,8 +307,11 @@ def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
         cpus = 1.0
     else:
         total = float(ray.cluster_resources().get("CPU", 1.0))
-        biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
-                      default=total)  # fmt: skip  # an actor must fit on one node
+        need = cluster.worker_resources or {}
+        # An actor must fit on one node, and on a node that offers its custom resources.
+        biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]
+                       and all(n["Resources"].get(k, 0.0) >= v for k, v in need.items())),
+                      default=total)  # fmt: skip
         cpus = min(max(0.1, (total - cluster.read_cpus) / cluster.workers), biggest)
         cpus = math.floor(cpus * 100) / 100
     threads = cluster.threads_per_worker or max(1, round(cpus))
@@ -463,6 +502,8 @@ def build_dataset(
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 20_000)))
     ds = ds.flat_map(read_clip, num_cpus=cluster.read_cpus)
     remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
+    if cluster.worker_resources:
+        remote_args["resources"] = dict(cluster.worker_resources)
     return ds.map_batches(
         renderer,
         fn_constructor_kwargs={
