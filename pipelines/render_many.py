@@ -71,6 +71,7 @@ SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are fa
 # Exit code of a job in which at least one clip failed (bad inputs); 2 is a usage error.
 EXIT_CLIPS_FAILED = 3
 
+MAX_CLIP_ID = 200  # characters: file names may have 255 bytes, with room for temporary names
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 
@@ -96,11 +97,61 @@ class ClipSpec:
     seed: int
 
     def __post_init__(self) -> None:
-        if not _CLIP_ID.match(self.clip_id):
+        if not _CLIP_ID.match(self.clip_id) or len(self.clip_id) > MAX_CLIP_ID:
             raise InputError(
                 f"clip_id {self.clip_id!r} is not a safe file name: use letters, digits and "
-                "._+=- (not starting with . or -); it names the output file"
+                f"._+=- (not starting with . or -), at most {MAX_CLIP_ID} characters; it names "
+                "the output file"
             )
+
+
+def _manifest_rows(path: Path, reader: csv.DictReader, base_seed: int) -> list[ClipSpec]:
+    base = path.parent
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in MANIFEST_REQUIRED if c not in header]
+    unknown = [c for c in header if c not in MANIFEST_REQUIRED + MANIFEST_OPTIONAL]
+    if missing or unknown:
+        raise InputError(
+            f"{path}: manifest columns must be {', '.join(MANIFEST_REQUIRED)} and optionally "
+            f"{', '.join(MANIFEST_OPTIONAL)}; "
+            + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
+        )
+    specs: list[ClipSpec] = []
+    seen: dict[str, int] = {}
+    for raw in reader:
+        lineno = reader.line_num
+        if None in raw:  # csv.DictReader files cells beyond the header under the key None
+            raise InputError(
+                f"{path}:{lineno}: {len(raw[None])} more cell(s) than the header's "
+                f"{len(header)} columns (a comma inside a path needs quotes)"
+            )
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not any(row.values()):
+            continue
+        cid = row["clip_id"]
+        if cid in seen:
+            raise InputError(f"{path}:{lineno}: clip_id {cid!r} already on line {seen[cid]}")
+        seen[cid] = lineno
+        for col in MANIFEST_REQUIRED:
+            if not row.get(col):
+                raise InputError(f"{path}:{lineno}: empty {col!r}")
+        seed_text = row.get("seed", "")
+        try:
+            seed = int(seed_text) if seed_text else clip_seed(base_seed, cid)
+        except ValueError:
+            raise InputError(
+                f"{path}:{lineno}: seed must be an integer, got {seed_text!r}"
+            ) from None
+        if not 0 <= seed < 2**63:
+            raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
+        try:
+            specs.append(
+                ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
+                         row.get("sample") or None, seed)
+            )  # fmt: skip
+        except InputError as exc:
+            raise InputError(f"{path}:{lineno}: {exc}") from None
+    return specs
 
 
 def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]:
@@ -113,47 +164,16 @@ def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]
     from signgen.fileio import existing_file
 
     path = existing_file(path, "manifest")
-    base = path.parent
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in MANIFEST_REQUIRED if c not in header]
-        unknown = [c for c in header if c not in MANIFEST_REQUIRED + MANIFEST_OPTIONAL]
-        if missing or unknown:
-            raise InputError(
-                f"{path}: manifest columns must be {', '.join(MANIFEST_REQUIRED)} and optionally "
-                f"{', '.join(MANIFEST_OPTIONAL)}; "
-                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
-            )
-        specs: list[ClipSpec] = []
-        seen: dict[str, int] = {}
-        for lineno, raw in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not any(row.values()):
-                continue
-            cid = row["clip_id"]
-            if cid in seen:
-                raise InputError(f"{path}:{lineno}: clip_id {cid!r} already on line {seen[cid]}")
-            seen[cid] = lineno
-            for col in MANIFEST_REQUIRED:
-                if not row.get(col):
-                    raise InputError(f"{path}:{lineno}: empty {col!r}")
-            seed_text = row.get("seed", "")
-            try:
-                seed = int(seed_text) if seed_text else clip_seed(base_seed, cid)
-            except ValueError:
-                raise InputError(
-                    f"{path}:{lineno}: seed must be an integer, got {seed_text!r}"
-                ) from None
-            if not 0 <= seed < 2**63:
-                raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
-            try:
-                specs.append(
-                    ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
-                             row.get("sample") or None, seed)
-                )  # fmt: skip
-            except InputError as exc:
-                raise InputError(f"{path}:{lineno}: {exc}") from None
+    try:
+        # utf-8-sig: spreadsheet programs start their CSV files with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            specs = _manifest_rows(path, csv.DictReader(fh), base_seed)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: the manifest is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV"
+        ) from None
+    except csv.Error as exc:  # e.g. a field over csv's 128 kB limit
+        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
     if not specs:
         raise InputError(f"{path}: the manifest lists no clips")
     return specs

@@ -127,6 +127,7 @@ def safe_load_pickle(path: str | Path, what: str = "pickle") -> Any:
             KeyError,
             OverflowError,
             RuntimeError,  # torch.load on corrupt storage bytes
+            MemoryError,  # a corrupt length field: a frame or string bigger than memory
         ) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FormatError(f"{path}: {what} is truncated or corrupt ({msg})") from None
