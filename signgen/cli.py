@@ -36,8 +36,9 @@ class Runners:
     ``evaluate``: ``(config, plan, need_gt, *, workers, address, hand_detector)`` -> an
     iterator of :class:`signgen.metrics.evaluate.BatchResult` (``pipelines.evaluate.
     ray_results``). ``train``: ``(cfg, *, workers, gpus_per_worker, cpus_per_worker,
-    address, resume, progress)`` -> a summary dict (``pipelines.train.launch``). A command
-    asked to run distributed without its runner says so in one line.
+    address, resume, progress, max_failures)`` -> a summary dict
+    (``pipelines.train.launch``). A command asked to run distributed without its runner says
+    so in one line.
     """
 
     evaluate: Callable[..., Any] | None = None
