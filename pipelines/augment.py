@@ -228,10 +228,13 @@ class FramesDirSink:
 
 def run_augment_job(cfg: AugmentConfig, *, progress: bool = True) -> JobResult:
     """Plan, render (resumably) and write the corpus, keypoints and manifest of the split."""
-    from pipelines.ledger import read_ledger
+    from pipelines.ledger import Ledger, read_ledger
 
     cfg.validate()
     out = Path(cfg.out)
+    _refuse_writing_into_inputs(cfg)
+    with Ledger(out):  # another job writing OUT: refused here, before anything is written
+        pass
     videos, mska, sub = list_videos(cfg)
     jobs = plan(videos, cfg.appearances, cfg.seed)
     split_dir = out / PHOENIX_DIR / "features" / sub / cfg.split
@@ -246,6 +249,21 @@ def run_augment_job(cfg: AugmentConfig, *, progress: bool = True) -> JobResult:
     finished = [j for j in jobs if (e := done.get(j.name)) and e.status == "done"]
     write_tree(out, cfg.split, finished, mska["samples"], done)
     return result
+
+
+def _refuse_writing_into_inputs(cfg: AugmentConfig) -> None:
+    """OUT/PHOENIX-2014-T and OUT/keypoints must not be the input tree: the corpus and the
+    keypoint pickle written there would replace the inputs'."""
+    from signgen.fileio import same_file
+
+    out = Path(cfg.out)
+    for mine, theirs, key in ((out / PHOENIX_DIR, cfg.root, "root"),
+                              (out / "keypoints", cfg.keypoints, "keypoints")):  # fmt: skip
+        if same_file(mine, theirs):
+            raise InputError(
+                f"out={cfg.out} would write into the input {key}={theirs} (its corpus and "
+                "keypoints would be replaced); choose another output folder"
+            )
 
 
 def split_keypoints(

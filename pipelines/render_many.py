@@ -685,6 +685,7 @@ def run_job(
 
     from pipelines.ledger import Ledger
     from pipelines.ray_cluster import quiet_ray_data, ray_session
+    from signgen.fileio import refuse_overwriting_inputs
 
     render.validate()
     cluster.validate()
@@ -692,6 +693,9 @@ def run_job(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"clip_id {dup!r} appears twice")
+    for s in specs:  # before anything is written: an output must never replace an input
+        refuse_overwriting_inputs(sink.output_path(s.clip_id), {
+            f"clip {s.clip_id}'s video": s.video, f"clip {s.clip_id}'s keypoints": s.keypoints})  # fmt: skip
     result = JobResult(total=len(specs))
     t_start = time.perf_counter()
     out_dir = Path(ledger_dir)
@@ -749,6 +753,11 @@ def run_job(
                     rendered = result.frames + sum(map(len, received.values()))
                     rate = rendered / (time.perf_counter() - t_start)
                     bar.set_postfix_str(f"{rate:.2f} frames/s", refresh=False)
+        except BaseException:
+            # Disk full, Ctrl-C, a lost cluster: the staged frames of unfinished clips go
+            # (the next run renders those clips again); finished clips stay.
+            sink.cleanup()
+            raise
         finally:
             bar.close()
         for cid in list(by_id):  # cannot happen unless Ray dropped rows; never silent

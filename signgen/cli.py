@@ -138,6 +138,12 @@ def main(
             sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return 0
     except Exception as exc:  # last resort: one line unless debugging
+        from signgen.fileio import write_error_line
+
+        line = write_error_line(exc)
+        if line is not None:  # disk full, read-only output folder: the user's to fix
+            sys.stderr.write(f"signgen: error: {line}\n")
+            return 2
         if args.verbose or os.environ.get("SIGNGEN_DEBUG"):
             raise
         sys.stderr.write(
