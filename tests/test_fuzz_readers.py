@@ -191,3 +191,22 @@ def test_regression_mska_keypoint_of_objects(tmp_path):
     path = tmp_path / "Phoenix-2014T.dev"
     path.write_bytes(pickle.dumps(samples))
     assert "keypoint" in _one_line_error(lambda: load_keypoints(path))
+
+
+def test_regression_mska_tensor_with_a_corrupt_storage_key(tmp_path):
+    """A tensor in a plain pickle carries its storage as torch.save bytes; a storage key
+    that names no storage made torch's loader raise AssertionError."""
+    import re
+
+    import torch
+
+    from signgen.keypoints import load_keypoints
+
+    data = pickle.dumps({"s0": {"name": "a", "keypoint": torch.zeros(2, 133, 3)}}, protocol=3)
+    key = list(re.finditer(rb"\d{6,}", data))[-1]  # the second mention of the storage key
+    bad = data[: key.start()] + (b"1" if data[key.start()] != ord("1") else b"2")
+    path = tmp_path / "Phoenix-2014T.dev"
+    path.write_bytes(bad + data[key.start() + 1 :])
+    assert "corrupt" in _one_line_error(lambda: load_keypoints(path))
+    path.write_bytes(data)  # the file intact: read
+    assert load_keypoints(path).points.shape == (2, 133, 3)

@@ -128,6 +128,7 @@ def safe_load_pickle(path: str | Path, what: str = "pickle") -> Any:
             OverflowError,
             RuntimeError,  # torch.load on corrupt storage bytes
             MemoryError,  # a corrupt length field: a frame or string bigger than memory
+            AssertionError,  # torch's tensor rebuild asserts on a corrupt storage key
         ) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FormatError(f"{path}: {what} is truncated or corrupt ({msg})") from None
