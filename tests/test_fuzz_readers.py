@@ -210,3 +210,26 @@ def test_regression_mska_tensor_with_a_corrupt_storage_key(tmp_path):
     assert "corrupt" in _one_line_error(lambda: load_keypoints(path))
     path.write_bytes(data)  # the file intact: read
     assert load_keypoints(path).points.shape == (2, 133, 3)
+
+
+def test_regression_pickle_memo_index_does_not_allocate_gigabytes(tmp_path):
+    """A 60-byte pickle whose PUT opcode names memo slot 175726962 made the C unpickler
+    allocate a 1.4 GB memo array (found by atheris). The reader's peak allocation stays
+    small and the file is refused in one line."""
+    import tracemalloc
+
+    from signgen.keypoints import load_keypoints
+
+    # {"s0": {"name": "a"}}, the inner dict memoized at index 175726962 (LONG_BINPUT).
+    data = (b"\x80\x02}q\x00X\x02\x00\x00\x00s0q\x01}q\x02X\x04\x00\x00\x00nameq\x03"
+            b"r\x72\x5e\x79\x0aX\x01\x00\x00\x00as.")  # fmt: skip
+    path = tmp_path / "Phoenix-2014T.dev"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        message = _one_line_error(lambda: load_keypoints(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "keypoint" in message
+    assert peak < 100 * 1024**2, f"{peak / 1024**2:.0f} MB"
