@@ -233,3 +233,12 @@ def test_regression_pickle_memo_index_does_not_allocate_gigabytes(tmp_path):
         tracemalloc.stop()
     assert "keypoint" in message
     assert peak < 100 * 1024**2, f"{peak / 1024**2:.0f} MB"
+
+
+def test_regression_pickle_truncated_inside_a_length_field(tmp_path):
+    from signgen.keypoints import load_keypoints
+
+    data = pickle.dumps({"s0": {"name": "a", "keypoint": np.zeros((1, 133, 3), np.float32)}})
+    path = tmp_path / "Phoenix-2014T.dev"
+    path.write_bytes(data[:10] + b"\x8d\x01\x00")  # BINUNICODE8 whose 8-byte length is cut
+    assert "truncated or corrupt" in _one_line_error(lambda: load_keypoints(path))

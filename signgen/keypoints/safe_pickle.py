@@ -20,6 +20,7 @@ import builtins
 import collections
 import io
 import pickle
+import struct
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,6 +138,7 @@ def safe_load_pickle(path: str | Path, what: str = "pickle") -> Any:
             RuntimeError,  # torch.load on corrupt storage bytes
             MemoryError,  # a corrupt length field: a frame or string bigger than memory
             AssertionError,  # torch's tensor rebuild asserts on a corrupt storage key
+            struct.error,  # the Python unpickler on a truncated length field
         ) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FormatError(f"{path}: {what} is truncated or corrupt ({msg})") from None
