@@ -242,3 +242,18 @@ def test_regression_pickle_truncated_inside_a_length_field(tmp_path):
     path = tmp_path / "Phoenix-2014T.dev"
     path.write_bytes(data[:10] + b"\x8d\x01\x00")  # BINUNICODE8 whose 8-byte length is cut
     assert "truncated or corrupt" in _one_line_error(lambda: load_keypoints(path))
+
+
+def test_regression_pickle_numpy_dtype_state_that_numpy_cannot_set(tmp_path):
+    """A dtype whose pickled state holds a set where numpy expects a subarray: numpy's
+    __setstate__ raised SystemError (found by atheris)."""
+    from signgen.keypoints import load_keypoints
+
+    data = (b"\x80\x04}\x94\x8c\x02s0\x94}\x94(\x8c\x08keypoint\x94\x8c\x16numpy._core.multiarray"
+            b"\x94\x8c\x0c_reconstruct\x94\x93\x94\x8c\x05numpy\x94\x8c\x07ndarray\x94\x93\x94K"
+            b"\x00\x85\x94C\x01b\x94\x87\x94R\x94(K\x01K\x02K\x85K\x03\x87\x94h\x07\x8c\x05dtype"
+            b"\x94\x93\x94\x8c\x02f4\x94\x89\x88\x87\x94R\x94(K\x03\x8c\x01<\x8fNNNJ\xff\xff\xff"
+            b"\xffJ\xff\xff\xff\xffK\x00t\x94b")  # fmt: skip
+    path = tmp_path / "Phoenix-2014T.dev"
+    path.write_bytes(data)
+    assert "truncated or corrupt" in _one_line_error(lambda: load_keypoints(path))

@@ -139,6 +139,7 @@ def safe_load_pickle(path: str | Path, what: str = "pickle") -> Any:
             MemoryError,  # a corrupt length field: a frame or string bigger than memory
             AssertionError,  # torch's tensor rebuild asserts on a corrupt storage key
             struct.error,  # the Python unpickler on a truncated length field
+            SystemError,  # numpy's dtype __setstate__ on a corrupt state (returns NULL)
         ) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FormatError(f"{path}: {what} is truncated or corrupt ({msg})") from None
