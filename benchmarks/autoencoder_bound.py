@@ -37,11 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Path:
-    """The two attributes of an FPDMPipeline that vae_reconstruction reads, and its VAE."""
+    """The attributes of an FPDMPipeline that vae_reconstruction reads: its VAE and its image
+    processor (the letterbox geometry of signgen's models) at ``resolution``."""
 
     def __init__(self, vae: torch.nn.Module, resolution: tuple[int, int]) -> None:
+        from signgen.models.processor import FPDMImageProcessor
+
         self.vae = vae.eval()
-        self.resolution = resolution
+        self.image_processor = FPDMImageProcessor(resolution=resolution)
+        self.detail_transfer = 0.0
         self.device = torch.device("cpu")
         self.dtype = torch.float32
 

@@ -33,15 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.0, 0.1, 0.25, 0.4, 0.6, 1.0)
 
 
-def with_transfer(frames: np.ndarray, first: np.ndarray, resolution, tau: float) -> np.ndarray:
-    """uint8 (T, H, W, 3) renders without the transfer -> the same with threshold ``tau``."""
+def with_transfer(frames: np.ndarray, first: np.ndarray, processor, tau: float) -> np.ndarray:
+    """uint8 (T, H, W, 3) renders without the transfer -> the same with threshold ``tau``
+    (the render's post-processor, bound to the first frame in the model's geometry)."""
     from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
-    from signgen.sampling.detail import detail_layers, transfer_detail
+    from signgen.sampling.detail import DetailTransfer
 
     if tau <= 0:
         return frames
-    full, low = detail_layers(first, resolution)
-    return tensor_to_uint8(transfer_detail(uint8_to_tensor(frames), full, low, tau))
+    return tensor_to_uint8(DetailTransfer(tau).bind(first, processor)(uint8_to_tensor(frames)))
 
 
 def shown(path: Path) -> str:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"model": FPDMPipeline.from_pretrained(args.model),
                "nopose": no_pose(FPDMPipeline.from_pretrained(args.model))}  # fmt: skip
     res = systems["model"].resolution
-    kw = {"num_inference_steps": args.steps, "seed": 0, "batch_size": 16, "detail_transfer": 0}
+    kw = {"steps": args.steps, "seed": 0, "batch_size": 16, "detail_transfer": 0}
     scores: dict[tuple[str, float], list[dict[str, float]]] = {}
     for clip in clips:
         gt, kp = clip["frames"], clip["keypoints"]
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, pipe in systems.items():
             raw = pipe(gt[0], kp, **kw)
             for tau in args.thresholds:
-                out = with_transfer(raw, gt[0], res, tau)
+                out = with_transfer(raw, gt[0], pipe.image_processor, tau)
                 scores.setdefault((name, tau), []).append(score(out, gt, kp.points))
 
     table = {k: (weighted_mean(v, "ssim", "n"), weighted_mean(v, "hand_ssim", "n_hand"))

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints, resolve_device
+from signgen.devices import resolve_device
+from signgen.keypoints.extract import MMPoseWholeBody, extract_keypoints
 from signgen.keypoints.holistic import HAND_CONTEXT
 from signgen.keypoints.layout import FACE, LEFT_HAND, RIGHT_HAND
 from signgen.keypoints.models import get_model
@@ -160,6 +161,8 @@ def time_hand_detector(
 
 
 def main() -> None:
+    # Long: a benchmark script's options, its runs per backend and batch size, and its
+    # result tables, read top to bottom.
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="hrnet-w32-wholebody")
     ap.add_argument("--frames", type=int, default=32, help="frames per measured speed run")
@@ -172,7 +175,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))  # text, as the extractor takes it
     spec = get_model(args.model)
     clips = phoenix_clips()
     rows: list[tuple] = []

@@ -45,6 +45,7 @@ def fps_of(fn: Callable[[np.ndarray], object], poses: np.ndarray) -> float:
     return len(poses) / (time.perf_counter() - t0)
 
 
+# Over 80 lines: a benchmark script; the measurement and its report read top to bottom.
 def main() -> None:
     # Long: a benchmark script's options, its side-by-side runs and its result table, read
     # top to bottom.

@@ -4,10 +4,10 @@ The reference-style loop is how the FPDM reference code samples: one frame at a 
 three separate UNet calls per step (uncond, src, full), and the source image re-encoded
 (DINOv2 tokens + CLIP embedding) for every frame. signgen encodes the source once per clip,
 runs the guidance branches in ONE batched UNet call, skips a branch whose guidance weight is
-0 (signgen.sampling.guidance.needed_branches: the paper's 2, 2 runs two, no guidance one) and
+0 (signgen.sampling.guidance.GuidancePlan: the paper's 2, 2 runs two, no guidance one) and
 batches frames. The bundled demo model (80x64, its real size) is then timed running all
-three branches and only the weighted ones, for the paper's guidance and for none (1, 1, the
-demo model's default).
+three branches and only the weighted ones (the ``skip_zero_branches`` render option), for
+the paper's guidance and for none (1, 1, the demo model's default).
 
 Both paths use the same tiny random-init model, scheduler, steps, guidance and initial
 noise; their frames are checked equal within tolerance before the timings are reported.
@@ -30,9 +30,11 @@ from _common import write_result  # benchmarks/ is on sys.path when a script run
 
 from signgen.keypoints.sequence import KeypointSequence
 from signgen.models.config import load_model_config
-from signgen.models.preprocess import Letterbox, tensor_to_uint8, uint8_to_tensor
+from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
 from signgen.sampling.guidance import cumulative_guidance
-from signgen.sampling.pipeline import FPDMPipeline, _draw_poses, frame_seed
+from signgen.sampling.loop import frame_seed
+from signgen.sampling.options import RenderOptions
+from signgen.sampling.pipeline import FPDMPipeline
 
 RESULTS = Path(__file__).resolve().parent / "results" / "render_speed.md"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "signgen" / "assets" / "demo_model"
@@ -41,17 +43,15 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "signgen" / "assets" / "demo_
 def reference_loop(pipe: FPDMPipeline, image: np.ndarray, kp: KeypointSequence, steps: int,
                    guidance: tuple[float, float], seed: int) -> np.ndarray:  # fmt: skip
     """One frame at a time, three UNet calls per step, source re-encoded per frame."""
-    den, dtype = pipe.denoiser, pipe.dtype
+    den, dtype, proc = pipe.denoiser, pipe.dtype, pipe.image_processor
     mh, mw = pipe.resolution
-    box = Letterbox.fit((kp.width, kp.height), (mw, mh))
+    size = [(kp.width, kp.height)]
     frames = []
     for i in range(len(kp)):
         src = pipe.encode_source(image)  # re-encoded every frame, as the reference does
-        pose = uint8_to_tensor(_draw_poses(kp.points[i : i + 1], [box], (mw, mh))).to(dtype)
-        ih, iw = pipe.ipf.image_size
-        ibox = Letterbox.fit((kp.width, kp.height), (iw, ih))
+        pose = uint8_to_tensor(proc.draw_poses(kp.points[i : i + 1], size)).to(dtype)
         pose_emb = pipe.ipf.embed(
-            pipe.ipf.preprocess(_draw_poses(kp.points[i : i + 1], [ibox], (iw, ih)))
+            pipe.ipf.preprocess(proc.draw_poses(kp.points[i : i + 1], size, pipe.ipf.image_size))
         )
         fusion = pipe.ipf.fuse(src.clip_emb, pose_emb)
         sched = pipe.make_scheduler()
@@ -71,13 +71,15 @@ def reference_loop(pipe: FPDMPipeline, image: np.ndarray, kp: KeypointSequence, 
                 x, tt, pose, src.hidden, fusion, drop_pose=no, drop_source=no, drop_fusion=yes
             )
             e_f = den(x, tt, pose, src.hidden, fusion, drop_pose=no, drop_source=no, drop_fusion=no)
-            eps = cumulative_guidance(e_u, e_s, e_f, *guidance)
+            eps = cumulative_guidance([e_u, e_s, e_f], guidance)
             latents = sched.step(eps, t, latents, return_dict=False)[0]
         img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        frames.append(tensor_to_uint8(box.invert(img * 0.5 + 0.5))[0])
+        frames.append(tensor_to_uint8(proc.postprocess(img * 0.5 + 0.5, size)[0])[0])
     return np.stack(frames)
 
 
+# Over 80 lines: a benchmark script; both measurements, their equality check and the
+# report read top to bottom, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     # Long: a benchmark script's options, its side-by-side runs and its result table, read
     # top to bottom.
@@ -114,37 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     guidance = (2.0, 2.0)
 
     # Warm-up both paths (first-call allocations), then time them side by side.
-    pipe(image, kp.slice(0, 2), num_inference_steps=2, batch_size=2)
+    pipe(image, kp.slice(0, 2), steps=2, batch_size=2)
     with torch.no_grad():
         reference_loop(pipe, image, kp.slice(0, 1), 2, guidance, args.seed)
         t0 = time.perf_counter()
         ref = reference_loop(pipe, image, kp, args.steps, guidance, args.seed)
         t_ref = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ours = pipe(image, kp, num_inference_steps=args.steps, guidance=guidance, seed=args.seed,
-                batch_size=args.batch_size)  # fmt: skip
+    ours = pipe(image, kp, RenderOptions(steps=args.steps, guidance=guidance, seed=args.seed,
+                                         batch_size=args.batch_size))  # fmt: skip
     t_ours = time.perf_counter() - t0
     diff = np.abs(ours.astype(int) - ref)
     assert ours.shape == ref.shape == (args.frames, h, w, 3)
     assert diff.max() <= 2, f"outputs differ: max abs diff {diff.max()} (uint8)"
     # Guidance branches: a real-size model with branch skipping off / on, side by side.
-    import signgen.sampling.pipeline as pl
-
     bpipe = FPDMPipeline.from_pretrained(args.branch_model)
     bkp = kp.slice(0, min(len(kp), 16))
-    pruned = pl.needed_branches
     times: dict[tuple[tuple[float, float], bool], float] = {}
-    bpipe(image, bkp.slice(0, 2), num_inference_steps=2, batch_size=2)  # warm-up
+    runs: dict[tuple[tuple[float, float], bool], int] = {}
+    bpipe(image, bkp.slice(0, 2), steps=2, batch_size=2)  # warm-up
     for gw in (guidance, (1.0, 1.0)):
         for prune in (False, True):
-            pl.needed_branches = pruned if prune else (lambda *w: (0, 1, 2))
-            try:
-                t0 = time.perf_counter()
-                bpipe(image, bkp, num_inference_steps=args.steps, guidance=gw, seed=args.seed,
-                      batch_size=16)  # fmt: skip
-                times[(gw, prune)] = time.perf_counter() - t0
-            finally:
-                pl.needed_branches = pruned
+            opts = RenderOptions(steps=args.steps, guidance=gw, seed=args.seed, batch_size=16,
+                                 skip_zero_branches=prune)  # fmt: skip
+            runs[(gw, prune)] = bpipe.guidance_plan(opts).num_branches
+            t0 = time.perf_counter()
+            bpipe(image, bkp, opts)
+            times[(gw, prune)] = time.perf_counter() - t0
 
     fps_ref, fps_ours = args.frames / t_ref, args.frames / t_ours
     speedup = fps_ours / fps_ref
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(bkp) / times[(gw, prune)]:.2f} | "
             f"{times[(gw, False)] / times[(gw, prune)]:.2f}x |"
             for gw in (guidance, (1.0, 1.0))
-            for prune, n in ((False, 3), (True, len(pruned(*gw))))
+            for prune, n in ((False, runs[(gw, False)]), (True, runs[(gw, True)]))
         ),
         "",
         f"**speed-up: {speedup:.2f}x** (target >= 3x: {'met' if speedup >= 3 else 'NOT met'}); "

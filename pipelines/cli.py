@@ -115,25 +115,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
+    from signgen.sampling.options import add_render_arguments
+
     p.add_argument("--model", metavar="DIR", default=None,
                    help="FPDM model folder or hub id in the local cache (default: the "
                    "bundled demo model); must be readable on every node")  # fmt: skip
-    p.add_argument("--steps", type=_positive_int, default=20, metavar="N",
-                   help="denoising steps (default 20)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=None,
-                   metavar=("W_SRC", "W_FUSE"),
-                   help="cumulative guidance weights (default: the model's; 2.0 2.0 "
-                        "for the paper's models)")  # fmt: skip
-    p.add_argument("--scheduler", default=None, metavar="NAME",
-                   help="ddim, ddpm, dpm++, euler (default: the model's)")  # fmt: skip
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="model precision (default fp32)")  # fmt: skip
-    p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
-                   help="MCLD models only: focal-token guidance weight (default: the "
-                   "model's); face and hands are located by each clip's first pose")  # fmt: skip
-    p.add_argument("--independent-noise", action="store_true",
-                   help="per-frame initial noise from (seed, frame index), as in "
-                   "`signgen render --independent-noise`")  # fmt: skip
+    # The options of `signgen render`, declared once (seeds and batch size: see below).
+    add_render_arguments(p, clip=False)
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -168,16 +156,9 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):
     from pipelines.render_many import ClusterSettings, RenderSettings
+    from signgen.sampling.options import options_from_args
 
-    render = RenderSettings(
-        model=args.model,
-        steps=args.steps,
-        guidance=args.guidance,  # RenderSettings checks it
-        scheduler=args.scheduler,
-        independent_noise=args.independent_noise,
-        dtype=args.dtype,
-        guidance_focal=args.guidance_focal,
-    )
+    render = options_from_args(args, clip=False, cls=RenderSettings, model=args.model)
     cluster = ClusterSettings(
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
@@ -223,7 +204,7 @@ def run_augment(args: argparse.Namespace) -> int:
 
 
 def _warn_untrained() -> None:
-    from signgen.sampling.pipeline import MODEL_INDEX, default_model_path
+    from signgen.sampling.loading import MODEL_INDEX, default_model_path
 
     if not (default_model_path() / MODEL_INDEX).is_file():
         sys.stderr.write(

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from signgen.devices import resolve_device
 from signgen.errors import InputError
 from signgen.metrics.evaluate import (
     BatchResult,
     EvalConfig,
     EvalPlan,
     FrameEvaluator,
-    resolve_device,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def ray_results(
         if num_cpus is None:
             num_cpus = min(0.5, total_cpus / (workers + 1))
         num_gpus = 0.0
-        if resolve_device(config.device).startswith("cuda"):
+        if resolve_device(config.device).type == "cuda":
             num_gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0.0)) / workers)
         items = [{"index": i} for i in range(len(plan.pairs))]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))

@@ -31,9 +31,12 @@ Memory is bounded however many clips: the manifest becomes one small row per cli
 and the driver holds no frames (they are staged to ``DIR/.spool`` as they arrive).
 
 Identity with ``signgen render``: frames come from the same ``FPDMPipeline.render_frames``
-call that ``FPDMPipeline.render`` makes, with the clip's seed per frame and the same noise
-policy (by default every frame of a clip starts from the clip seed's noise), and the video
-is written with the same :class:`~signgen.video.VideoWriter` settings. Float sums depend
+call that ``FPDMPipeline.render`` makes, with the same options object
+(:class:`RenderSettings` is a :class:`~signgen.sampling.options.RenderOptions`), the clip's
+seed per frame, the same noise policy (by default every frame of a clip starts from the
+clip seed's noise) and the same post-processors (the detail transfer, bound to each clip's
+first frame), and the video is written with the same :class:`~signgen.video.VideoWriter`
+settings. Float sums depend
 on the batch shape and the torch thread count, so bit-identical frames need the same
 thread count (``--threads-per-worker``); otherwise a rare pixel may round the other way.
 """
@@ -60,6 +63,8 @@ import numpy as np
 
 from signgen.errors import InputError
 from signgen.fileio import atomic_write_text
+from signgen.sampling.inputs import check_clip
+from signgen.sampling.options import RenderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -180,40 +185,26 @@ def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]
 
 
 # ---- settings ------------------------------------------------------------------------------
-@dataclass
-class RenderSettings:
-    """What the frames depend on (recorded in ``DIR/job.json``; a re-run must match)."""
+@dataclass(frozen=True)
+class RenderSettings(RenderOptions):
+    """What the frames depend on: the render options (validated when made) and the model.
+    Recorded in ``DIR/job.json``; a re-run must match. Clips carry their own seeds, and the
+    batch size is a cluster setting (it does not change the frames)."""
 
     model: str | None = None  # FPDM folder / hub id in the cache; None: bundled demo model
-    steps: int = 20
-    guidance: tuple[float, float] | None = None  # None: the model's default
-    scheduler: str | None = None  # None: the model's scheduler
-    independent_noise: bool = False
-    dtype: str = "fp32"
-    guidance_focal: float | None = None  # MCLD models only; None: the model's weight
 
-    def validate(self) -> None:
-        from signgen.sampling.pipeline import resolve_dtype
-        from signgen.sampling.schedulers import scheduler_name
-
-        if not isinstance(self.steps, int) or self.steps <= 0:
-            raise InputError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.guidance is not None:
-            g = self.guidance
-            if len(g) != 2 or not all(math.isfinite(float(w)) for w in g):
-                raise InputError(f"guidance must be two finite numbers, got {g!r}")
-            self.guidance = (float(g[0]), float(g[1]))
-        if self.scheduler:
-            self.scheduler = scheduler_name(self.scheduler)
-        resolve_dtype(self.dtype)
-        if self.guidance_focal is not None and not math.isfinite(float(self.guidance_focal)):
-            raise InputError(f"guidance_focal must be a finite number, got {self.guidance_focal}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.model is not None and Path(self.model).exists():
-            self.model = str(Path(self.model).resolve())
+            object.__setattr__(self, "model", str(Path(self.model).resolve()))
 
     def fingerprint(self) -> dict[str, Any]:
-        d = asdict(self)
+        keys = ("model", "steps", "guidance", "scheduler", "independent_noise", "dtype",
+                "guidance_focal")  # fmt: skip
+        d = {k: getattr(self, k) for k in keys}
         d["guidance"] = None if self.guidance is None else list(self.guidance)
+        if self.detail_transfer is not None:  # absent from jobs that left it to the model
+            d["detail_transfer"] = self.detail_transfer
         return d
 
 
@@ -339,18 +330,6 @@ def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
 
 
 # ---- stage 1: read (CPU tasks) -------------------------------------------------------------
-def _check_clip(first: np.ndarray, kp: Any) -> Any:
-    """Validate a clip exactly as ``signgen render`` does (and rescale its keypoints).
-
-    ``FPDMPipeline.check_inputs`` reads no model state, so it runs here, in the CPU
-    stage, on an instance without models: bad clips are found before any GPU time.
-    """
-    from signgen.sampling.pipeline import FPDMPipeline
-
-    checker = object.__new__(FPDMPipeline)  # validation only: no components are loaded
-    return checker.check_inputs(first, kp, 1, 1, (0.0, 0.0))
-
-
 def read_clip(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Stage 1 (flat_map): one clip -> one row per frame, or one error row."""
     from signgen.keypoints import load_keypoints
@@ -361,7 +340,7 @@ def read_clip(spec: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         first = read_first_frame(spec["video"])
         kp = load_keypoints(spec["keypoints"], sample=spec["sample"] or None)
-        kp = _check_clip(first, kp)
+        kp = check_clip(first, kp)  # as `signgen render` checks it, before any GPU time
         png = encode_png(first, compression=1)
     except Exception as exc:  # any bad input fails this clip, not the job
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -399,18 +378,7 @@ class FrameRenderer:
     """Model stage: loads the pipeline once per actor; maps a batch of frame rows (any mix
     of clips) to a batch of rendered frames."""
 
-    def __init__(
-        self,
-        model: str | None,
-        device: str,
-        dtype: str,
-        steps: int,
-        guidance: Sequence[float] | None,
-        scheduler: str | None,
-        independent_noise: bool,
-        threads: int | None = None,
-        guidance_focal: float | None = None,
-    ) -> None:
+    def __init__(self, settings: RenderSettings, device: str, threads: int | None = None) -> None:
         import torch
 
         from signgen.runtime import quiet_libraries
@@ -419,22 +387,20 @@ class FrameRenderer:
         if threads and device == "cpu":
             torch.set_num_threads(int(threads))
         quiet_libraries()
-        if model:
-            self.pipe = FPDMPipeline.from_pretrained(model, device=device, dtype=dtype)
+        if settings.model:
+            self.pipe = FPDMPipeline.from_pretrained(settings.model, device=device,
+                                                     dtype=settings.dtype)  # fmt: skip
         else:
-            self.pipe, trained = load_default_pipeline(device=device, dtype=dtype)
+            self.pipe, trained = load_default_pipeline(device=device, dtype=settings.dtype)
             if not trained:
                 logger.warning("no bundled demo model: rendering with a tiny UNTRAINED model")
-        self.steps = int(steps)
-        self.guidance = self.pipe.guidance_or_default(guidance)
-        self.independent_noise = bool(independent_noise)
-        self.pipe.check_focal(guidance_focal)
-        self.guidance_focal = guidance_focal
-        self.scheduler = self.pipe.make_scheduler(scheduler)  # as FPDMPipeline.render does
+        self.options = settings
+        self.pipe.guidance_plan(settings)  # options against the model, once per actor
         self.sources: OrderedDict[str, Any] = OrderedDict()
 
     def _source(self, clip_id: str, png: bytes, points: np.ndarray) -> tuple[Any, float]:
-        """The clip's EncodedSource from the LRU cache, or encoded now; (source, seconds)."""
+        """The clip's prepared first frame (``ClipSource``: encoding + bound post-processors)
+        from the LRU cache, or prepared now; (clip, seconds)."""
         if clip_id in self.sources:
             self.sources.move_to_end(clip_id)
             return self.sources[clip_id], 0.0
@@ -444,7 +410,7 @@ class FrameRenderer:
         bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         rgb = np.ascontiguousarray(bgr[..., ::-1])  # (H, W, 3)
         focal = self.pipe.focal_adapter is not None
-        src = self.pipe.encode_source(rgb, np.asarray(points) if focal else None)
+        src = self.pipe.prepare_clip(rgb, self.options, np.asarray(points) if focal else None)
         self.sources[clip_id] = src
         while len(self.sources) > SOURCE_CACHE_SIZE:
             self.sources.popitem(last=False)
@@ -472,12 +438,8 @@ class FrameRenderer:
                 sources,
                 np.stack([batch["points"][i] for i in ok]),  # (b, 133, 3)
                 [int(batch["frame_index"][i]) for i in ok],
+                self.options,
                 seed=[int(batch["seed"][i]) for i in ok],
-                num_inference_steps=self.steps,
-                guidance=self.guidance,
-                scheduler=self.scheduler,
-                independent_noise=self.independent_noise,
-                guidance_focal=self.guidance_focal,
             )
             per_frame = (time.perf_counter() - t0) / len(ok)
             for i, frame in zip(ok, out, strict=True):
@@ -527,15 +489,9 @@ def build_dataset(
     return ds.map_batches(
         renderer,
         fn_constructor_kwargs={
-            "model": render.model,
+            "settings": render,
             "device": cluster.worker_device,
-            "dtype": render.dtype,
-            "steps": render.steps,
-            "guidance": render.guidance,
-            "scheduler": render.scheduler,
-            "independent_noise": render.independent_noise,
             "threads": threads,
-            "guidance_focal": render.guidance_focal,
         },
         batch_size=cluster.batch_size,
         batch_format="numpy",
@@ -662,6 +618,8 @@ def check_job_file(out_dir: Path, render: RenderSettings) -> None:
     atomic_write_text(path, json.dumps({"render": now}, indent=2) + "\n")
 
 
+# Over 80 lines: the driver's loop over arriving rows keeps the ledger, the sink, the
+# progress bar and the stage timings in step for each row; the steps share that state.
 def run_job(
     specs: Sequence[ClipSpec],
     sink: ClipSink,
@@ -687,8 +645,7 @@ def run_job(
     from pipelines.ray_cluster import quiet_ray_data, ray_session
     from signgen.fileio import refuse_overwriting_inputs
 
-    render.validate()
-    cluster.validate()
+    cluster.validate()  # the render settings were validated when made
     ids = [s.clip_id for s in specs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -16,7 +16,7 @@ from signgen.models.config import load_model_config
 from signgen.sampling.pipeline import FPDMPipeline
 from signgen.video import read_frames
 
-KW = {"num_inference_steps": 2, "seed": 0}
+KW = {"steps": 2, "seed": 0}
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ from model_helpers import random_clip
 from signgen.cli import main
 from signgen.errors import InputError
 from signgen.models.config import load_model_config
-from signgen.models.preprocess import Letterbox, uint8_to_tensor
-from signgen.sampling.detail import check_detail_transfer, detail_layers, transfer_detail
+from signgen.models.preprocess import uint8_to_tensor
+from signgen.models.processor import FPDMImageProcessor
+from signgen.sampling.detail import DetailTransfer, detail_layers, transfer_detail
+from signgen.sampling.options import RenderOptions
 from signgen.sampling.pipeline import FPDMPipeline
 
 
@@ -40,9 +42,9 @@ def test_transfer_on_a_hand_computed_case():
 
 def test_layers_of_a_frame_at_the_model_size_carry_no_detail():
     img, _ = random_clip(frames=1, size=(16, 24))
-    full, low = detail_layers(img, (24, 16))  # (H, W) = the frame's own size
+    full, low = detail_layers(img, FPDMImageProcessor(resolution=(24, 16)))  # its own size
     torch.testing.assert_close(full, low)
-    full, low = detail_layers(img, (12, 8))  # half size: detail lost in low
+    full, low = detail_layers(img, FPDMImageProcessor(resolution=(12, 8)))  # detail lost
     assert (full - low).abs().mean() > 0.05
     torch.testing.assert_close(full, uint8_to_tensor(img))
 
@@ -50,8 +52,10 @@ def test_layers_of_a_frame_at_the_model_size_carry_no_detail():
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x"])
 def test_bad_thresholds_are_errors(bad):
     with pytest.raises(InputError, match="detail-transfer threshold"):
-        check_detail_transfer(bad, InputError)
-    assert check_detail_transfer(0) == 0.0
+        RenderOptions(detail_transfer=bad)
+    assert RenderOptions(detail_transfer=0).detail_transfer == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        DetailTransfer(0.0)  # off is no post-processor at all, not a zero threshold
 
 
 @pytest.fixture()
@@ -61,11 +65,10 @@ def pipe() -> FPDMPipeline:
 
 def _fake_generate(pipe: FPDMPipeline, img: np.ndarray, moved: bool):
     """generate() returning the first frame at model resolution (or it shifted by 0.5)."""
-    mh, mw = pipe.resolution
-    box = Letterbox.fit((img.shape[1], img.shape[0]), (mw, mh))
-    low = box.apply(uint8_to_tensor(img))  # (1, 3, mh, mw)
+    geometry = pipe.image_processor.geometry((img.shape[1], img.shape[0]))
+    low = geometry.apply(uint8_to_tensor(img))  # (1, 3, mh, mw)
 
-    def generate(sources, pose, frame_indices, **kwargs):
+    def generate(sources, pose, frame_indices, *args, **kwargs):
         x = low + 0.5 if moved else low  # moved: every pixel changed by 0.5
         return x.expand(len(sources), -1, -1, -1)
 
@@ -76,15 +79,15 @@ def test_render_puts_the_first_frames_detail_back_where_nothing_changed(pipe, mo
     img, seq = random_clip(frames=2, size=(40, 56))  # larger than the 32x32 model
     img = (img.astype(int) * 100 // 255).astype(np.uint8)  # in [0, 100]: + 0.5 stays in range
     monkeypatch.setattr(pipe, "generate", _fake_generate(pipe, img, moved=False))
-    out = pipe(img, seq, num_inference_steps=1)
+    out = pipe(img, seq, steps=1)
     # Without the transfer the frame is the first frame's low-pass version: far from it.
-    plain = pipe(img, seq, num_inference_steps=1, detail_transfer=0)
+    plain = pipe(img, seq, steps=1, detail_transfer=0)
     assert np.abs(plain.astype(int) - img.astype(int)).mean() > 10
     assert np.abs(out.astype(int) - img[None].astype(int)).max() <= 1
 
     monkeypatch.setattr(pipe, "generate", _fake_generate(pipe, img, moved=True))
-    moved = pipe(img, seq, num_inference_steps=1)
-    np.testing.assert_array_equal(moved, pipe(img, seq, num_inference_steps=1, detail_transfer=0))
+    moved = pipe(img, seq, steps=1)
+    np.testing.assert_array_equal(moved, pipe(img, seq, steps=1, detail_transfer=0))
 
 
 def test_the_threshold_survives_save_load_and_the_cli_overrides_it(pipe, tmp_path: Path):
@@ -92,7 +95,7 @@ def test_the_threshold_survives_save_load_and_the_cli_overrides_it(pipe, tmp_pat
     assert json.loads((folder / "model_index.json").read_text())["detail_transfer"] == 0.1
     assert FPDMPipeline.from_pretrained(folder).detail_transfer == 0.1
     plain = FPDMPipeline.from_config(load_model_config("tiny")).save_pretrained(tmp_path / "p")
-    assert "detail_transfer" not in json.loads((plain / "model_index.json").read_text())
+    assert json.loads((plain / "model_index.json").read_text())["detail_transfer"] == 0.0
     assert FPDMPipeline.from_pretrained(plain).detail_transfer == 0.0
 
     img, seq = random_clip(frames=2, size=(24, 24))

@@ -12,7 +12,8 @@ from torch import nn
 
 from signgen.errors import InputError
 from signgen.keypoints.sequence import KeypointSequence
-from signgen.models.config import build_components, load_model_config
+from signgen.models.config import load_model_config
+from signgen.models.factory import build_components
 from signgen.models.fpdm import FPDMDenoiser
 from signgen.models.mcld import (
     REGIONS,
@@ -23,11 +24,8 @@ from signgen.models.mcld import (
     region_weight_map,
     weighted_mse,
 )
-from signgen.sampling.guidance import (
-    branch_drop_masks,
-    cumulative_guidance,
-    focal_cumulative_guidance,
-)
+from signgen.sampling.guidance import GuidancePlan, cumulative_guidance, fpdm_chain
+from signgen.sampling.options import RenderOptions
 from signgen.sampling.pipeline import FPDMPipeline
 
 STEPS = 2
@@ -256,17 +254,20 @@ def test_focal_dropout_is_per_sample(pipe):
 def test_focal_guidance_formula():
     g = torch.Generator().manual_seed(0)
     u, s, f, full = (torch.randn(2, 4, 3, 3, generator=g) for _ in range(4))
-    torch.testing.assert_close(focal_cumulative_guidance(u, s, f, full, 1, 1, 1), full)
-    torch.testing.assert_close(focal_cumulative_guidance(u, s, f, full, 0, 0, 0), u)
-    torch.testing.assert_close(focal_cumulative_guidance(u, s, f, full, 1, 1, 0), f)
-    # w_focal = w_fuse: FPDM's formula applied with eps_full.
-    torch.testing.assert_close(focal_cumulative_guidance(u, s, f, full, 2, 3, 3),
-                               cumulative_guidance(u, s, full, 2, 3))  # fmt: skip
+    preds = [u, s, f, full]  # [uncond; src; focal; full], weights (W_SRC, W_FOCAL, W_FUSE)
+    torch.testing.assert_close(cumulative_guidance(preds, (1, 1, 1)), full)
+    torch.testing.assert_close(cumulative_guidance(preds, (0, 0, 0)), u)
+    torch.testing.assert_close(cumulative_guidance(preds, (1, 1, 0)), f)
+    # w_focal = w_fuse: FPDM's three-branch formula applied with eps_full.
+    torch.testing.assert_close(cumulative_guidance(preds, (2, 3, 3)),
+                               cumulative_guidance([u, s, full], (2, 3)))  # fmt: skip
     manual = u + 2 * (s - u) + 4 * (f - s) + 3 * (full - f)
-    torch.testing.assert_close(focal_cumulative_guidance(u, s, f, full, 2, 4, 3), manual)
-    masks = branch_drop_masks(2, focal=True)
+    torch.testing.assert_close(cumulative_guidance(preds, (2, 4, 3)), manual)
+    every = GuidancePlan(fpdm_chain(focal=True), (2.0, 4.0, 3.0))
+    masks = every.drop_masks(2)
     assert masks["drop_focal"].tolist() == [True, True, True, True, False, False, False, False]
-    assert set(branch_drop_masks(2)) == {"drop_pose", "drop_source", "drop_fusion"}
+    plain = GuidancePlan(fpdm_chain(focal=False), (2.0, 3.0)).drop_masks(2)
+    assert set(plain) == {"drop_pose", "drop_source", "drop_fusion"}
 
 
 class _RecordingUNet(nn.Module):
@@ -308,13 +309,12 @@ def test_four_guidance_branches_in_one_unet_call_per_step(pipe):
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     pts = _points(3, (h, w)).numpy()
     try:
-        src = pipe.encode_source(img, pts[0])
+        w_src, w_fuse, w_focal = 2.0, 3.0, 5.0
+        opts = RenderOptions(steps=4, guidance=(w_src, w_fuse), guidance_focal=w_focal)
+        clip = pipe.prepare_clip(img, opts, pts[0])
         sched = pipe.make_scheduler("ddim")
         seen = spy_on_steps(sched)
-        w_src, w_fuse, w_focal = 2.0, 3.0, 5.0
-        pipe.render_frames([src] * 3, pts, [0, 1, 2], num_inference_steps=4,
-                           guidance=(w_src, w_fuse), guidance_focal=w_focal,
-                           scheduler=sched)  # fmt: skip
+        pipe.render_frames([clip] * 3, pts, [0, 1, 2], opts, scheduler=sched)
     finally:
         pipe.denoiser.unet = real_unet
     assert len(stub.calls) == 4 == len(seen)  # ONE UNet call per step, 4 branches in it
@@ -353,21 +353,21 @@ def test_scale_zero_renders_exactly_plain_fpdm():
         randomize(p.pose_encoder, 1)
     img, kp = _clip()
     mcld.focal_adapter.set_scale(0.0)
-    a = mcld(img, kp, num_inference_steps=STEPS, batch_size=2, guidance_focal=4.0)
-    b = plain(img, kp, num_inference_steps=STEPS, batch_size=2)
+    a = mcld(img, kp, steps=STEPS, batch_size=2, guidance_focal=4.0)
+    b = plain(img, kp, steps=STEPS, batch_size=2)
     np.testing.assert_array_equal(a, b)
     mcld.focal_adapter.set_scale(1.0)
     randomize(mcld.focal_adapter, 5)
-    c = mcld(img, kp, num_inference_steps=STEPS, batch_size=2)
+    c = mcld(img, kp, steps=STEPS, batch_size=2)
     assert not np.array_equal(c, b)
     with pytest.raises(InputError, match="no focal"):
-        next(plain.render(img, kp, num_inference_steps=STEPS, guidance_focal=2.0))
+        next(plain.render(img, kp, steps=STEPS, guidance_focal=2.0))
 
 
 def test_save_load_round_trip_gives_identical_frames(pipe, tmp_path):
     randomize(pipe.focal_adapter, 7)
     img, kp = _clip(frames=3)
-    a = pipe(img, kp, num_inference_steps=STEPS, batch_size=2, seed=1)
+    a = pipe(img, kp, steps=STEPS, batch_size=2, seed=1)
     pipe.save_pretrained(tmp_path / "m")
     index = (tmp_path / "m" / "model_index.json").read_text()
     assert '"FocalAdapter"' in index
@@ -379,16 +379,16 @@ def test_save_load_round_trip_gives_identical_frames(pipe, tmp_path):
         loaded.focal_adapter.config.attn_layers
     )
     assert not any(isinstance(p, FocalAttnProcessor) for n, p in procs.items() if "attn1" in n)
-    b = loaded(img, kp, num_inference_steps=STEPS, batch_size=2, seed=1)
+    b = loaded(img, kp, steps=STEPS, batch_size=2, seed=1)
     np.testing.assert_array_equal(a, b)
     # Another batch size: the same frames up to float rounding in the focal attention
     # (CPU GEMM blocking depends on the row count), at most 1 grey level.
-    c = loaded(img, kp, num_inference_steps=STEPS, batch_size=3, seed=1)
+    c = loaded(img, kp, steps=STEPS, batch_size=3, seed=1)
     assert np.abs(a.astype(int) - c).max() <= 1
     # Other source keypoints (the face and hands elsewhere) give other frames.
     other = (_region_points((2, 2, 8, 8), "face") + _region_points((12, 15, 18, 22), "left_hand")
              ).numpy()  # fmt: skip
-    c = np.concatenate(list(loaded.render(img, kp, num_inference_steps=STEPS, seed=1,
+    c = np.concatenate(list(loaded.render(img, kp, steps=STEPS, seed=1,
                                           batch_size=2, source_points=other)))  # fmt: skip
     assert np.abs(a.astype(int) - c).max() > 1
 
@@ -435,4 +435,4 @@ def test_plain_models_have_no_focal_component():
     parts = build_components(load_model_config("tiny"), "cpu")
     assert "focal_adapter" not in parts
     p = FPDMPipeline.from_components(load_model_config("tiny"), parts)
-    assert "focal_adapter" not in p.components() and not p.denoiser.has_focal
+    assert p.components["focal_adapter"] is None and not p.denoiser.has_focal

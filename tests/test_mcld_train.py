@@ -94,5 +94,5 @@ def test_train_mcld_exports_a_renderable_model(prepared, tmp_path):
     img = rng.integers(0, 256, (80, 64, 3), dtype=np.uint8)
     pts = np.zeros((2, 133, 3), np.float32)
     pts[..., 0], pts[..., 1], pts[..., 2] = 32, 40, 1.0
-    frames = pipe(img, KeypointSequence(pts, 64, 80, 25.0), num_inference_steps=1)
+    frames = pipe(img, KeypointSequence(pts, 64, 80, 25.0), steps=1)
     assert frames.shape == (2, 80, 64, 3)

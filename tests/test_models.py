@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,8 @@ from transformers import CLIPVisionModelWithProjection, Dinov2Model
 
 from signgen.config import to_dict
 from signgen.errors import InputError, MissingWeightsError
-from signgen.models.config import build_components, load_model_config
+from signgen.models.config import load_model_config
+from signgen.models.factory import build_components
 from signgen.models.fpdm import FPDMDenoiser
 from signgen.models.ipf import IPFModel
 from signgen.models.modules import Combiner, FusionMLP, PoseEncoder, SourceProjector
@@ -85,7 +88,8 @@ def test_pose_encoder_without_zero_init_acts_from_the_start():
 
 
 def test_model_config_passes_zero_init_to_the_pose_encoder():
-    from signgen.models.config import build_components, load_model_config
+    from signgen.models.config import load_model_config
+    from signgen.models.factory import build_components
 
     comps = build_components(load_model_config("tiny", ["pose_encoder.zero_init=false"]))
     assert comps["pose_encoder"].config.zero_init is False
@@ -134,9 +138,21 @@ def test_ipf_embed_fuse_and_roundtrip(tmp_path, tiny):
     again = IPFModel.from_pretrained(tmp_path / "ipf").eval()
     with torch.no_grad():
         torch.testing.assert_close(again.fuse(again.embed(px), again.embed(px.flip(0))), fused)
-    (tmp_path / "ipf" / "combiner" / "config.json").unlink()
-    with pytest.raises(MissingWeightsError, match="combiner"):
+    (tmp_path / "ipf" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(MissingWeightsError, match="IPF folder"):
         IPFModel.from_pretrained(tmp_path / "ipf")
+    # The earlier layout (ipf_config.json + vision_model/ + combiner/) is read too.
+    legacy = tmp_path / "legacy"
+    ipf.vision_model.save_pretrained(legacy / "vision_model")
+    ipf.combiner.save_pretrained(legacy / "combiner")
+    meta = {"image_size": list(ipf.image_size), "mean": list(ipf.mean), "std": list(ipf.std)}
+    (legacy / "ipf_config.json").write_text(json.dumps(meta))
+    old = IPFModel.from_pretrained(legacy)
+    with torch.no_grad():
+        torch.testing.assert_close(old.fuse(old.embed(px), old.embed(px.flip(0))), fused)
+    (legacy / "combiner" / "config.json").unlink()
+    with pytest.raises(MissingWeightsError, match="combiner"):
+        IPFModel.from_pretrained(legacy)
 
 
 def _tiny_denoiser(tiny) -> FPDMDenoiser:

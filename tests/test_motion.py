@@ -11,7 +11,8 @@ from diffusers import UNet2DConditionModel, UNetMotionModel
 from model_helpers import randomize
 
 from signgen.errors import FormatError, MissingWeightsError
-from signgen.models.config import build_components, load_model_config
+from signgen.models.config import load_model_config
+from signgen.models.factory import build_components, build_denoiser
 from signgen.models.fpdm import FPDMDenoiser
 from signgen.models.mcld import FocalAttnProcessor
 from signgen.models.motion import (
@@ -23,7 +24,7 @@ from signgen.models.motion import (
     load_motion_module,
     save_motion_module,
 )
-from signgen.sampling.guidance import branch_drop_masks
+from signgen.sampling.guidance import GuidancePlan, fpdm_chain
 
 MOTION = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8, max_frames=8)
 RESIDUAL = ["unet.config.in_channels=8", "unet.source_residual=true",
@@ -33,9 +34,9 @@ RESIDUAL = ["unet.config.in_channels=8", "unet.source_residual=true",
 def _denoiser(name: str = "tiny", overrides: list[str] | None = None) -> FPDMDenoiser:
     mcfg = load_model_config(name, overrides or [])
     c = build_components(mcfg, "cpu")
-    den = FPDMDenoiser(c["unet"], c["pose_encoder"], c["source_projector"], c["fusion_mlp"],
-                       focal_adapter=c.get("focal_adapter"),
-                       source_residual=mcfg.unet.source_residual)  # fmt: skip
+    den = build_denoiser(c["unet"], c["pose_encoder"], c["source_projector"], c["fusion_mlp"],
+                         focal_adapter=c.get("focal_adapter"),
+                         source_residual=mcfg.unet.source_residual)  # fmt: skip
     randomize(den, 1)  # zero-initialised layers (pose encoder, conv_out) would hide paths
     return den.eval()
 
@@ -73,9 +74,13 @@ def test_untrained_module_gives_exactly_the_per_frame_prediction(name, overrides
     temporal = TemporalDenoiser(den, build_motion_module(den.unet, MOTION)).eval()
     b, f = 2, 4
     x = _inputs(den, 3 * b * f)  # the three guidance branches, B windows of F frames each
-    masks = branch_drop_masks(b * f)
+    # Three branches: [uncond; src; full], or MCLD's chain with its focal branch skipped
+    # (equal focal and fusion weights give the focal prediction a 0 coefficient).
+    plan = GuidancePlan(fpdm_chain(), (2.0, 2.0), skip_zero=False)
     if den.has_focal:
-        masks = branch_drop_masks(b * f, focal=True, branches=(0, 1, 3))
+        plan = GuidancePlan(fpdm_chain(focal=True), (2.0, 3.0, 3.0))
+    assert plan.num_branches == 3
+    masks = plan.drop_masks(b * f)
     t = torch.tensor(400)
     with torch.no_grad():
         cond = den.encode_conditions(x["pose"], x["hidden"], x["fusion"], **masks, **x["kw"])
@@ -249,17 +254,17 @@ def test_windowed_sampling_with_an_untrained_module_follows_the_per_frame_model(
     predicted in turn with the guidance branches in one call, blended, stepped per run of
     finished frames. With the zero-initialised module every window agrees with the
     per-frame model, so the clip's latents are the per-frame ones (to float rounding)."""
-    from signgen.sampling.guidance import combine_branches
-    from signgen.sampling.schedulers import make_scheduler
+    from signgen.models.schedulers import make_scheduler
     from signgen.sampling.windows import iter_blended, window_plan, window_weights
 
     den = _denoiser()
     temporal = TemporalDenoiser(den, build_motion_module(den.unet, MOTION)).eval()
     t_frames, w, o, nb = 7, 4, 2, 3
+    plan3 = GuidancePlan(fpdm_chain(), (2.0, 2.0), skip_zero=False)  # all three branches
     x = _inputs(den, t_frames)
     cond = den.encode_conditions(
         x["pose"].repeat(nb, 1, 1, 1), x["hidden"].repeat(nb, 1, 1), x["fusion"].repeat(nb, 1),
-        **branch_drop_masks(t_frames),
+        **plan3.drop_masks(t_frames),
     )  # fmt: skip
 
     def rows(frames: torch.Tensor) -> torch.Tensor:  # frame indices -> rows of all branches
@@ -271,7 +276,7 @@ def test_windowed_sampling_with_an_untrained_module_follows_the_per_frame_model(
     def predict(spans, lat, t):  # (n, W, c, h, w) guided predictions of windows `spans`
         idx = torch.cat([torch.arange(s, e) for s, e in spans])  # window-major frames
         out = temporal.denoise(lat[idx].repeat(nb, 1, 1, 1), t, select(cond, rows(idx)), w)
-        return combine_branches(out, 2.0, 2.0).view(len(spans), w, *lat.shape[1:])
+        return plan3.combine(out).view(len(spans), w, *lat.shape[1:])
 
     plan = window_plan(t_frames, w, o)
     weights = window_weights(plan, "linear")
@@ -284,7 +289,7 @@ def test_windowed_sampling_with_an_untrained_module_follows_the_per_frame_model(
             for t in sched.timesteps:
                 if not windowed:
                     out = den.denoise(lat.repeat(nb, 1, 1, 1), t, cond)
-                    lat = sched.step(combine_branches(out, 2.0, 2.0), t, lat).prev_sample
+                    lat = sched.step(plan3.combine(out), t, lat).prev_sample
                     continue
                 # In place: a finished run is never read again by a later window of this step.
                 step = functools.partial(predict, lat=lat, t=t)

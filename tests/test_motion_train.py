@@ -26,7 +26,7 @@ def prepared(tmp_path_factory):
 def _module(name: str = "tiny") -> MotionTrainModule:
     pipe = FPDMPipeline.from_config(load_model_config(name))
     randomize(pipe.denoiser, 1)  # zero-initialised layers would hide paths
-    for m in pipe.components().values():  # as a training run hands them over: trainable
+    for m in pipe.components.values():  # as a training run hands them over: trainable
         if isinstance(m, torch.nn.Module):
             m.requires_grad_(True).train()
     motion = build_motion_module(pipe.unet, MOTION)

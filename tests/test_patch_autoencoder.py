@@ -77,7 +77,7 @@ def test_a_patch_model_renders_and_round_trips_through_a_model_folder(tmp_path: 
     assert pipe.denoiser.source_latent_channels == 192
     randomize(pipe.denoiser, 3, std=0.05)
     img, seq = random_clip(frames=2, size=(40, 32))
-    kw = {"num_inference_steps": 2, "seed": 0}
+    kw = {"steps": 2, "seed": 0}
     before = pipe(img, seq, **kw)
     assert before.shape == (2, 32, 40, 3) and before.dtype == np.uint8
     folder = pipe.save_pretrained(tmp_path / "model")

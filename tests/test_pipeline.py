@@ -1,4 +1,4 @@
-"""FPDMPipeline: cumulative guidance, determinism, batching, save/load, input checks."""
+"""FPDMPipeline: guidance branches, determinism, batching, save/load, input checks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import torch
 from model_helpers import random_clip, randomize, spy_on_steps
 from torch import nn
 
+from signgen.devices import resolve_device, resolve_dtype
 from signgen.errors import InputError, MissingWeightsError
 from signgen.keypoints.sequence import KeypointSequence
 from signgen.models.config import load_model_config
-from signgen.sampling.guidance import cumulative_guidance
-from signgen.sampling.pipeline import FPDMPipeline, frame_seed, resolve_device, resolve_dtype
+from signgen.sampling.inputs import check_clip
+from signgen.sampling.loop import frame_seed
+from signgen.sampling.options import RenderOptions
+from signgen.sampling.pipeline import FPDMPipeline
 
 STEPS = 2
 
@@ -26,18 +29,7 @@ def pipe() -> FPDMPipeline:
     return p
 
 
-# ---- guidance ----------------------------------------------------------------------------------
-def test_cumulative_guidance_formula():
-    g = torch.Generator().manual_seed(0)
-    u, s, f = (torch.randn(2, 4, 3, 3, generator=g) for _ in range(3))
-    torch.testing.assert_close(cumulative_guidance(u, s, f, 1.0, 1.0), f)  # no guidance = full
-    torch.testing.assert_close(cumulative_guidance(u, s, f, 0.0, 0.0), u)
-    torch.testing.assert_close(cumulative_guidance(u, s, f, 1.0, 0.0), s)
-    w_src, w_fuse = 2.0, 3.0
-    manual = u + w_src * (s - u) + w_fuse * (f - s)
-    torch.testing.assert_close(cumulative_guidance(u, s, f, w_src, w_fuse), manual)
-
-
+# ---- guidance branches ---------------------------------------------------------------------
 class _RecordingUNet(nn.Module):
     """Stands in for UNet2DConditionModel: records, per call and per sample, which
     conditions arrived (pose features after conv_in, source tokens, class embedding), and
@@ -91,11 +83,11 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe, guidance, branches):
     pipe.denoiser = FPDMDenoiser(stub, real.pose_encoder, real.source_projector, real.fusion_mlp)
     try:
         img, kp = random_clip(frames=3)
-        src = pipe.encode_source(img)
+        opts = RenderOptions(steps=4, guidance=guidance)
+        clip = pipe.prepare_clip(img, opts)
         sched = pipe.make_scheduler("ddim")
         seen = spy_on_steps(sched)
-        pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=4,
-                           guidance=guidance, scheduler=sched)  # fmt: skip
+        pipe.render_frames([clip] * 3, kp.points, [0, 1, 2], opts, scheduler=sched)
     finally:
         pipe.denoiser = real
     assert len(stub.calls) == 4 == len(seen)  # ONE UNet call per step
@@ -115,65 +107,34 @@ def test_guidance_branches_in_one_unet_call_per_step(pipe, guidance, branches):
         torch.testing.assert_close(out, torch.full_like(out, w_src * 11 + w_fuse * 100))
 
 
-def test_skipped_branches_change_no_frame(pipe, monkeypatch):
+def test_skipped_branches_change_no_frame(pipe):
     # The real tiny model: running only the weighted branches gives the frames of running
-    # all three (the same sums, up to float rounding).
-    import signgen.sampling.pipeline as pl
-
+    # all three (the same sums, up to float rounding); the switch is a render option.
     img, kp = random_clip(frames=2)
     for guidance in ((1.0, 1.0), (2.0, 2.0)):
-        pruned = pipe(img, kp, num_inference_steps=STEPS, guidance=guidance)
-        with monkeypatch.context() as m:
-            m.setattr(pl, "needed_branches", lambda *w: tuple(range(3)))
-            every = pipe(img, kp, num_inference_steps=STEPS, guidance=guidance)
-        assert np.abs(pruned.astype(int) - every.astype(int)).max() <= 1
-
-
-def test_combine_branches_of_a_subset():
-    from signgen.sampling.guidance import (
-        combine_branches,
-        focal_cumulative_guidance,
-        needed_branches,
-    )
-
-    g = torch.Generator().manual_seed(0)
-    u, s, fo, f = (torch.randn(2, 4, 3, 3, generator=g) for _ in range(4))
-    assert needed_branches(1.0, 1.0) == (2,)
-    assert needed_branches(2.0, 2.0) == (0, 2)
-    assert needed_branches(1.0, 1.0, 1.0) == (3,)
-    assert needed_branches(2.0, 3.0, 3.0) == (0, 1, 3)  # focal term weight 0
-    for w in ((2.0, 2.0), (1.0, 1.0), (0.5, 1.5)):
-        br = needed_branches(*w)
-        pred = torch.cat([(u, s, f)[i] for i in br])
-        torch.testing.assert_close(combine_branches(pred, *w, None, br),
-                                   cumulative_guidance(u, s, f, *w))  # fmt: skip
-    w_src, w_fuse, w_focal = 2.0, 3.0, 3.0
-    br = needed_branches(w_src, w_fuse, w_focal)
-    pred = torch.cat([(u, s, fo, f)[i] for i in br])
-    torch.testing.assert_close(
-        combine_branches(pred, w_src, w_fuse, w_focal, br),
-        focal_cumulative_guidance(u, s, fo, f, w_src, w_focal, w_fuse),
-    )
-    with pytest.raises(ValueError, match="non-zero guidance weight"):
-        combine_branches(torch.cat([u, f]), 2.0, 3.0, None, (0, 2))  # eps_src weight -1
+        opts = RenderOptions(steps=STEPS, guidance=guidance)
+        every = opts.replace(skip_zero_branches=False)
+        assert pipe.guidance_plan(every).num_branches == 3 > pipe.guidance_plan(opts).num_branches
+        pruned, all_three = pipe(img, kp, opts), pipe(img, kp, every)
+        assert np.abs(pruned.astype(int) - all_three.astype(int)).max() <= 1
 
 
 # ---- determinism and batching --------------------------------------------------------------------
 def test_frames_have_source_size_and_are_deterministic(pipe):
     img, kp = random_clip(frames=5, size=(21, 26))
-    a = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
+    a = pipe(img, kp, steps=STEPS, seed=3, batch_size=4)
     assert a.shape == (5, 26, 21, 3) and a.dtype == np.uint8
-    b = pipe(img, kp, num_inference_steps=STEPS, seed=3, batch_size=4)
+    b = pipe(img, kp, steps=STEPS, seed=3, batch_size=4)
     np.testing.assert_array_equal(a, b)
-    c = pipe(img, kp, num_inference_steps=STEPS, seed=4, batch_size=4)
+    c = pipe(img, kp, steps=STEPS, seed=4, batch_size=4)
     assert np.abs(a.astype(int) - c).mean() > 1
 
 
 def test_batch_size_does_not_change_frames(pipe):
     img, kp = random_clip(frames=8)
-    one = pipe(img, kp, num_inference_steps=STEPS, batch_size=1)
-    eight = pipe(img, kp, num_inference_steps=STEPS, batch_size=8)
-    three = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
+    one = pipe(img, kp, steps=STEPS, batch_size=1)
+    eight = pipe(img, kp, steps=STEPS, batch_size=8)
+    three = pipe(img, kp, steps=STEPS, batch_size=3)
     assert np.abs(one.astype(int) - eight).max() <= 1  # float reduction order only
     assert np.abs(one.astype(int) - three).max() <= 1
 
@@ -181,7 +142,7 @@ def test_batch_size_does_not_change_frames(pipe):
 @pytest.mark.parametrize("scheduler", ["ddpm", "dpm++", "euler"])
 def test_every_scheduler_is_batch_invariant(pipe, scheduler):
     img, kp = random_clip(frames=3)
-    kwargs = {"num_inference_steps": STEPS, "scheduler": scheduler, "independent_noise": True}
+    kwargs = {"steps": STEPS, "scheduler": scheduler, "independent_noise": True}
     a = pipe(img, kp, batch_size=1, **kwargs)
     b = pipe(img, kp, batch_size=3, **kwargs)
     assert a.shape == (3, 26, 21, 3)
@@ -191,22 +152,22 @@ def test_every_scheduler_is_batch_invariant(pipe, scheduler):
 def test_shared_noise_by_default_independent_on_request(pipe):
     img, kp = random_clip(frames=3)
     kp = KeypointSequence(np.repeat(kp.points[:1], 3, axis=0), kp.width, kp.height, kp.fps)
-    shared = pipe(img, kp, num_inference_steps=STEPS, batch_size=3)
+    shared = pipe(img, kp, steps=STEPS, batch_size=3)
     assert np.abs(shared[0].astype(int) - shared[2]).max() <= 1  # same pose + same noise
-    indep = pipe(img, kp, num_inference_steps=STEPS, batch_size=3, independent_noise=True)
+    indep = pipe(img, kp, steps=STEPS, batch_size=3, independent_noise=True)
     assert np.abs(indep[0].astype(int) - indep[2]).mean() > 1
     assert frame_seed(0, None) == 0 and frame_seed(0, 1) != frame_seed(0, 2) != frame_seed(1, 1)
 
 
 def test_render_streams_batches(pipe):
     img, kp = random_clip(frames=7)
-    sizes = [len(b) for b in pipe.render(img, kp, num_inference_steps=1, batch_size=3)]
+    sizes = [len(b) for b in pipe.render(img, kp, steps=1, batch_size=3)]
     assert sizes == [3, 3, 1]
 
 
 def test_wide_frame_output_size(pipe):
     img, kp = random_clip(frames=2, size=(40, 17))
-    out = pipe(img, kp, num_inference_steps=1)
+    out = pipe(img, kp, steps=1)
     assert out.shape == (2, 17, 40, 3)
 
 
@@ -214,7 +175,7 @@ def test_bf16_renders(pipe):
     img, kp = random_clip(frames=2)
     try:
         pipe.to(dtype=torch.bfloat16)
-        out = pipe(img, kp, num_inference_steps=1)
+        out = pipe(img, kp, steps=1)
     finally:
         pipe.to(dtype=torch.float32)
     assert out.shape == (2, 26, 21, 3)
@@ -223,13 +184,13 @@ def test_bf16_renders(pipe):
 # ---- save / load ---------------------------------------------------------------------------------
 def test_save_load_same_frames(pipe, tmp_path):
     img, kp = random_clip(frames=3)
-    before = pipe(img, kp, num_inference_steps=STEPS)
+    before = pipe(img, kp, steps=STEPS)
     pipe.save_pretrained(tmp_path / "model")
     for sub in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector", "ipf",
                 "fusion_mlp", "scheduler", "model_index.json"):  # fmt: skip
         assert (tmp_path / "model" / sub).exists(), sub
     loaded = FPDMPipeline.from_pretrained(tmp_path / "model")
-    np.testing.assert_array_equal(loaded(img, kp, num_inference_steps=STEPS), before)
+    np.testing.assert_array_equal(loaded(img, kp, steps=STEPS), before)
     pipe.save_pretrained(tmp_path / "model")  # overwriting a model folder works
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
@@ -240,9 +201,7 @@ def test_load_without_ipf(tmp_path):
     loaded = FPDMPipeline.from_pretrained(tmp_path / "m")
     assert loaded.ipf is None and loaded.fusion_mlp is None
     img, kp = random_clip(frames=2)
-    np.testing.assert_array_equal(
-        loaded(img, kp, num_inference_steps=1), p(img, kp, num_inference_steps=1)
-    )
+    np.testing.assert_array_equal(loaded(img, kp, steps=1), p(img, kp, steps=1))
 
 
 def test_missing_component_is_named(pipe, tmp_path):
@@ -262,19 +221,21 @@ def test_missing_component_is_named(pipe, tmp_path):
 def test_check_inputs(pipe, caplog):
     img, kp = random_clip(frames=2, size=(20, 26))
     with pytest.raises(InputError, match="steps"):
-        next(pipe.render(img, kp, num_inference_steps=0))
+        next(pipe.render(img, kp, steps=0))
     with pytest.raises(InputError, match="batch size"):
         next(pipe.render(img, kp, batch_size=0))
     other = KeypointSequence(kp.points, 30, 26, 25.0)  # another aspect ratio
     with pytest.raises(InputError, match="aspect ratio"):
-        pipe.check_inputs(img, other, 1, 1, (2.0, 2.0))
+        next(pipe.render(img, other))
     double = kp.rescaled(40, 52)  # same aspect, twice the size: rescaled with a warning
     with caplog.at_level("WARNING"):
-        fixed = pipe.check_inputs(img, double, 1, 1, (2.0, 2.0))
+        fixed = check_clip(img, double)
     assert "rescaling" in caplog.text
     np.testing.assert_allclose(fixed.points, kp.points, atol=1e-4)
     with pytest.raises(InputError, match="uint8"):
-        pipe.check_inputs(img.astype(np.float32), kp, 1, 1, (2.0, 2.0))
+        check_clip(img.astype(np.float32), kp)
+    with pytest.raises(InputError, match="focal"):  # a model-dependent option: before compute
+        next(pipe.render(img, kp, guidance_focal=2.0))
 
 
 def test_device_and_dtype_resolution():
@@ -306,6 +267,4 @@ def test_load_by_hub_id_from_the_local_cache_only(pipe, tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text(commit)
     loaded = FPDMPipeline.from_pretrained("signgen-test/fpdm-tiny")
     img, kp = random_clip(frames=1)
-    np.testing.assert_array_equal(
-        loaded(img, kp, num_inference_steps=1), pipe(img, kp, num_inference_steps=1)
-    )
+    np.testing.assert_array_equal(loaded(img, kp, steps=1), pipe(img, kp, steps=1))

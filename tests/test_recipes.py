@@ -24,7 +24,8 @@ def _model_cfg(cfg):
 @functools.cache
 def _param_counts(model_path: str) -> dict[str, int]:
     """Build the full-size model on the meta device (no weights, no memory)."""
-    from signgen.models.config import build_components, load_model_config
+    from signgen.models.config import load_model_config
+    from signgen.models.factory import build_components
 
     parts = build_components(load_model_config(model_path), device="meta")
     return {
@@ -120,7 +121,7 @@ def test_demo_and_tiny_recipes_load_and_build_on_meta(path):
     """configs/train/*: what `make demo-model` and the tests train must stay loadable, and
     the demo model's departures from the paper must be consistent (patch latents +
     source-residual x0 prediction, or the learned VAE + v-prediction)."""
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
 
     cfg = load_train_config(path, ["data.prepared=unused"])  # the tiny ones name none
     mcfg = _model_cfg(cfg)

@@ -58,7 +58,7 @@ def test_render_end_to_end(files, tmp_path, capsys):
     from signgen.video import read_first_frame
 
     first = read_first_frame(files / "first.mp4")
-    expected = pipe(first, load_keypoints(files / "seq.json"), num_inference_steps=2)
+    expected = pipe(first, load_keypoints(files / "seq.json"), steps=2)
     got = read_frames(tmp_path / "frames")
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected).max() <= 1

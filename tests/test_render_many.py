@@ -142,9 +142,12 @@ def reference(world, model_dir, tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # as the 2 CPU actors of first_run (see the module docstring)
     for clip_id, video, keypoints, seed in world.rows:
         refs[clip_id] = out / f"{clip_id}.mp4"
+        # --batch-size 3 as first_run's: a clip's 4 frames are computed in batches of the
+        # same shapes (3 + 1) on both sides, so the frames, and the files, are identical.
         argv = ["render", "--video", str(world.root / video), "--keypoints",
                 str(world.root / keypoints), "--model", str(model_dir), "--steps", str(STEPS),
-                "--seed", str(seed), "--device", "cpu", "-o", str(refs[clip_id])]  # fmt: skip
+                "--seed", str(seed), "--device", "cpu", "--batch-size", "3",
+                "-o", str(refs[clip_id])]  # fmt: skip
         assert main(argv) == 0
     torch.set_num_threads(threads)
     return refs
@@ -399,13 +402,14 @@ def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
     batch = {k: np.array([rows[i][k] for i in order], dtype=object) for k in rows[0]}
     for key in ("points", "source_points"):
         batch[key] = np.stack([rows[i][key] for i in order])  # (b, 133, 3)
-    stage = FrameRenderer(str(model_dir), "cpu", "fp32", STEPS, (2.0, 2.0), None, False)
+    stage = FrameRenderer(RenderSettings(model=str(model_dir), steps=STEPS, guidance=(2.0, 2.0)),
+                          "cpu")  # fmt: skip
     out = stage(batch)
     assert len(stage.sources) == 2  # one encoded source per clip
     pipe = FPDMPipeline.from_pretrained(model_dir)
     for spec in specs[:2]:
         first = read_first_frame(spec.video)
-        want = pipe(first, load_keypoints(spec.keypoints), num_inference_steps=STEPS,
+        want = pipe(first, load_keypoints(spec.keypoints), steps=STEPS, guidance=(2.0, 2.0),
                     seed=spec.seed, batch_size=FRAMES)  # fmt: skip
         for j in np.flatnonzero(out["clip_id"] == spec.clip_id):
             got = np.frombuffer(out["frame"][j], np.uint8).reshape(H, W, 3)

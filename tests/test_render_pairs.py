@@ -12,6 +12,7 @@ from PIL import Image
 
 from signgen.cli import main
 from signgen.models.config import load_model_config
+from signgen.sampling.options import RenderOptions
 from signgen.sampling.pipeline import FPDMPipeline
 
 
@@ -78,7 +79,7 @@ def test_the_target_pose_drives_the_output(setup, tmp_path):
 
     pose = torch.stack([a["target_pose"], b["target_pose"]])
     assert not torch.equal(pose[0], pose[1])
-    out = pipe.generate([src, src], pose, [0, 0], num_inference_steps=2)
+    out = pipe.generate([src, src], pose, [0, 0], RenderOptions(steps=2))
     assert out.shape == (2, 3, *pipe.resolution)
     assert not torch.allclose(out[0], out[1])  # same source and noise, other pose
 

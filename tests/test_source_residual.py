@@ -1,6 +1,6 @@
 """Source-residual prediction (unet.source_residual): the UNet predicts the target latents
 minus the source frame's, so an untrained model renders the first frame and guidance acts on
-the residual only (signgen.models.fpdm)."""
+the residual only (signgen.models.spatial)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from model_helpers import random_clip, randomize, train_tiny_fpdm
 
 from signgen.errors import InputError
 from signgen.models.config import CONFIG_DIR, load_model_config
-from signgen.sampling.guidance import branch_drop_masks
+from signgen.sampling.guidance import GuidancePlan, fpdm_chain
 from signgen.sampling.pipeline import FPDMPipeline
 
 RESIDUAL = ["unet.config.in_channels=8", "unet.source_residual=true",
@@ -50,7 +50,8 @@ def test_prediction_is_source_latents_plus_the_unet_output_in_every_branch():
     den = pipe.denoiser
     assert den.source_residual
     noisy, pose, hidden, fusion, lat = _inputs(pipe, 1)
-    masks = branch_drop_masks(1)  # [uncond; src; full]: the uncond branch drops the source
+    # [uncond; src; full]: the uncond branch drops the source
+    masks = GuidancePlan(fpdm_chain(), (2.0, 2.0), skip_zero=False).drop_masks(1)
     t = torch.tensor(300)
     rep = {"pose": pose.repeat(3, 1, 1, 1), "hidden": hidden.repeat(3, 1, 1),
            "fusion": fusion.repeat(3, 1)}  # fmt: skip
@@ -76,7 +77,7 @@ def test_an_untrained_residual_model_renders_the_first_frame_and_survives_save_l
 ):
     pipe = FPDMPipeline.from_config(load_model_config(_patch_residual_config(tmp_path)))
     img, seq = random_clip(frames=2, size=(32, 32))  # the model's size: no letterbox
-    kw = {"num_inference_steps": 4, "seed": 0, "guidance": (2.0, 2.0)}
+    kw = {"steps": 4, "seed": 0, "guidance": (2.0, 2.0)}
     frames = pipe(img, seq, **kw)
     # Every branch predicts the source; DDIM's last step keeps sqrt(1 - alphabar_0) = 0.03
     # of its noise estimate (scaled latents / 2 -> about 0.4% of the pixel range).
@@ -109,8 +110,8 @@ def test_invalid_residual_configs_are_input_errors(overrides, match):
 
 
 def test_pipeline_refuses_a_residual_model_with_a_non_sample_scheduler():
-    from signgen.models.config import build_components
-    from signgen.sampling.schedulers import make_scheduler
+    from signgen.models.factory import build_components
+    from signgen.models.schedulers import make_scheduler
 
     cfg = load_model_config("tiny", RESIDUAL)
     comps = build_components(cfg)

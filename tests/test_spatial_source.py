@@ -1,8 +1,9 @@
-"""Spatial source latents: the optional pixel-aligned source path of the denoiser.
+"""Spatial source latents: the optional pixel-aligned source path (signgen.models.spatial).
 
 A UNet with in_channels = 2 x out_channels takes the source frame's VAE latents
-concatenated to the noisy latents; they are part of the source condition (dropped with
-it), are encoded once per clip by the pipeline, and survive save/load and training.
+concatenated to the noisy latents; the model folder selects the spatial-source denoiser by
+that alone. The latents are part of the source condition (dropped with it), are encoded
+once per clip by the pipeline, and survive save/load and training.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from model_helpers import random_clip, randomize, tiny_world, train_tiny_fpdm
 
 from signgen.models.config import load_model_config
+from signgen.models.spatial import SpatialSourceDenoiser
+from signgen.sampling.options import RenderOptions
 from signgen.sampling.pipeline import FPDMPipeline
 
 SPATIAL = ["unet.config.in_channels=8"]  # tiny latents have 4 channels
@@ -45,20 +48,25 @@ def test_channel_count_selects_the_path(pipe):
     assert pipe.denoiser.source_latent_channels == 4
     plain = FPDMPipeline.from_config(load_model_config("tiny"))
     assert plain.denoiser.source_latent_channels == 0
+    assert isinstance(pipe.denoiser, SpatialSourceDenoiser)
+    assert not isinstance(plain.denoiser, SpatialSourceDenoiser)  # the generic core
     img, _ = random_clip(frames=3)
-    assert plain.encode_source(img).latents is None
+    assert "source_latents" not in plain.encode_source(img).extras
     _, pose, hidden, fusion, lat = _conds(plain)
     with pytest.raises(ValueError, match="no spatial source"):
         plain.denoiser.encode_conditions(pose, hidden, fusion, source_latents=lat)
 
 
 def test_in_channels_must_be_one_or_two_latents():
-    from signgen.models.config import build_components
+    from signgen.models.factory import build_components
     from signgen.models.fpdm import FPDMDenoiser
 
     c = build_components(load_model_config("tiny", ["unet.config.in_channels=6"]))
-    with pytest.raises(ValueError, match="in_channels must equal out_channels"):
-        FPDMDenoiser(c["unet"], c["pose_encoder"], c["source_projector"], c["fusion_mlp"])
+    parts = (c["unet"], c["pose_encoder"], c["source_projector"], c["fusion_mlp"])
+    with pytest.raises(ValueError, match="as many inputs as outputs"):
+        FPDMDenoiser(*parts)
+    with pytest.raises(ValueError, match="twice as many inputs"):
+        SpatialSourceDenoiser(*parts)
 
 
 def test_source_latents_reach_the_unet_and_drop_with_the_source(pipe):
@@ -91,11 +99,13 @@ def test_pipeline_encodes_the_source_latents_once_per_clip(pipe):
     from signgen.models.preprocess import to_model_input
 
     img, kp = random_clip(frames=3)
-    src = pipe.encode_source(img)
+    opts = RenderOptions(steps=2, guidance=(2.0, 3.0))
+    clip = pipe.prepare_clip(img, opts)
     x = to_model_input(img[None], pipe.resolution)
     expect = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
-    assert src.latents is not None and src.latents.shape == (1, 4, *expect.shape[-2:])
-    torch.testing.assert_close(src.latents, expect)
+    latents = clip.encoded.extras["source_latents"]
+    assert latents.shape == (1, 4, *expect.shape[-2:])
+    torch.testing.assert_close(latents, expect)
     # The guidance branches see the source latents in src/full and zeros in uncond.
     seen = []
     orig = pipe.denoiser.denoise
@@ -107,8 +117,7 @@ def test_pipeline_encodes_the_source_latents_once_per_clip(pipe):
     pipe.denoiser.denoise = spy
     try:
         # Guidance 2, 3: every branch has a non-zero weight, so all three are run.
-        frames = pipe.render_frames([src] * 3, kp.points, [0, 1, 2], num_inference_steps=2,
-                                    guidance=(2.0, 3.0))  # fmt: skip
+        frames = pipe.render_frames([clip] * 3, kp.points, [0, 1, 2], opts)
     finally:
         del pipe.denoiser.denoise
     assert len(frames) == 3 and frames[0].shape == img.shape
@@ -122,8 +131,8 @@ def test_pipeline_encodes_the_source_latents_once_per_clip(pipe):
 def test_the_first_frame_changes_the_render(pipe):
     img, kp = random_clip(frames=3)
     other = 255 - img
-    a = pipe(img, kp, num_inference_steps=2, seed=0)
-    b = pipe(other, kp, num_inference_steps=2, seed=0)
+    a = pipe(img, kp, steps=2, seed=0)
+    b = pipe(other, kp, steps=2, seed=0)
     assert a.shape == b.shape == (3, 26, 21, 3)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
 
@@ -133,9 +142,7 @@ def test_save_load_keeps_the_path(pipe, tmp_path: Path):
     back = FPDMPipeline.from_pretrained(tmp_path / "m")
     assert back.denoiser.source_latent_channels == 4
     img, kp = random_clip(frames=3)
-    np.testing.assert_array_equal(
-        pipe(img, kp, num_inference_steps=2, seed=3), back(img, kp, num_inference_steps=2, seed=3)
-    )
+    np.testing.assert_array_equal(pipe(img, kp, steps=2, seed=3), back(img, kp, steps=2, seed=3))
 
 
 def test_one_training_step_through_the_cli(tmp_path: Path):

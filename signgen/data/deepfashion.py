@@ -135,6 +135,9 @@ def image_size(path: Path, full: bool) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------------------
 # Preparation
 # ---------------------------------------------------------------------------------
+# Over 80 lines: one linear recipe (check the tree, read the annotations, check and resize
+# every image, write the files) whose steps all feed one report; split up, they would only
+# hand that state around.
 def prepare_deepfashion(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -426,20 +429,15 @@ class DeepFashionPairs(Dataset):
             tgt_kp = jitter_keypoints(tgt_kp, aug.keypoint_jitter * scale, rng)
 
         h, w = self.resolution
-        box = Letterbox.fit(self.image_size, (w, h))
-        pw, ph = box.padded_size
-        scale_xy = np.array([w / pw, h / ph, 1.0], np.float32)
-        tgt_pad = box.points_to_padded(tgt_kp)  # (18, 3) in padded-image pixels
-        pose = draw_pose(tgt_pad, (pw, ph), (w, h), layout=OPENPOSE18)  # (H, W, 3) uint8
+        box = Letterbox.fit(self.image_size, (w, h))  # the render's geometry
+        pose = draw_pose(*box.canvas(tgt_kp), (w, h), layout=OPENPOSE18)  # (H, W, 3) uint8
         pose_t = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1).float() / 255.0
         return {
             "source": torch.from_numpy(np.ascontiguousarray(src_img)),
             "target": torch.from_numpy(np.ascontiguousarray(tgt_img)),
             "target_pose": pose_t,  # (3, H, W) in [0, 1]
-            "keypoints": torch.from_numpy((tgt_pad * scale_xy).astype(np.float32)),
-            "source_keypoints": torch.from_numpy(
-                (box.points_to_padded(src_kp) * scale_xy).astype(np.float32)
-            ),
+            "keypoints": torch.from_numpy(box.points_to_model(tgt_kp)),  # (18, 3) model pixels
+            "source_keypoints": torch.from_numpy(box.points_to_model(src_kp)),
             "index": i,
             "source_name": src_name,
             "target_name": tgt_name,

@@ -183,16 +183,13 @@ class PairDataset(Dataset):
         entry = self.videos[video]
         kp = self.keypoints(video)
         h, w = self.resolution
-        # Same geometry as the frames: letterbox to the model aspect, then scale.
+        # Same geometry as the frames (letterbox to the model aspect, then scale), the
+        # render's: drawn on the padded canvas, keypoints mapped to model pixels.
         box = Letterbox.fit((entry.width, entry.height), (w, h))
-        pw, ph = box.padded_size
-        scale = np.array([w / pw, h / ph, 1.0], np.float32)
-        tgt_pad = box.points_to_padded(kp[int(t)])  # (133, 3) in padded-frame pixels
-        src_pad = box.points_to_padded(kp[int(s)])
-        pose = draw_pose(tgt_pad, (pw, ph), (w, h))  # (H, W, 3) uint8
+        pose = draw_pose(*box.canvas(kp[int(t)]), (w, h))  # (H, W, 3) uint8
         pose_t = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1).float() / 255.0
-        tgt_kp = (tgt_pad * scale).astype(np.float32)  # model pixels
-        src_kp = (src_pad * scale).astype(np.float32)
+        tgt_kp = box.points_to_model(kp[int(t)])  # (133, 3) model pixels
+        src_kp = box.points_to_model(kp[int(s)])
         return {
             "source": torch.from_numpy(load_frame(entry, int(s)).copy()),
             "target": torch.from_numpy(load_frame(entry, int(t)).copy()),

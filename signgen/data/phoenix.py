@@ -436,6 +436,9 @@ def _write_pairs(path: Path, videos: Sequence[_Video], triples: np.ndarray) -> N
     )
 
 
+# Over 80 lines: one linear recipe (check the tree, match videos to keypoints, draw the
+# pairs, write the files) whose steps all feed one report; split up, they would only hand
+# that state around.
 def prepare_phoenix(
     root: str | os.PathLike,
     keypoints_dir: str | os.PathLike,

@@ -125,6 +125,7 @@ def _deepfashion(args: argparse.Namespace) -> int:
     return 0
 
 
+# Over 80 lines: argparse declarations only (one call per option of two subcommands).
 def register(prepare_subparsers: argparse._SubParsersAction) -> None:
     """Add ``phoenix`` and ``deepfashion`` under ``signgen prepare``."""
     # Long: argparse declarations, one option per statement, each with its --help text.

@@ -511,6 +511,8 @@ def _layers(app: SignerAppearance, size: tuple[int, int]) -> _StaticLayers:
     return _LAYER_CACHE[key]
 
 
+# Over 80 lines: the figure is painted back to front, one layer after another on one
+# image (background, torso, arms, head, hands); the order is the drawing.
 def render_signer(
     appearance: SignerAppearance, points: np.ndarray, size: tuple[int, int]
 ) -> np.ndarray:
@@ -678,6 +680,8 @@ class SyntheticConfig:
     retarget_pairs: int = 0  # per dev/test video: other signers performing its motion
 
 
+# Over 80 lines: one pass over the splits writes frames, keypoints, corpus and manifest
+# together, so that every file of a video comes from the same sampled motion.
 def write_dataset(cfg: SyntheticConfig, progress: bool = True) -> dict[str, int]:
     """Generate the synthetic world under ``cfg.out``; returns the number of videos per split
     (and under ``"retarget"`` the number of retargeting clips, when asked for).

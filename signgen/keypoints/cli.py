@@ -92,6 +92,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``signgen keypoints {convert,info,...}`` to the top-level subparsers."""
     # Long: argparse declarations, one option per statement, each with its --help text.

@@ -60,20 +60,6 @@ DEFAULT_BATCH_SIZE = 8
 # ---- devices, configs, checkpoints ------------------------------------------------------
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; checks explicit ones."""
-    import torch
-
-    device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is visible; use --device cpu or auto")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise InputError(f"invalid device {device!r}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _checkpoint_safe_globals() -> list[Any]:
     """Non-tensor types admitted when unpickling a checkpoint (``torch.load`` allow-list).
 
@@ -249,7 +235,9 @@ class TopDownPoseModel:
         if int(batch_size) < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.device = resolve_device(device)
+        from signgen.devices import resolve_device
+
+        self.device = str(resolve_device(device))  # mmpose/mmdet take text
         self.config_path = Path(config)
         self.checkpoint_path = Path(checkpoint)
         if not self.checkpoint_path.is_file():
@@ -372,7 +360,9 @@ class MMDetPersonDetector:
         device: str = "auto",
         score_thr: float = 0.5,
     ) -> None:
-        self.device = resolve_device(device)
+        from signgen.devices import resolve_device
+
+        self.device = str(resolve_device(device))  # mmpose/mmdet take text
         self.score_thr = float(score_thr)
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
@@ -498,6 +488,19 @@ class PoseModel(Protocol):
     ) -> list[np.ndarray]: ...
 
 
+def _clip_box(bbox: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A user's (4,) x0, y0, x1, y1 box clipped to the frame; a box with no area left in the
+    frame is an :class:`InputError`."""
+    fixed = bbox.copy()
+    fixed[[0, 2]] = np.clip(fixed[[0, 2]], 0, width)
+    fixed[[1, 3]] = np.clip(fixed[[1, 3]], 0, height)
+    if fixed[2] - fixed[0] < 2 or fixed[3] - fixed[1] < 2:
+        raise InputError(
+            f"--bbox {','.join(f'{v:g}' for v in bbox)} lies outside the {width}x{height} frame"
+        )
+    return fixed
+
+
 def extract_keypoints(
     video: str | os.PathLike,
     model: PoseModel,
@@ -533,15 +536,7 @@ def extract_keypoints(
     info = probe(video)
     width, height = info.width, info.height
     full = full_frame_box(width, height)
-    fixed = full
-    if isinstance(bbox, np.ndarray):
-        fixed = bbox.copy()
-        fixed[[0, 2]] = np.clip(fixed[[0, 2]], 0, width)
-        fixed[[1, 3]] = np.clip(fixed[[1, 3]], 0, height)
-        if fixed[2] - fixed[0] < 2 or fixed[3] - fixed[1] < 2:
-            raise InputError(
-                f"--bbox {','.join(f'{v:g}' for v in bbox)} lies outside the {width}x{height} frame"
-            )
+    fixed = _clip_box(bbox, width, height) if isinstance(bbox, np.ndarray) else full
     chunks: list[np.ndarray] = []
     last_box = full  # the box the next frame starts from in auto mode
     own_bar = not hasattr(progress, "update")

@@ -83,6 +83,7 @@ examples:
 
 def register(keypoints_subparsers: argparse._SubParsersAction) -> None:
     """Add ``extract`` and ``models`` to the ``signgen keypoints`` sub-command parsers."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     p = keypoints_subparsers.add_parser(
         "extract",
         help="extract 133 whole-body keypoints from a video (MediaPipe Holistic or HRNet)",
@@ -291,7 +292,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 def _run_extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from signgen.keypoints.extract import parse_bbox, resolve_device
+    from signgen.devices import resolve_device
+    from signgen.keypoints.extract import parse_bbox
     from signgen.keypoints.io import save_keypoints
     from signgen.video import probe
 
@@ -310,7 +312,7 @@ def _run_extract(args: argparse.Namespace) -> int:
         return 0
     frames = sum(probe(src).num_frames for src, _ in jobs)  # unreadable input -> one line
     if backend == "hrnet":
-        device = resolve_device(args.device)
+        device = str(resolve_device(args.device))  # mmpose/mmdet take text
         config, checkpoint = resolve_model(args.model, args.pose_config, args.pose_checkpoint)
 
     # 2. Load the model (once for every input).

@@ -52,6 +52,7 @@ example:
 """
 
 
+# Over 80 lines: argparse declarations only (one call per option of each subcommand).
 def register(subparsers: argparse._SubParsersAction) -> None:
     # Long: argparse declarations, one option per statement, each with its --help text.
     from signgen.metrics import DEFAULT_METRICS, KNOWN_METRICS

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from signgen.devices import resolve_device
 from signgen.errors import InputError
 from signgen.fileio import atomic_path, atomic_write_text
 from signgen.metrics import ALL_METRICS, DEFAULT_METRICS, KNOWN_METRICS
@@ -115,14 +116,6 @@ class EvalConfig:
             raise InputError(
                 f"--fid-variant must be one of {sorted(fidlib.FID_VARIANTS)}, got {self.fid_variant}"
             )
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -219,7 +212,7 @@ class FrameEvaluator:
     ) -> None:
         self.config = config
         self.metrics = tuple(config.metrics)
-        self.device = resolve_device(config.device)
+        self.device = str(resolve_device(config.device))  # the metric libraries take text
         self.lpips = None
         self.inception = None
         self.need_gt_features = need_gt_features

@@ -10,8 +10,8 @@ import torch
 def encode_source(source_encoder: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     """Source encoder -> its full last hidden state (B, N, Ds): CLS + patch tokens.
 
-    ``pixel_values`` (B, 3, H, W) come from
-    ``to_model_input(images, cfg.source_encoder.image_size, *cfg.source_mean_std())``.
+    ``pixel_values`` (B, 3, H, W) come from the image processor
+    (:meth:`signgen.models.processor.FPDMImageProcessor.source_pixels`).
     DINOv2-L at 512x512 gives N = 1 + 36 * 36 = 1297 tokens of Ds = 1024. Computed once
     per clip at sampling time.
     """

@@ -10,29 +10,10 @@ The UNet is extended, not forked (docs/model.md):
 * the fusion MLP output goes in as ``class_labels`` of an ``class_embed_type="identity"``
   UNet, which adds it to the timestep embedding.
 
-Spatial source latents (optional, off in every paper recipe). A UNet whose ``in_channels``
-exceed its ``out_channels`` by the latent channel count takes the VAE latents of the
-source frame concatenated to the noisy latents, as Stable Diffusion's inpainting and
-InstructPix2Pix models take their image condition. They belong to the *source* condition:
-``drop_source`` zeroes them together with the source tokens, so cumulative guidance is
-unchanged. FPDM itself passes the source only through DINOv2 tokens; the pixel-aligned path
-exists for models without a pretrained source encoder (the CPU-trained demo model, whose
-frozen random-init ViT cannot carry appearance at pixel precision) and is selected by the
-UNet config alone, so saved models describe themselves.
-
-Source-residual prediction (optional, ``source_residual``; off in every paper recipe). With
-spatial source latents and a clean-sample (x0) prediction type, the UNet may predict the
-*difference* between the target latents and the source frame's: the denoiser returns
-``source_latents + unet(...)``. The residual base is the source latents as given, before
-condition dropout, so it is the same in every guidance branch and cumulative guidance acts
-on the residual alone. Most of a signing frame (background, clothes, the still body) is
-the first frame, so a miniature model starts from the copy and spends its capacity on what
-the pose moves; the option exists for the CPU-trained demo model.
-
-Null conditions. A dropped condition (training-time dropout, or the uncond/src branches of
-cumulative guidance at sampling time) is replaced by zeros *where it enters the UNet*:
-zero pose features after ``conv_in``, zero cross-attention tokens, zero time-embedding
-offset. The same nulls serve training and sampling because both go through
+Null conditions. A dropped condition (training-time dropout, or the branches of cumulative
+guidance at sampling time) is replaced by zeros *where it enters the UNet*: zero pose
+features after ``conv_in``, zero cross-attention tokens, zero time-embedding offset. The
+same nulls serve training and sampling because both go through
 :meth:`FPDMDenoiser.encode_conditions`.
 
 Multi-focal conditioning (optional, :mod:`signgen.models.mcld`): with a ``focal_adapter``
@@ -40,6 +21,11 @@ the denoiser appends the focal tokens of the source's face and hands to the sour
 and the adapter's decoupled-attention processors on the UNet's cross-attention layers split
 them off again. Their null condition is all-zero focal tokens (``drop_focal``). Without an
 adapter nothing changes: same calls, same numbers as plain FPDM.
+
+This is the generic core. The pixel-aligned source path of the CPU-trained demo model
+(source latents concatenated to the UNet input, optionally source-residual prediction) is
+a subclass, :class:`signgen.models.spatial.SpatialSourceDenoiser`, selected by the model
+folder (:func:`signgen.models.factory.build_denoiser`).
 """
 
 from __future__ import annotations
@@ -62,8 +48,6 @@ class Conditions:
     tokens: torch.Tensor  # (B, N, cross_attention_dim) cross-attention keys/values
     class_emb: torch.Tensor | None  # (B, time_embed_dim) added to the time embedding
     focal_tokens: torch.Tensor | None = None  # (B, n, cross_attention_dim) MCLD focal tokens
-    source_latents: torch.Tensor | None = None  # (B, c, h, w) concatenated to the UNet input
-    residual_base: torch.Tensor | None = None  # (B, c, h, w) added to the prediction
 
 
 def _keep(mask: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
@@ -89,6 +73,10 @@ class FPDMDenoiser(nn.Module):
     its decoupled cross-attention processors on the UNet.
     """
 
+    # Whether the UNet input also carries the source frame's latents (in_channels = 2 x
+    # out_channels): not in FPDM; :class:`signgen.models.spatial.SpatialSourceDenoiser`.
+    spatial_source = False
+
     def __init__(
         self,
         unet: UNet2DConditionModel,
@@ -96,8 +84,6 @@ class FPDMDenoiser(nn.Module):
         source_projector: SourceProjector,
         fusion_mlp: FusionMLP | None = None,
         focal_adapter: FocalAdapter | None = None,
-        *,
-        source_residual: bool = False,
     ) -> None:
         super().__init__()
         has_class = unet.config.class_embed_type == "identity"
@@ -118,19 +104,14 @@ class FPDMDenoiser(nn.Module):
                 f"source projector outputs {source_projector.config.out_dim} but the UNet's "
                 f"cross_attention_dim is {unet.config.cross_attention_dim}"
             )
-        extra = unet.config.in_channels - unet.config.out_channels
-        if extra not in (0, unet.config.out_channels):
+        ins, outs = unet.config.in_channels, unet.config.out_channels
+        if ins != (2 * outs if self.spatial_source else outs):
             raise ValueError(
-                f"the UNet has in_channels={unet.config.in_channels} and out_channels="
-                f"{unet.config.out_channels}: in_channels must equal out_channels (FPDM) or "
-                "twice it (spatial source latents concatenated to the noisy latents)"
-            )
-        if source_residual and not extra:
-            raise ValueError(
-                "source_residual needs spatial source latents (a UNet with in_channels = "
-                "2 * out_channels)"
-            )
-        self.source_residual = bool(source_residual)
+                f"the UNet has in_channels={ins} and out_channels={outs}: "
+                + ("a spatial-source UNet takes twice as many inputs as outputs"
+                   if self.spatial_source else "FPDM's UNet takes as many inputs as outputs "
+                   "(a spatial-source UNet, twice as many, is a SpatialSourceDenoiser)")
+            )  # fmt: skip
         self.unet = unet
         self.pose_encoder = pose_encoder
         self.source_projector = source_projector
@@ -157,6 +138,12 @@ class FPDMDenoiser(nn.Module):
         """Channels of the spatial source latents the UNet expects (0: none, plain FPDM)."""
         return int(self.unet.config.in_channels - self.unet.config.out_channels)
 
+    def encode_source_extras(self, vae: nn.Module, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-clip conditions computed from the first frame besides the encoder tokens,
+        as keyword arguments of :meth:`encode_conditions`: none for FPDM. ``pixels``
+        (1, 3, H, W) in [-1, 1] is the first frame at the model resolution."""
+        return {}
+
     def encode_conditions(
         self,
         pose: torch.Tensor,
@@ -177,9 +164,8 @@ class FPDMDenoiser(nn.Module):
         tokens (a batch of 1 is broadcast); fusion (B, D) or None; drop_* bool (B,).
         MCLD only: focal_hidden (B or 1, R, N', Ds) source-encoder tokens of the region
         crops and focal_present (B or 1, R) bool (``FocalAdapter.encode_regions``); None
-        = the null focal condition for every sample. Spatial-source UNets only:
-        source_latents (B or 1, c, h, w), the scaled VAE latents of the source frame,
-        dropped with the source tokens; None = the null (zero) latents for every sample.
+        = the null focal condition for every sample. ``source_latents`` must be None here
+        (spatial-source models: :class:`signgen.models.spatial.SpatialSourceDenoiser`).
         """
         b, device = pose.shape[0], pose.device
         feats = self.pose_encoder(pose)  # (B, C0, h, w)
@@ -207,23 +193,9 @@ class FPDMDenoiser(nn.Module):
                 focal = _apply_keep(focal, _keep(drop_focal, b, device))
         elif focal_hidden is not None:
             raise ValueError("focal_hidden given, but this denoiser has no focal adapter")
-        src_lat = base = None
-        if c := self.source_latent_channels:
-            if source_latents is None:  # null spatial source
-                src_lat = feats.new_zeros(b, c, *feats.shape[-2:])
-                base = src_lat if self.source_residual else None
-            else:
-                src_lat = source_latents.to(feats.dtype)
-                src_lat = src_lat.expand(b, -1, -1, -1) if src_lat.shape[0] == 1 else src_lat
-                assert src_lat.shape == (b, c, *feats.shape[-2:]), (
-                    f"source latents {tuple(src_lat.shape)} do not match ({b}, {c}, "
-                    f"{feats.shape[-2]}, {feats.shape[-1]})"
-                )
-                base = src_lat if self.source_residual else None  # before dropout
-                src_lat = _apply_keep(src_lat, _keep(drop_source, b, device))
-        elif source_latents is not None:
+        if source_latents is not None:
             raise ValueError("source_latents given, but this UNet takes no spatial source")
-        return Conditions(feats, tokens, class_emb, focal, src_lat, base)
+        return Conditions(feats, tokens, class_emb, focal)
 
     def denoise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditions
@@ -241,10 +213,6 @@ class FPDMDenoiser(nn.Module):
         if self.focal_adapter is not None:  # [source; focal], split again by the processors
             assert cond.focal_tokens is not None, "an MCLD denoiser needs focal tokens"
             tokens = torch.cat([tokens, cond.focal_tokens.to(tokens.dtype)], dim=1)
-        if cond.source_latents is not None:
-            noisy_latents = torch.cat(
-                [noisy_latents, cond.source_latents.to(noisy_latents.dtype)], dim=1
-            )
         handle = self.unet.conv_in.register_forward_hook(add_pose)
         try:
             out = self.unet(
@@ -256,8 +224,6 @@ class FPDMDenoiser(nn.Module):
             )[0]
         finally:
             handle.remove()
-        if cond.residual_base is not None:  # source-residual prediction
-            out = out + cond.residual_base.to(out.dtype)
         return out
 
     def forward(

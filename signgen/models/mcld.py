@@ -48,12 +48,7 @@ from diffusers.models.embeddings import IPAdapterPlusImageProjection
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from signgen.keypoints.layout import FACE, LEFT_HAND, RIGHT_HAND
-from signgen.models.config import FOCAL_REGIONS
-
-REGIONS: dict[str, range] = {"face": FACE, "left_hand": LEFT_HAND, "right_hand": RIGHT_HAND}
-assert tuple(REGIONS) == FOCAL_REGIONS
-HAND_REGIONS = ("left_hand", "right_hand")
+from signgen.models.regions import REGIONS
 
 
 # ---- geometry ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - older layout
 
 
 class PoseEncoder(ModelMixin, ConfigMixin):
-    """ControlNet-style conditioning embedding of the RGB pose image (docs/model.md).
+    """ControlNet-style conditioning embedding of the RGB pose image (FPDM, Sec. 3).
 
     conv 3->16, then per stage a conv and a stride-2 conv (SiLU), and a zero-initialised
     conv to the UNet's first block width, so a fresh encoder leaves the UNet unchanged.

@@ -1,7 +1,9 @@
 """Image geometry and normalisation shared by stage 1 (IPF), stage 2 (FPDM) and rendering.
 
 ONE resize policy is used everywhere an image enters a network (VAE, DINOv2/CLIP source
-encoder, CLIP of the IPF) and where a generated image leaves it: **letterbox**.
+encoder, CLIP of the IPF) and where a generated image leaves it; a model folder names it
+(``resize_mode`` of its image processor, :mod:`signgen.models.processor`). The default and
+the policy of every model signgen trains is **letterbox**:
 
 1. Pad the frame symmetrically to the target's aspect ratio, replicating the border
    pixels (signer videos have plain backgrounds, so replicated borders look like more
@@ -11,15 +13,21 @@ encoder, CLIP of the IPF) and where a generated image leaves it: **letterbox**.
    padding away, which gives the source frame's exact width and height.
 
 Nothing is cropped and nothing is squashed, so a 210x260 Phoenix frame run at 512x512
-keeps its proportions (the reference code centre-crops in one stage and squashes in
-the other; see docs/model.md, "Image geometry"). Keypoints follow the same geometry through
-:meth:`Letterbox.points_to_padded`, so pose images line up with the letterboxed frames.
+keeps its proportions (the FPDM reference code centre-crops in one stage and squashes in
+the other). Keypoints follow the same geometry (:meth:`Letterbox.canvas`,
+:meth:`Letterbox.points_to_model`), so pose images line up with the letterboxed frames.
+
+The other policy, **squash** (:class:`Squash`), is the FPDM authors': a plain resize to the
+model size with PIL-bicubic-equivalent resampling (antialiased bicubic, a = -0.5), inverted
+by the resize back. Both geometries offer the same five operations, and
+:func:`fit_geometry` is the one place that picks one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
@@ -84,6 +92,16 @@ class Letterbox:
         out[..., 1] += self.pad_top
         return out
 
+    def canvas(self, points: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(keypoints, (W, H)) of the frame that is resized to the target: the padded
+        frame. Pose images are drawn from these (``draw_pose(points, size, target)``)."""
+        return self.points_to_padded(points), self.padded_size
+
+    def points_to_model(self, points: np.ndarray) -> np.ndarray:
+        """Keypoints (..., 3) in source pixels -> target pixels (scores kept)."""
+        scale = np.array([self.dst_w / self.padded_w, self.dst_h / self.padded_h, 1.0], np.float32)
+        return self.points_to_padded(points) * scale
+
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, src_h, src_w) float -> (B, C, dst_h, dst_w): pad (replicate) then resize."""
         assert images.shape[-2:] == (self.src_h, self.src_w), (images.shape, self)
@@ -101,15 +119,66 @@ class Letterbox:
         return images[..., top : top + self.src_h, left : left + self.src_w]
 
 
-def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of (B, C, H, W) to ``size`` = (H, W) (no-op if equal)."""
+@dataclass(frozen=True)
+class Squash:
+    """Geometry of a plain resize of a ``src_w`` x ``src_h`` frame to ``dst_w`` x ``dst_h``
+    (the aspect ratio changes), with PIL's bicubic filter; the inverse resizes back."""
+
+    src_w: int
+    src_h: int
+    dst_w: int
+    dst_h: int
+
+    @classmethod
+    def fit(cls, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Squash:
+        """Squash of ``src_size`` = (W, H) to ``dst_size`` = (W, H)."""
+        (src_w, src_h), (dst_w, dst_h) = ((int(v) for v in s) for s in (src_size, dst_size))
+        assert min(src_w, src_h, dst_w, dst_h) > 0, (src_size, dst_size)
+        return cls(src_w, src_h, dst_w, dst_h)
+
+    def canvas(self, points: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(keypoints, (W, H)) of the frame that is resized: the source frame itself."""
+        return np.array(points, dtype=np.float32, copy=True), (self.src_w, self.src_h)
+
+    def points_to_model(self, points: np.ndarray) -> np.ndarray:
+        """Keypoints (..., 3) in source pixels -> target pixels (scores kept)."""
+        scale = np.array([self.dst_w / self.src_w, self.dst_h / self.src_h, 1.0], np.float32)
+        return np.asarray(points, dtype=np.float32) * scale
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, src_h, src_w) float -> (B, C, dst_h, dst_w)."""
+        assert images.shape[-2:] == (self.src_h, self.src_w), (images.shape, self)
+        return _resize(images, (self.dst_h, self.dst_w), "bicubic")
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, dst_h, dst_w) -> (B, C, src_h, src_w)."""
+        assert images.shape[-2:] == (self.dst_h, self.dst_w), (images.shape, self)
+        return _resize(images, (self.src_h, self.src_w), "bicubic")
+
+
+Geometry = Union[Letterbox, Squash]  # noqa: UP007 - a runtime alias, kept readable
+GEOMETRIES: dict[str, type] = {"letterbox": Letterbox, "squash": Squash}
+RESIZE_MODES = tuple(GEOMETRIES)
+
+
+def fit_geometry(
+    mode: str, src_size: tuple[int, int], dst_size: tuple[int, int]
+) -> Letterbox | Squash:
+    """The geometry of resize policy ``mode`` (letterbox | squash) from ``src_size`` to
+    ``dst_size``, both (W, H)."""
+    if mode not in GEOMETRIES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return GEOMETRIES[mode].fit(src_size, dst_size)
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Antialiased resize of (B, C, H, W) to ``size`` = (H, W) (no-op if equal); ``mode``
+    bilinear or bicubic (torch's antialiased bicubic is PIL's filter, a = -0.5)."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     dtype = images.dtype
     # interpolate's antialias path needs float32 on CPU; compute there and cast back.
-    out = F.interpolate(
-        images.float(), size=size, mode="bilinear", align_corners=False, antialias=True
-    )
+    out = F.interpolate(images.float(), size=size, mode=mode, align_corners=False, antialias=True)
     return out.to(dtype)
 
 
@@ -139,16 +208,17 @@ def to_model_input(
     size: tuple[int, int],
     mean: Sequence[float] = VAE_MEAN,
     std: Sequence[float] = VAE_STD,
+    resize_mode: str = "letterbox",
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float32 (B, 3, size[0], size[1]) letterboxed and normalised.
+    """uint8 (B, H, W, 3) -> float32 (B, 3, size[0], size[1]) resized and normalised.
 
     ``size`` is (H, W). ``mean``/``std`` apply to [0, 1] pixels: the defaults give the VAE's
-    [-1, 1]; pass IMAGENET_* for DINOv2 and CLIP_* for CLIP. See the module docstring for
-    the letterbox policy.
+    [-1, 1]; pass IMAGENET_* for DINOv2 and CLIP_* for CLIP. ``resize_mode``: the policy of
+    the module docstring (letterbox, the default, or squash).
     """
     x = uint8_to_tensor(images)  # (B, 3, H, W) in [0, 1]
-    box = Letterbox.fit((x.shape[-1], x.shape[-2]), (size[1], size[0]))
-    x = box.apply(x)
+    geometry = fit_geometry(resize_mode, (x.shape[-1], x.shape[-2]), (size[1], size[0]))
+    x = geometry.apply(x)
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s

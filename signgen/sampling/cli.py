@@ -1,4 +1,4 @@
-"""``signgen render``: one clip on one machine."""
+"""``signgen render``: one clip on one machine (the render path: ``docs/render_path.md``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from signgen.errors import InputError
+from signgen.sampling.options import add_render_arguments, options_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -73,66 +74,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", metavar="NAME", default=None,
                    help="sample name inside a multi-sample keypoint file (MSKA pickle, "
                    "DeepFashion CSV)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=20, metavar="N",
-                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
-    p.add_argument("--guidance", type=float, nargs=2, default=None,
-                   metavar=("W_SRC", "W_FUSE"),
-                   help="cumulative guidance weights (default: the model's; 2.0 2.0 for "
-                        "the paper's models, as in the paper). A term whose weight comes out 0 "
-                        "is not computed: 2 2 costs two UNet passes per step, 1 1 (no "
-                        "guidance) one, most other pairs three")  # fmt: skip
-    p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
-                   help="MCLD models only: guidance weight of the face/hand focal tokens "
-                   "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip
     p.add_argument("--source-keypoints", metavar="FILE", default=None,
                    help="MCLD models only: keypoints of FIRST (its first pose is used) to "
                    "locate face and hands; default: the first pose of SEQ")  # fmt: skip
-    p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
-                   help="keep the first frame's own full-resolution pixels where the "
-                   "generated frame agrees with it, blending up to a difference of T (0-1 "
-                   "intensity; 0 = off; default: the model's: 0 for full-resolution models, "
-                   "set for the 80x64 demo model)")  # fmt: skip
-    p.add_argument("--scheduler", default=None, metavar="NAME",
-                   help="ddim (default: the model's scheduler, ddim for SD 2.1), ddpm, dpm++, "
-                   "euler")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B",
-                   help="frames generated together (default 8); does not change the frames")  # fmt: skip
+    add_render_arguments(p)
     p.add_argument("--device", default="auto",
                    help="auto (cuda if available, else cpu; default), cpu, cuda or cuda:N")  # fmt: skip
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="model precision (default fp32; bf16/fp16 on GPU)")  # fmt: skip
     p.add_argument("--frames-dir", metavar="DIR", default=None,
                    help="also write the frames as numbered PNGs (images0001.png, ...)")  # fmt: skip
-    p.add_argument("--independent-noise", action="store_true",
-                   help="draw each frame's initial noise from (seed, frame index) instead of "
-                   "one noise for the whole clip")  # fmt: skip
     p.set_defaults(func=run_render)
 
 
 def run_render(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - imported here so `signgen --help` stays fast
 
+    from signgen.devices import resolve_device
     from signgen.fileio import refuse_overwriting_inputs
     from signgen.keypoints.io import load_keypoints
     from signgen.runtime import quiet_libraries
-    from signgen.sampling.pipeline import (
-        FPDMPipeline,
-        load_default_pipeline,
-        resolve_device,
-        resolve_dtype,
-    )
-    from signgen.sampling.schedulers import scheduler_name
+    from signgen.sampling.inputs import check_clip
+    from signgen.sampling.pipeline import FPDMPipeline, load_default_pipeline
     from signgen.video import VideoWriter, read_first_frame, write_png_frames
 
-    # 1. Options that need no file: fail before loading anything.
-    if args.steps <= 0:
-        raise InputError(f"--steps must be a positive integer, got {args.steps}")
-    if args.batch_size <= 0:
-        raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    scheduler = scheduler_name(args.scheduler) if args.scheduler else None
+    # 1. Options that need no file: checked once, before loading anything.
+    options = options_from_args(args)
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype)
     output = (
         Path(args.output) if args.output else Path.cwd() / f"{Path(args.video).stem}_signgen.mp4"
     )
@@ -141,33 +107,26 @@ def run_render(args: argparse.Namespace) -> int:
 
     # 2. Inputs: first frame and keypoints.
     first = read_first_frame(args.video)
-    kp = load_keypoints(args.keypoints, sample=args.sample)
+    kp = check_clip(first, load_keypoints(args.keypoints, sample=args.sample))
+    source_points = None
+    if args.source_keypoints:
+        source_points = check_clip(first, load_keypoints(args.source_keypoints)).points[0]
 
-    # 3. Model.
+    # 3. Model, and the options that depend on it.
     quiet_libraries()
     if args.model:
-        pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
+        pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=options.dtype)
     else:
-        pipe, trained = load_default_pipeline(device=device, dtype=dtype)
+        pipe, trained = load_default_pipeline(device=device, dtype=options.dtype)
         if not trained:
             sys.stderr.write(
                 "signgen: WARNING: no bundled demo model found; using a tiny UNTRAINED "
                 "random-init model: the output is noise, not a signer. Pass --model DIR.\n"
             )
-    guidance = pipe.guidance_or_default(args.guidance)
-    detail_transfer = pipe.detail_transfer_or_default(args.detail_transfer)
-    kp = pipe.check_inputs(first, kp, args.steps, args.batch_size, guidance)
-    pipe.check_focal(args.guidance_focal)
-    source_points = None
-    if args.source_keypoints:
-        if pipe.focal_adapter is None:
-            raise InputError("--source-keypoints needs an MCLD model (this one has no focal "
-                             "conditioning)")  # fmt: skip
-        src_kp = load_keypoints(args.source_keypoints)
-        h0, w0 = first.shape[:2]
-        src_kp = pipe.check_inputs(first, src_kp, args.steps, args.batch_size, (1.0, 1.0))
-        assert (src_kp.width, src_kp.height) == (w0, h0)
-        source_points = src_kp.points[0]
+    if source_points is not None and pipe.focal_adapter is None:
+        raise InputError("--source-keypoints needs an MCLD model (this one has no focal "
+                         "conditioning)")  # fmt: skip
+    pipe.guidance_plan(options)  # the options against this model, before any output opens
 
     # 4. Render, streaming frames into the video (and PNGs); outputs appear only on success.
     from tqdm.auto import tqdm
@@ -181,20 +140,7 @@ def run_render(args: argparse.Namespace) -> int:
         bar = stack.enter_context(
             tqdm(total=len(kp), unit="frame", desc="render", file=sys.stderr, dynamic_ncols=True)
         )
-        for batch in pipe.render(
-            first,
-            kp,
-            num_inference_steps=args.steps,
-            guidance=guidance,
-            scheduler=scheduler,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            independent_noise=args.independent_noise,
-            progress=bar,
-            guidance_focal=args.guidance_focal,
-            source_points=source_points,
-            detail_transfer=detail_transfer,
-        ):
+        for batch in pipe.render(first, kp, options, source_points=source_points, progress=bar):
             for frame in batch:
                 writer.write(frame)
             if frames_tmp is not None:

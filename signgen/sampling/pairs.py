@@ -4,8 +4,9 @@ Pose-guided person image synthesis is evaluated on (source, target) pairs, not c
 (the paper's Table 1: 8,570 DeepFashion test pairs). DeepFashion keypoints are OpenPose-18,
 so the pose image of each target comes from :class:`signgen.data.deepfashion.DeepFashionPairs`
 (``target_pose``: exactly what stage 2 was trained on) and goes to
-:meth:`signgen.sampling.pipeline.FPDMPipeline.generate`, with the same guidance and noise
-as ``signgen render``.
+:meth:`signgen.sampling.pipeline.FPDMPipeline.generate`, the denoising loop of ``signgen
+render``, with the same options object (:class:`~signgen.sampling.options.RenderOptions`),
+guidance and noise; the image processor maps the result back to the target's size.
 
 Output, ready for ``signgen evaluate --pred OUT/pred --gt OUT/gt`` (every pair is a
 one-frame "video" in the Phoenix layout, so the evaluation code is the clips' one):
@@ -33,6 +34,7 @@ import numpy as np
 
 from signgen.errors import InputError
 from signgen.fileio import atomic_write_bytes, atomic_write_text
+from signgen.sampling.options import RenderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -63,26 +65,21 @@ def render_pairs(
     pipe,
     prepared: str | Path,
     out: str | Path,
+    options: RenderOptions | None = None,
     *,
     split: str = "test",
     limit: int | None = None,
-    batch_size: int = 8,
-    steps: int = 20,
-    guidance: tuple[float, float] | None = None,
-    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Generate every pair of ``split`` not yet in ``out``; returns counts (done, skipped)."""
+    """Generate every pair of ``split`` not yet in ``out`` with ``options`` (steps,
+    guidance, seed, batch size; default :class:`RenderOptions`); returns counts."""
     import torch
     from tqdm.auto import tqdm
 
     from signgen.data.deepfashion import DeepFashionPairs
-    from signgen.models.preprocess import Letterbox, tensor_to_uint8
+    from signgen.models.preprocess import tensor_to_uint8
 
-    if batch_size <= 0:
-        raise InputError(f"--batch-size must be a positive integer, got {batch_size}")
-    if steps <= 0:
-        raise InputError(f"--steps must be a positive integer, got {steps}")
+    options = options or RenderOptions()
     if pipe.focal_adapter is not None:
         raise InputError("render-pairs does not support MCLD models (they need whole-body "
                          "keypoints of the source to locate face and hands)")  # fmt: skip
@@ -96,7 +93,7 @@ def render_pairs(
     writer.writerow(["key", "source", "target"])
     writer.writerows(keys.values())
     atomic_write_text(out / "pairs.csv", table.getvalue())
-    mh, mw = pipe.resolution
+    batch_size = options.batch_size
     bar = tqdm(total=len(pending), unit="pair", desc="render-pairs", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)  # fmt: skip
     with bar:
@@ -106,12 +103,11 @@ def render_pairs(
             sources = [pipe.encode_source(it["source"].numpy()) for it in items]
             pose = torch.stack([it["target_pose"] for it in items])  # (b, 3, mh, mw)
             with torch.no_grad():
-                images = pipe.generate(sources, pose, [0] * len(idx), seed=seed,
-                                       num_inference_steps=steps, guidance=guidance)  # fmt: skip
-            for j, (i, it) in enumerate(zip(idx, items, strict=True)):
-                h0, w0 = it["target"].shape[:2]
-                box = Letterbox.fit((w0, h0), (mw, mh))
-                pred = tensor_to_uint8(box.invert(images[j : j + 1]))[0]
+                images = pipe.generate(sources, pose, [0] * len(idx), options)
+            sizes = [(it["target"].shape[1], it["target"].shape[0]) for it in items]
+            preds = pipe.image_processor.postprocess(images, sizes)  # (1, 3, H0, W0) each
+            for i, it, pred in zip(idx, items, preds, strict=True):
+                pred = tensor_to_uint8(pred)[0]
                 key = keys[i][0]
                 # Ground truth first: a pair counts as done once its prediction exists.
                 atomic_write_bytes(out / "gt" / key / "images0001.png", _png(it["target"].numpy()))
@@ -153,17 +149,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from signgen.sampling.pipeline import FPDMPipeline, resolve_device, resolve_dtype
+    from signgen.devices import resolve_device
+    from signgen.sampling.pipeline import FPDMPipeline
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
-    t0 = time.perf_counter()
-    counts = render_pairs(
-        pipe, args.prepared, args.output, split=args.split, limit=args.limit,
-        batch_size=args.batch_size, steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed, progress=not args.quiet,
+    options = RenderOptions(
+        steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        dtype=args.dtype,
     )  # fmt: skip
+    device = resolve_device(args.device)
+    pipe = FPDMPipeline.from_pretrained(args.model, device=device, dtype=options.dtype)
+    t0 = time.perf_counter()
+    counts = render_pairs(pipe, args.prepared, args.output, options, split=args.split,
+                          limit=args.limit, progress=not args.quiet)  # fmt: skip
     logger.info("render-pairs: %d pairs (%d generated, %d already there) in %.1f s -> %s",
                 counts["pairs"], counts["rendered"], counts["skipped"],
                 time.perf_counter() - t0, args.output)  # fmt: skip

@@ -1,177 +1,170 @@
-"""FPDMPipeline: every FPDM component in one object, one folder, and the render loop.
+"""FPDMPipeline: every FPDM component in one diffusers ``DiffusionPipeline``, and the render.
 
-Folder layout (``save_pretrained`` / ``from_pretrained``), diffusers-style::
+Persistence is diffusers' own: the components are registered with ``register_modules``
+and ``save_pretrained``/``from_pretrained`` write and read them, one subfolder each, with
+``model_index.json`` naming their classes; the pipeline-level settings are the pipeline's
+config in the same file. A model folder::
 
-    model_index.json      component classes, model resolution, source preprocessing,
-                          default guidance (W_SRC, W_FUSE; absent = the paper's 2, 2),
-                          ``source_residual`` (signgen.models.fpdm; absent = false) and
-                          ``detail_transfer`` (signgen.sampling.detail; absent = 0, off)
-    vae/  unet/  pose_encoder/  source_encoder/  source_projector/  fusion_mlp/  scheduler/
-    ipf/                  (optional) CLIP vision tower + Combiner, see signgen.models.ipf
-    focal_adapter/        (optional, MCLD) focal resampler + decoupled cross-attention
-                          K/V, see signgen.models.mcld; the UNet folder stays plain
+    model_index.json  component classes; ``image_processor`` (the processor's config:
+                      resolution, resize mode, source preprocessing), ``guidance`` (default
+                      W_SRC, W_FUSE; absent = the paper's 2, 2), ``detail_transfer`` (default
+                      threshold of that post-processor; 0 = off) and ``source_residual``
+                      (the spatial-source denoiser's residual prediction; absent = false)
+    vae/  unet/  pose_encoder/  source_encoder/  source_projector/  scheduler/
+    ipf/  fusion_mlp/         (optional: models with Image-Pose Fusion, signgen.models.ipf)
+    focal_adapter/            (optional: MCLD, signgen.models.mcld; the UNet stays plain)
 
-Rendering conventions (see :meth:`FPDMPipeline.render`):
+The image processor is a ``ConfigMixin`` with no weights (like diffusers'
+``VaeImageProcessor``, which diffusers' pipelines build in ``__init__`` rather than save),
+so it travels as config, not as a subfolder: diffusers' loader saves and loads only
+classes with weights or their own ``save_pretrained`` (models, schedulers, tokenizers).
+Loading adds two things around diffusers' loader (:mod:`signgen.sampling.loading`): hub
+ids resolve through the local cache only, and ``model_index.json`` is checked against a
+class allow-list before anything is imported (it also reads the layout of folders written
+before, so they load unchanged). How the parts fit: ``docs/render_path.md``.
 
-* Geometry: the model runs at its configured resolution. The first frame is letterboxed
-  to the model's aspect ratio (replicated borders), resized, and every generated frame
-  is mapped back by the exact inverse (resize to the padded size, crop), so the output
-  has the first frame's exact width and height. Keypoints go through the same geometry.
-  Models with a ``detail_transfer`` threshold then put the first frame's fine detail back
-  where the frame did not change (:mod:`signgen.sampling.detail`).
-* Noise: by default every frame of a clip starts from the SAME initial latent noise,
-  drawn once from ``seed`` (frames then differ only by their pose, which reduces
-  flicker). ``independent_noise=True`` draws each frame's noise from a generator seeded
-  with (seed, frame index). Either way a frame's noise does not depend on the batch
-  size or on which other frames share its batch.
-* Memory: frames are generated and yielded batch by batch; nothing grows with the
-  length of the sequence except the keypoint array itself.
-* MCLD models (a ``focal_adapter``): the face and hand crops of the first frame are
-  encoded once per clip, located by the first frame's keypoints (``source_points``;
-  default: the first pose of the sequence), and guidance has a fourth branch
-  (:func:`signgen.sampling.guidance.focal_cumulative_guidance`, weight ``guidance_focal``).
+The render (:meth:`FPDMPipeline.render`, in numbered steps):
+
+1. check the inputs (:func:`signgen.sampling.inputs.check_clip`) and the options against
+   the model (:class:`signgen.sampling.options.RenderOptions`, validated when made);
+2. prepare the clip once: encode the first frame (source tokens, IPF embedding, MCLD
+   focal crops, the spatial-source latents) and bind the post-processors to it;
+3. per batch of frames: draw the pose images in the first frame's geometry (the image
+   processor), the same for the IPF;
+4. initial noise, per frame (:mod:`signgen.sampling.loop`);
+5. denoise: one batched UNet call per step for every guidance branch that runs
+   (:mod:`signgen.sampling.guidance`);
+6. decode with the VAE;
+7. map back to the first frame's exact size (the processor's inverse geometry) and run the
+   post-processors (:mod:`signgen.sampling.detail`).
+
+Steps 4-6 are :meth:`FPDMPipeline.generate`, which ``render-pairs`` and the training sample
+grids call too. Frames are generated and yielded batch by batch: nothing grows with the
+length of the sequence except the keypoint array.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
 
+from signgen.devices import resolve_device, resolve_dtype
 from signgen.errors import InputError, MissingWeightsError
-from signgen.fileio import atomic_write_text
 from signgen.keypoints.sequence import KeypointSequence
 from signgen.models.config import PAPER_GUIDANCE
 from signgen.models.encoders import encode_source
-from signgen.models.fpdm import FPDMDenoiser
+from signgen.models.factory import build_denoiser
 from signgen.models.modules import vae_downscale_factor
-from signgen.models.preprocess import (
-    VAE_MEAN,
-    VAE_STD,
-    Letterbox,
-    tensor_to_uint8,
-    to_model_input,
-    uint8_to_tensor,
+from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
+from signgen.models.processor import FPDMImageProcessor
+from signgen.models.schedulers import make_scheduler, scheduler_key
+from signgen.sampling.detail import DetailTransfer
+from signgen.sampling.guidance import GuidancePlan, fpdm_chain
+from signgen.sampling.inputs import check_clip
+from signgen.sampling.loading import (
+    MODEL_INDEX,
+    check_model_folder,
+    check_model_index,
+    default_model_path,
+    resolve_model_dir,
 )
-from signgen.sampling import detail
-from signgen.sampling.guidance import branch_drop_masks, combine_branches, needed_branches
-from signgen.sampling.schedulers import SCHEDULERS, make_scheduler, scheduler_name
+from signgen.sampling.loop import decode, denoise, initial_noise
+from signgen.sampling.options import RenderOptions
+
+__all__ = [
+    "MODEL_INDEX",
+    "ClipSource",
+    "EncodedSource",
+    "FPDMPipeline",
+    "default_model_path",
+    "load_default_pipeline",
+]
 
 logger = logging.getLogger(__name__)
 
-MODEL_INDEX = "model_index.json"
-# Keypoint frame size vs first-frame size: rescale (with a warning) when the aspect ratios
-# agree within this relative tolerance; otherwise the keypoints belong to another video.
-ASPECT_TOLERANCE = 0.01
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-# ---- devices, dtypes, seeds -------------------------------------------------------------
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an InputError."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: no CUDA GPU is available (use --device cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type != "cpu":
-        raise InputError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def frame_seed(seed: int, frame_index: int | None) -> int:
-    """Seed of one frame's generator: ``seed`` itself (shared noise) or a hash of
-    (seed, frame_index) (independent noise) via numpy's SeedSequence, so neighbouring
-    seeds and frames do not give correlated streams."""
-    if frame_index is None:
-        return int(seed)
-    return int(np.random.SeedSequence([int(seed), int(frame_index)]).generate_state(1)[0])
-
-
-# ---- encoded source -----------------------------------------------------------------------
 @dataclass
 class EncodedSource:
-    """What the render loop needs of a clip's first frame; computed once per clip."""
+    """What the model needs of a clip's first frame, computed once per clip."""
 
     hidden: torch.Tensor  # (1, N, Ds) source-encoder last hidden state
     clip_emb: torch.Tensor | None  # (1, D) IPF/CLIP embedding of the source, or None
     width: int  # first frame size = output size
     height: int
-    focal_hidden: torch.Tensor | None = None  # (1, R, N', Ds) MCLD crop tokens, or None
-    focal_present: torch.Tensor | None = None  # (1, R) bool: region found in the first frame
-    latents: torch.Tensor | None = None  # (1, c, h, w) scaled VAE latents (spatial-source UNets)
-    image: np.ndarray | None = None  # (H, W, 3) uint8 first frame (source detail transfer)
-    _layers: tuple[torch.Tensor, torch.Tensor] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def detail_layers(
-        self, resolution: tuple[int, int], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(full, low) of :func:`signgen.sampling.detail.detail_layers` on ``device``,
-        computed and moved there once per clip, not once per frame."""
-        if self._layers is None or self._layers[0].device != device:
-            if self.image is None:
-                raise ValueError("this encoded source keeps no image: no detail transfer")
-            full, low = detail.detail_layers(self.image, resolution)
-            self._layers = (full.to(device), low.to(device))
-        return self._layers
+    # Further per-clip conditions, as keyword arguments of the denoiser's encode_conditions:
+    # MCLD focal_hidden (1, R, N', Ds) + focal_present (1, R); spatial-source latents (1, c, h, w).
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-# ---- the pipeline ---------------------------------------------------------------------------
-class FPDMPipeline:
-    """All FPDM components plus the render loop (numbered steps in :meth:`render_frames`)."""
+@dataclass
+class ClipSource:
+    """A clip's first frame, prepared once: its encoding and its bound post-processors
+    (each maps frames (1, 3, H, W) at the first frame's size to the same)."""
+
+    encoded: EncodedSource
+    postprocess: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
+
+
+class FPDMPipeline(DiffusionPipeline):
+    """All FPDM components, saved and loaded by diffusers, and the render (module docstring).
+
+    Components as diffusers names them (``ipf``/``fusion_mlp``: models with Image-Pose
+    Fusion; ``focal_adapter``: MCLD). ``image_processor``: an :class:`FPDMImageProcessor`
+    or its config; ``guidance`` (W_SRC, W_FUSE) and ``detail_transfer`` are the defaults of
+    renders that give none; ``source_residual`` selects the residual prediction of a
+    spatial-source UNet (:mod:`signgen.models.spatial`). Arguments are unannotated:
+    diffusers reads annotations to check loaded types.
+    """
+
+    _optional_components = ["ipf", "fusion_mlp", "focal_adapter"]  # noqa: RUF012 - diffusers' name
 
     def __init__(
         self,
-        *,
-        vae: Any,
-        unet: Any,
-        pose_encoder: Any,
-        source_encoder: Any,
-        source_projector: Any,
-        scheduler: Any,
-        ipf: Any | None = None,
-        fusion_mlp: Any | None = None,
-        focal_adapter: Any | None = None,
-        resolution: tuple[int, int] = (512, 512),
-        source_image_size: tuple[int, int] = (512, 512),
-        source_mean: Sequence[float] = (0.485, 0.456, 0.406),
-        source_std: Sequence[float] = (0.229, 0.224, 0.225),
-        source_residual: bool = False,
-        guidance: Sequence[float] = PAPER_GUIDANCE,
-        detail_transfer: float = 0.0,
+        vae,
+        unet,
+        pose_encoder,
+        source_encoder,
+        source_projector,
+        scheduler,
+        ipf=None,
+        fusion_mlp=None,
+        focal_adapter=None,
+        image_processor=None,
+        guidance=PAPER_GUIDANCE,
+        detail_transfer=0.0,
+        source_residual=False,
     ) -> None:
-        self.vae = vae
-        self.source_encoder = source_encoder
-        self.ipf = ipf if fusion_mlp is not None else None
-        self.scheduler = scheduler
-        self.denoiser = FPDMDenoiser(
-            unet, pose_encoder, source_projector, fusion_mlp, focal_adapter=focal_adapter,
+        super().__init__()
+        ipf = ipf if fusion_mlp is not None else None  # an IPF without a fusion MLP is unused
+        self.register_modules(
+            vae=vae, unet=unet, pose_encoder=pose_encoder, source_encoder=source_encoder,
+            source_projector=source_projector, scheduler=scheduler, ipf=ipf,
+            fusion_mlp=fusion_mlp, focal_adapter=focal_adapter,
+        )  # fmt: skip
+        if not isinstance(image_processor, FPDMImageProcessor):
+            image_processor = FPDMImageProcessor.from_config(dict(image_processor or {}))
+        self._image_processor = image_processor
+        from signgen import __version__
+
+        self.register_to_config(
+            image_processor={k: v for k, v in image_processor.config.items() if k[0] != "_"},
+            guidance=[float(guidance[0]), float(guidance[1])],
+            detail_transfer=float(detail_transfer),
+            source_residual=bool(source_residual),
+            _signgen_version=__version__,
+        )
+        self.denoiser = build_denoiser(
+            unet, pose_encoder, source_projector, fusion_mlp, focal_adapter,
             source_residual=source_residual,
         )  # fmt: skip
         if source_residual and scheduler.config.prediction_type != "sample":
@@ -179,14 +172,6 @@ class FPDMPipeline:
                 "a source-residual model predicts the clean sample: its scheduler's "
                 f"prediction_type must be 'sample', not {scheduler.config.prediction_type!r}"
             )
-        self.resolution = (int(resolution[0]), int(resolution[1]))  # (H, W)
-        self.source_image_size = (int(source_image_size[0]), int(source_image_size[1]))
-        self.source_mean = tuple(float(v) for v in source_mean)
-        self.source_std = tuple(float(v) for v in source_std)
-        # Cumulative guidance (W_SRC, W_FUSE) of renders that give none (model_index.json).
-        self.default_guidance = (float(guidance[0]), float(guidance[1]))
-        # Source detail transfer threshold of renders that give none (0 = off).
-        self.detail_transfer = detail.check_detail_transfer(detail_transfer, ValueError)
         factor = vae_downscale_factor(vae)
         if factor != pose_encoder.downscale_factor:
             raise ValueError(
@@ -196,19 +181,29 @@ class FPDMPipeline:
         if self.resolution[0] % factor or self.resolution[1] % factor:
             raise ValueError(f"resolution {self.resolution} must be divisible by {factor}")
         self.vae_scale_factor = factor
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
 
-    def detail_transfer_or_default(self, threshold: float | None) -> float:
-        """Detail-transfer threshold; None = the model's ``detail_transfer``."""
-        if threshold is None:
-            return self.detail_transfer
-        return detail.check_detail_transfer(threshold, InputError)
+    @property
+    def image_processor(self) -> FPDMImageProcessor:
+        return self._image_processor
 
-    def guidance_or_default(self, guidance: Sequence[float] | None) -> tuple[float, float]:
-        """(W_SRC, W_FUSE) as floats; None = the model's ``default_guidance``."""
-        g = self.default_guidance if guidance is None else guidance
-        return (float(g[0]), float(g[1]))
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(H, W) the model runs at."""
+        return self._image_processor.resolution
+
+    @property
+    def default_guidance(self) -> tuple[float, float]:
+        """(W_SRC, W_FUSE) of renders that give none (the pipeline config's ``guidance``)."""
+        w_src, w_fuse = self.config["guidance"]
+        return float(w_src), float(w_fuse)
+
+    @property
+    def detail_transfer(self) -> float:
+        """Detail-transfer threshold of renders that give none (0 = off)."""
+        return float(self.config["detail_transfer"])
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
 
     def eval(self) -> FPDMPipeline:
         """Inference mode for every module (dropout off, no gradients); returns self.
@@ -220,115 +215,57 @@ class FPDMPipeline:
             m.eval().requires_grad_(False)
         return self
 
-    # -- components ---------------------------------------------------------------------
-    @property
-    def unet(self):
-        return self.denoiser.unet
-
-    @property
-    def pose_encoder(self):
-        return self.denoiser.pose_encoder
-
-    @property
-    def source_projector(self):
-        return self.denoiser.source_projector
-
-    @property
-    def fusion_mlp(self):
-        return self.denoiser.fusion_mlp
-
-    @property
-    def focal_adapter(self):
-        return self.denoiser.focal_adapter
-
-    def components(self) -> dict[str, Any]:
-        """Components by folder name; ``focal_adapter`` only for MCLD models."""
-        extra = {} if self.focal_adapter is None else {"focal_adapter": self.focal_adapter}
-        return {
-            "vae": self.vae,
-            "unet": self.unet,
-            "pose_encoder": self.pose_encoder,
-            "source_encoder": self.source_encoder,
-            "source_projector": self.source_projector,
-            "ipf": self.ipf,
-            "fusion_mlp": self.fusion_mlp,
-            "scheduler": self.scheduler,
-            **extra,
-        }
-
-    def _modules(self) -> list[torch.nn.Module]:
-        return [m for m in self.components().values() if isinstance(m, torch.nn.Module)]
-
     def to(
-        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        self, device: Any = None, dtype: torch.dtype | None = None, **kwargs: Any
     ) -> FPDMPipeline:
+        """Move every module to ``device`` and/or cast it to ``dtype`` (either may be given
+        alone, as with ``torch.nn.Module.to``); other options go to diffusers' ``to``."""
+        if kwargs:
+            return super().to(*(a for a in (device, dtype) if a is not None), **kwargs)
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         device = torch.device(device) if device is not None else self.device
-        dtype = dtype or self.dtype
+        # Only name a dtype when it changes: diffusers warns whenever one is named.
+        cast = {"dtype": dtype} if dtype is not None and dtype != self.dtype else {}
         for m in self._modules():
-            # Only pass dtype when it changes: diffusers warns on every dtype cast.
-            m.to(device=device, dtype=None if dtype == self.dtype else dtype)
-        self.device, self.dtype = device, dtype
+            m.to(device=device, **cast)
         return self
 
+    # -- building and persistence ---------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: Any) -> FPDMPipeline:
         """Build from an :class:`FPDMModelConfig` (pretrained parts offline, rest random)."""
-        from signgen.models.config import build_components
+        from signgen.models.factory import build_components
 
         return cls.from_components(cfg, build_components(cfg, device="cpu")).eval()
 
     @classmethod
     def from_components(cls, cfg: Any, comps: dict[str, Any]) -> FPDMPipeline:
         """Assemble (e.g. trained) components as returned by ``build_components(cfg)``;
-        the resolution and source preprocessing come from ``cfg``."""
+        the image processor and the render defaults come from ``cfg``."""
         mean, std = cfg.source_mean_std()
-        return cls(
-            **comps,
+        processor = FPDMImageProcessor(
             resolution=tuple(cfg.resolution),
-            source_image_size=tuple(cfg.source_encoder.image_size),
+            source_size=tuple(cfg.source_encoder.image_size),
             source_mean=mean,
             source_std=std,
-            source_residual=cfg.unet.source_residual,
+        )
+        return cls(
+            **comps,
+            image_processor=processor,
             guidance=tuple(cfg.guidance),
             detail_transfer=cfg.detail_transfer,
+            source_residual=cfg.unet.source_residual,
         )
 
-    # -- persistence --------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write every component and ``model_index.json`` to ``directory`` (replaced whole:
-        written to a temporary folder next to it and renamed on success)."""
+    def save_pretrained(self, directory: str | os.PathLike, **kwargs: Any) -> Path:
+        """diffusers' ``save_pretrained`` (safetensors), made atomic: written to a temporary
+        folder next to ``directory`` and renamed onto it (replaced whole) on success."""
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            index: dict[str, Any] = {"_class_name": type(self).__name__}
-            from signgen import __version__
-
-            index["_signgen_version"] = __version__
-            for name, comp in self.components().items():
-                if comp is None:
-                    index[name] = [None, None]
-                    continue
-                lib = type(comp).__module__.split(".")[0]
-                index[name] = [lib, type(comp).__name__]
-                if name == "scheduler":
-                    comp.save_pretrained(tmp / name)
-                elif lib == "signgen" and name == "ipf":
-                    comp.save_pretrained(tmp / name)
-                else:
-                    comp.save_pretrained(tmp / name, safe_serialization=True)
-            index["resolution"] = list(self.resolution)
-            index["source_preprocess"] = {
-                "image_size": list(self.source_image_size),
-                "mean": list(self.source_mean),
-                "std": list(self.source_std),
-            }
-            index["guidance"] = list(self.default_guidance)
-            if self.denoiser.source_residual:  # absent = False (every paper recipe)
-                index["source_residual"] = True
-            if self.detail_transfer:  # absent = 0, off (every paper recipe)
-                index["detail_transfer"] = self.detail_transfer
-            atomic_write_text(tmp / MODEL_INDEX, json.dumps(index, indent=2))
+            super().save_pretrained(tmp, safe_serialization=True, **kwargs)
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
                 os.replace(target, old / target.name)
@@ -342,6 +279,16 @@ class FPDMPipeline:
         return target
 
     @classmethod
+    def load_config(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
+        """diffusers' reader of ``model_index.json``, then the allow-list and the earlier
+        layout (:func:`signgen.sampling.loading.check_model_index`)."""
+        out = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        where = Path(pretrained_model_name_or_path) / MODEL_INDEX
+        if isinstance(out, tuple):
+            return (check_model_index(out[0], where), *out[1:])
+        return check_model_index(out, where)
+
+    @classmethod
     def from_pretrained(
         cls,
         path: str | os.PathLike,
@@ -350,201 +297,149 @@ class FPDMPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str = torch.float32,
     ) -> FPDMPipeline:
-        """Load a pipeline folder: a local directory or a Hugging Face hub id.
+        """Load a model folder: a local directory or a Hugging Face hub id.
 
         Hub ids resolve through the local cache only by default (``local_files_only``;
         set ``HF_HOME`` to the cache, ``HF_HUB_OFFLINE=1`` to forbid the network).
         Missing components raise :class:`MissingWeightsError` naming the folder.
         """
-        root = _resolve_model_dir(path, local_files_only)
-        index_path = root / MODEL_INDEX
-        if not index_path.is_file():
+        root = resolve_model_dir(path, local_files_only)
+        if not (root / MODEL_INDEX).is_file():
             raise MissingWeightsError(f"{root} is not an FPDM model folder (no {MODEL_INDEX})")
         try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise MissingWeightsError(f"{index_path} is not valid JSON: {exc}") from None
-        comps: dict[str, Any] = {}
-        for name in ("vae", "unet", "pose_encoder", "source_encoder", "source_projector",
-                     "scheduler", "ipf", "fusion_mlp", "focal_adapter"):  # fmt: skip
-            entry = index.get(name)
-            if entry is None or entry == [None, None]:
-                if name in ("ipf", "fusion_mlp", "focal_adapter"):
-                    comps[name] = None
-                    continue
-                raise MissingWeightsError(f"{index_path} lists no {name!r} component")
-            comps[name] = _load_component(root, name, tuple(entry))
-        pre = index.get("source_preprocess", {})
-        pipe = cls(
-            **comps,
-            resolution=tuple(index.get("resolution", (512, 512))),
-            source_image_size=tuple(pre.get("image_size", (512, 512))),
-            source_mean=pre.get("mean", (0.485, 0.456, 0.406)),
-            source_std=pre.get("std", (0.229, 0.224, 0.225)),
-            source_residual=bool(index.get("source_residual", False)),
-            guidance=tuple(index.get("guidance", PAPER_GUIDANCE)),
-            detail_transfer=float(index.get("detail_transfer", 0.0)),
-        )
+            index = cls.load_config(root)
+            check_model_folder(root, index)
+            _import_component_libraries()  # diffusers resolves classes in imported modules
+            pipe = super().from_pretrained(str(root), local_files_only=True)
+        except MissingWeightsError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise MissingWeightsError(
+                f"cannot load the model in {root}: {str(exc).splitlines()[0]}"
+            ) from None
         return pipe.eval().to(resolve_device(device), resolve_dtype(dtype))
 
-    # -- step 1: inputs -------------------------------------------------------------------
-    @staticmethod
-    def check_inputs(
-        source_image: np.ndarray,
-        keypoints: KeypointSequence,
-        num_inference_steps: int,
-        batch_size: int,
-        guidance: tuple[float, float],
-    ) -> KeypointSequence:
-        """Validate before any compute; returns keypoints in the first frame's pixels.
-
-        Keypoints measured on a frame of another size are rescaled (with a warning) when
-        the aspect ratios agree within 1 %; otherwise they belong to another video and
-        this is an error. A static method: it needs no model, so CPU stages of distributed
-        jobs validate clips before any GPU time is spent.
-        """
-        img = np.asarray(source_image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+    # -- step 1: options against the model ---------------------------------------------------
+    def guidance_plan(self, options: RenderOptions) -> GuidancePlan:
+        """The guidance chain and weights of ``options`` on this model (its defaults where
+        ``options`` gives none); a focal weight for a model without MCLD is an InputError."""
+        focal = self.focal_adapter is not None
+        if options.guidance_focal is not None and not focal:
             raise InputError(
-                f"first frame must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}"
+                "focal guidance given, but this model has no focal (MCLD) conditioning"
             )
-        if min(img.shape[:2]) < 2:
-            raise InputError(f"first frame is too small: {img.shape[1]}x{img.shape[0]}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise InputError(f"steps must be a positive integer, got {num_inference_steps!r}")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
-        if len(guidance) != 2 or not all(np.isfinite(float(w)) for w in guidance):
-            raise InputError(f"guidance must be two finite numbers W_SRC W_FUSE, got {guidance!r}")
-        if len(keypoints) == 0:
-            raise InputError("keypoint sequence has 0 frames: nothing to render")
-        h, w = img.shape[:2]
-        if (keypoints.width, keypoints.height) != (w, h):
-            kp_aspect = keypoints.width / keypoints.height
-            aspect = w / h
-            if abs(kp_aspect / aspect - 1) > ASPECT_TOLERANCE:
-                raise InputError(
-                    f"keypoints are for {keypoints.width}x{keypoints.height} frames but the first "
-                    f"frame is {w}x{h} (different aspect ratio): they do not belong to this "
-                    "video; convert them to the frame's size first"
-                )
-            logger.warning(
-                "keypoints are for %dx%d frames, the first frame is %dx%d: rescaling keypoints",
-                keypoints.width,
-                keypoints.height,
-                w,
-                h,
-            )
-            keypoints = keypoints.rescaled(w, h)
-        return keypoints
+        w_src, w_fuse = options.guidance or self.default_guidance
+        weights: tuple[float, ...] = (w_src, w_fuse)
+        if focal:
+            w_focal = options.guidance_focal
+            w_focal = float(self.focal_adapter.config.guidance if w_focal is None else w_focal)
+            weights = (w_src, w_focal, w_fuse)
+        return GuidancePlan(fpdm_chain(focal), weights, skip_zero=options.skip_zero_branches)
 
-    # -- step 2: source, once per clip ------------------------------------------------------
+    def make_scheduler(self, name: str | None = None):
+        """A fresh scheduler (own state) of type ``name`` (None: the model's) with the
+        model's noise schedule."""
+        return make_scheduler(name or scheduler_key(self.scheduler), self.scheduler)
+
+    # -- step 2: the first frame, once per clip ---------------------------------------------
     @torch.no_grad()
     def encode_source(
-        self, source_image: np.ndarray, source_points: np.ndarray | None = None
+        self,
+        source_image: np.ndarray,
+        source_points: np.ndarray | None = None,
+        *,
+        model_points: np.ndarray | None = None,
     ) -> EncodedSource:
-        """First frame uint8 (H, W, 3) -> source-encoder tokens and its IPF embedding.
+        """First frame uint8 (H, W, 3) -> what the model conditions on (:class:`EncodedSource`).
 
         MCLD models also encode the face and hand crops located by ``source_points``
-        (133, 3), the first frame's keypoints in its pixels; without them every region is
-        treated as missing (a warning says so).
+        (133, 3), the first frame's keypoints in its pixels (or ``model_points``, already in
+        model pixels, as training batches carry them); without either every region is
+        treated as missing (a warning says so). The crops come from the frame at the model
+        resolution, as in training (PairDataset).
         """
+        proc, device, dtype = self._image_processor, self.device, self.dtype
         img = np.asarray(source_image)[None]  # (1, H, W, 3)
-        px = to_model_input(img, self.source_image_size, self.source_mean, self.source_std)
-        hidden = encode_source(self.source_encoder, px.to(self.device, self.dtype))  # (1, N, Ds)
+        hidden = encode_source(self.source_encoder, proc.source_pixels(img).to(device, dtype))
         clip_emb = None
         if self.ipf is not None:
-            clip_px = self.ipf.preprocess(img).to(self.device, self.dtype)
-            clip_emb = self.ipf.embed(clip_px)  # (1, D)
-        focal_hidden = focal_present = None
+            px = proc.preprocess(img, self.ipf.image_size, self.ipf.mean, self.ipf.std)
+            clip_emb = self.ipf.embed(px.to(device, dtype))  # (1, D)
+        extras: dict[str, torch.Tensor] = {}
         if self.focal_adapter is not None:
-            focal_hidden, focal_present = self._encode_focal(img, source_points)
-        latents = None
-        if self.denoiser.source_latent_channels:  # pixel-aligned source (signgen.models.fpdm)
-            x = to_model_input(img, self.resolution).to(self.device, self.dtype)  # [-1, 1]
-            dist = self.vae.encode(x).latent_dist
-            latents = dist.mode() * self.vae.config.scaling_factor  # (1, c, h, w)
-        return EncodedSource(
-            hidden, clip_emb, width=img.shape[2], height=img.shape[1],
-            focal_hidden=focal_hidden, focal_present=focal_present, latents=latents,
-            image=img[0],
-        )  # fmt: skip
+            if model_points is None and source_points is not None:
+                model_points = proc.points_to_model(source_points, (img.shape[2], img.shape[1]))
+            if model_points is None:
+                logger.warning(
+                    "MCLD model without source keypoints: face and hands treated as missing"
+                )
+                model_points = np.zeros((133, 3), np.float32)
+            x = proc.preprocess(img, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # [0, 1]
+            hidden_f, present = self.focal_adapter.encode_regions(
+                self.source_encoder, x.to(device), torch.from_numpy(np.asarray(model_points))[None],
+                proc.source_mean, proc.source_std,
+            )  # fmt: skip
+            extras.update(focal_hidden=hidden_f, focal_present=present)
+        extras.update(
+            self.denoiser.encode_source_extras(self.vae, proc.preprocess(img).to(device, dtype))
+        )
+        return EncodedSource(hidden, clip_emb, width=img.shape[2], height=img.shape[1],
+                             extras=extras)  # fmt: skip
 
-    def _encode_focal(
-        self, img: np.ndarray, points: np.ndarray | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, H, W, 3) uint8 + (133, 3) keypoints in its pixels -> crop tokens, present.
+    def prepare_clip(
+        self,
+        source_image: np.ndarray,
+        options: RenderOptions,
+        source_points: np.ndarray | None = None,
+    ) -> ClipSource:
+        """Encode the first frame and bind the post-processors ``options`` ask for (the
+        detail transfer: ``options.detail_transfer``, None = the model's threshold)."""
+        post = []
+        threshold = (
+            self.detail_transfer if options.detail_transfer is None else options.detail_transfer
+        )
+        if threshold > 0:
+            post.append(
+                DetailTransfer(threshold).bind(np.asarray(source_image), self._image_processor)
+            )
+        return ClipSource(self.encode_source(source_image, source_points), tuple(post))
 
-        The crops come from the frame letterboxed to the model resolution, with the
-        keypoints mapped the same way, exactly as in training (PairDataset)."""
-        mh, mw = self.resolution
-        if points is None:
-            logger.warning("MCLD model without source keypoints: face and hands treated as missing")
-            points = np.zeros((133, 3), np.float32)
-        box = Letterbox.fit((img.shape[2], img.shape[1]), (mw, mh))
-        pw, ph = box.padded_size
-        pts = box.points_to_padded(np.asarray(points, np.float32))
-        pts = pts * np.array([mw / pw, mh / ph, 1.0], np.float32)  # model pixels
-        x = to_model_input(img, self.resolution, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # [0, 1]
-        return self.focal_adapter.encode_regions(
-            self.source_encoder, x.to(self.device), torch.from_numpy(pts)[None],
-            self.source_mean, self.source_std,
-        )  # fmt: skip
-
-    # -- the render loop ----------------------------------------------------------------------
+    # -- the render ---------------------------------------------------------------------------
     def render(
         self,
         source_image: np.ndarray,
         keypoints: KeypointSequence,
+        options: RenderOptions | None = None,
         *,
-        num_inference_steps: int = 20,
-        guidance: tuple[float, float] | None = None,
-        scheduler: str | None = None,
-        seed: int = 0,
-        batch_size: int = 8,
-        independent_noise: bool = False,
-        progress: bool | Any = False,
-        guidance_focal: float | None = None,
         source_points: np.ndarray | None = None,
-        detail_transfer: float | None = None,
+        progress: bool | Any = False,
+        **changes: Any,
     ) -> Iterator[np.ndarray]:
         """Yield the clip's frames batch by batch as uint8 (b, H, W, 3), in order.
 
         ``source_image`` is the first frame (H, W, 3) uint8 RGB; the output has its exact
-        size. ``keypoints`` has one pose per output frame. ``progress``: a tqdm bar (or
-        True for a new one on stderr) updated per frame. ``guidance`` (W_SRC, W_FUSE): None
-        = the model's ``default_guidance`` (model_index.json). MCLD models only:
-        ``guidance_focal`` (default: the model's) weights the focal-token guidance term;
-        ``source_points`` (133, 3) are the first frame's keypoints in its pixels (default:
-        the first pose of ``keypoints``).
-        ``detail_transfer``: threshold of the source detail transfer
-        (:mod:`signgen.sampling.detail`); None = the model's, 0 = off.
+        size. ``keypoints`` has one pose per output frame. ``options``: how to render
+        (default :class:`RenderOptions`), with ``changes`` applied (e.g. ``steps=10``).
+        MCLD models: ``source_points`` (133, 3) are the first frame's keypoints in its
+        pixels (default: the first pose of ``keypoints``). ``progress``: a tqdm bar (or
+        True for a new one on stderr) updated per frame.
         """
-        # 1. Check inputs (before any compute). No guidance = the model's default.
-        guidance = self.guidance_or_default(guidance)
-        detail_transfer = self.detail_transfer_or_default(detail_transfer)
-        kp = self.check_inputs(source_image, keypoints, num_inference_steps, batch_size, guidance)
-        self.check_focal(guidance_focal)
+        opts = options or RenderOptions()
+        if changes:
+            opts = opts.replace(**changes)
+        # 1. Check inputs and options (before any compute).
+        kp = check_clip(source_image, keypoints)
+        self.guidance_plan(opts)
         if self.focal_adapter is not None and source_points is None:
             source_points = kp.points[0]
-        sched = self.make_scheduler(scheduler)
         bar = _progress_bar(progress, len(kp))
         try:
-            # 2. Encode the source once per clip.
-            src = self.encode_source(source_image, source_points)
-            for start in range(0, len(kp), batch_size):
-                stop = min(start + batch_size, len(kp))
+            # 2. The first frame, once per clip.
+            clip = self.prepare_clip(source_image, opts, source_points)
+            for start in range(0, len(kp), opts.batch_size):
+                stop = min(start + opts.batch_size, len(kp))
                 frames = self.render_frames(
-                    [src] * (stop - start),
-                    kp.points[start:stop],
-                    list(range(start, stop)),
-                    seed=seed,
-                    num_inference_steps=num_inference_steps,
-                    guidance=guidance,
-                    scheduler=sched,
-                    independent_noise=independent_noise,
-                    guidance_focal=guidance_focal,
-                    detail_transfer=detail_transfer,
+                    [clip] * (stop - start), kp.points[start:stop], list(range(start, stop)), opts
                 )
                 if bar is not None:
                     bar.update(stop - start)
@@ -553,81 +448,46 @@ class FPDMPipeline:
             if bar is not None and progress is True:
                 bar.close()
 
-    def check_focal(self, guidance_focal: float | None) -> None:
-        """``guidance_focal`` needs an MCLD model and must be finite."""
-        if guidance_focal is None:
-            return
-        if self.focal_adapter is None:
-            raise InputError(
-                "focal guidance given, but this model has no focal (MCLD) conditioning"
-            )
-        if not np.isfinite(float(guidance_focal)):
-            raise InputError(f"focal guidance must be a finite number, got {guidance_focal!r}")
-
-    def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, **kwargs):
+    def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, *args, **kwargs):
         """All frames at once, uint8 (T, H, W, 3); prefer :meth:`render` for long clips."""
-        return np.concatenate(list(self.render(source_image, keypoints, **kwargs)))
-
-    def make_scheduler(self, name: str | None = None):
-        """A fresh scheduler (own state) of type ``name`` with the model's noise schedule."""
-        if name is None:
-            return make_scheduler(_scheduler_key(self.scheduler), self.scheduler)
-        return make_scheduler(scheduler_name(name), self.scheduler)
+        return np.concatenate(list(self.render(source_image, keypoints, *args, **kwargs)))
 
     @torch.no_grad()
     def render_frames(
         self,
-        sources: Sequence[EncodedSource],
+        clips: Sequence[ClipSource],
         points: np.ndarray,
         frame_indices: Sequence[int],
+        options: RenderOptions | None = None,
         *,
-        seed: int | Sequence[int] = 0,
-        num_inference_steps: int = 20,
-        guidance: tuple[float, float] | None = None,
+        seed: int | Sequence[int] | None = None,
         scheduler: Any = None,
-        independent_noise: bool = False,
-        guidance_focal: float | None = None,
-        detail_transfer: float | None = None,
     ) -> list[np.ndarray]:
         """Generate one batch of frames; the frames may come from different clips.
 
-        ``sources[i]`` is the encoded first frame of frame i's clip, ``points[i]`` (133, 3)
-        its keypoints in that first frame's pixels, ``frame_indices[i]`` its index in the
-        clip and ``seed`` (one per frame, or one for all) its clip's seed. Returns b uint8
-        (H_i, W_i, 3) frames at each source's size. ``guidance_focal``: MCLD models only
-        (default: the model's ``guidance``). ``detail_transfer``: threshold of the source
-        detail transfer (:mod:`signgen.sampling.detail`; None = the model's, 0 = off).
+        ``clips[i]`` is frame i's prepared clip (:meth:`prepare_clip`), ``points[i]``
+        (133, 3) its keypoints in that first frame's pixels, ``frame_indices[i]`` its index
+        in the clip, ``seed`` its clip's seed (one per frame, or one for all; default
+        ``options.seed``). Returns b uint8 (H_i, W_i, 3) frames at each first frame's size.
         """
-        tau = self.detail_transfer_or_default(detail_transfer)
-        b = len(sources)
+        opts = options or RenderOptions()
+        proc = self._image_processor
         points = np.asarray(points, dtype=np.float32)
-        assert points.shape == (b, 133, 3), points.shape
-        mh, mw = self.resolution
-
-        # 3. Per frame: pose image at model resolution (in the letterboxed geometry of its
-        #    first frame) and, for IPF, at the IPF's input size.
-        boxes = [Letterbox.fit((s.width, s.height), (mw, mh)) for s in sources]
-        pose = uint8_to_tensor(_draw_poses(points, boxes, (mw, mh)))  # (b, 3, mh, mw) in [0,1]
+        assert points.shape == (len(clips), 133, 3), points.shape
+        sizes = [(c.encoded.width, c.encoded.height) for c in clips]
+        # 3. Pose images in each first frame's geometry, at the model resolution (b, 3, H, W)
+        #    in [0, 1], and for the IPF at its input size.
+        pose = uint8_to_tensor(proc.draw_poses(points, sizes))
         ipf_pose = None
         if self.ipf is not None:
-            ih, iw = self.ipf.image_size
-            ipf_boxes = [Letterbox.fit((s.width, s.height), (iw, ih)) for s in sources]
-            ipf_pose = self.ipf.preprocess(_draw_poses(points, ipf_boxes, (iw, ih)))
-        images = self.generate(
-            sources, pose, frame_indices, ipf_pose=ipf_pose, seed=seed,
-            num_inference_steps=num_inference_steps, guidance=guidance, scheduler=scheduler,
-            independent_noise=independent_noise, guidance_focal=guidance_focal,
-        )  # fmt: skip
-
-        # 7. Map back to each first frame's exact size (inverse letterbox), then put back the
-        #    first frame's detail where the frame did not change (signgen.sampling.detail).
+            ipf_pose = self.ipf.preprocess(proc.draw_poses(points, sizes, self.ipf.image_size))
+        images = self.generate([c.encoded for c in clips], pose, frame_indices, opts,
+                               seed=seed, ipf_pose=ipf_pose, scheduler=scheduler)  # fmt: skip
+        # 7. Back to each first frame's exact size, then the clip's post-processors.
         out = []
-        for i, box in enumerate(boxes):
-            frame = box.invert(images[i : i + 1])  # (1, 3, H_i, W_i)
-            if tau:
-                frame = detail.transfer_detail(
-                    frame, *sources[i].detail_layers(self.resolution, frame.device), tau
-                )
+        for clip, frame in zip(clips, proc.postprocess(images, sizes), strict=True):
+            for post in clip.postprocess:
+                frame = post(frame)  # (1, 3, H_i, W_i)
             out.append(tensor_to_uint8(frame)[0])
         return out
 
@@ -637,31 +497,31 @@ class FPDMPipeline:
         sources: Sequence[EncodedSource],
         pose: torch.Tensor,
         frame_indices: Sequence[int],
+        options: RenderOptions | None = None,
         *,
+        seed: int | Sequence[int] | None = None,
         ipf_pose: torch.Tensor | None = None,
-        seed: int | Sequence[int] = 0,
-        num_inference_steps: int = 20,
-        guidance: tuple[float, float] | None = None,
         scheduler: Any = None,
-        independent_noise: bool = False,
-        guidance_focal: float | None = None,
     ) -> torch.Tensor:
-        """Steps 3-6 from ready pose images: (b, 3, H, W) float pose images in [0, 1] at the
+        """Steps 4-6 from ready pose images: (b, 3, H, W) float pose images in [0, 1] at the
         model resolution -> (b, 3, H, W) float images at the model resolution, nominally in
         [0, 1] (not clamped: resample first, then clamp, as :meth:`render_frames` does).
 
         :meth:`render_frames` draws the pose images from keypoints; datasets that come with
-        their own pose images (DeepFashion's OpenPose-18 skeletons, ``target_pose``) call this
-        directly. ``ipf_pose``: the IPF's preprocessed pose pixels; None = the IPF
-        preprocessing of ``pose`` itself (as in training).
+        their own pose images (DeepFashion's OpenPose-18 skeletons, training batches) call
+        this directly. ``ipf_pose``: the IPF's preprocessed pose pixels; None = the IPF
+        preprocessing of ``pose`` itself (as in training). ``scheduler``: a scheduler
+        object to use instead of a fresh one of ``options.scheduler``.
         """
+        opts = options or RenderOptions()
         b = len(sources)
         assert pose.shape == (b, 3, *self.resolution), (tuple(pose.shape), self.resolution)
         assert len(frame_indices) == b
+        seed = opts.seed if seed is None else seed
         seeds = [int(seed)] * b if np.ndim(seed) == 0 else [int(s) for s in seed]  # type: ignore[arg-type]
-        sched = scheduler if scheduler is not None else self.make_scheduler()
-        device, dtype = self.device, self.dtype
-        mh, mw = self.resolution
+        plan = self.guidance_plan(opts)
+        sched = scheduler if scheduler is not None else self.make_scheduler(opts.scheduler)
+        device, dtype, nb = self.device, self.dtype, plan.num_branches
         pose = pose.to(device, dtype)
         hidden = _cat_per_frame([s.hidden for s in sources])  # (1|b, N, Ds)
         fusion = None
@@ -674,78 +534,28 @@ class FPDMPipeline:
             pose_emb = self.ipf.embed(ipf_pose.to(device, dtype))  # (b, D)
             src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
             fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
-
-        # Conditions of the guidance branches, computed once: [uncond; src; full], or
-        # [uncond; src; focal; full] for MCLD models; only those whose guidance weight is
-        # not 0 (no guidance runs `full` alone, the paper's 2, 2 `uncond` and `full`).
-        cond_kw: dict[str, Any] = {}
-        w_focal = None
-        if self.focal_adapter is not None:
-            self.check_focal(guidance_focal)
-            w_focal = float(self.focal_adapter.config.guidance if guidance_focal is None
-                            else guidance_focal)  # fmt: skip
-        w_src, w_fuse = self.guidance_or_default(guidance)
-        branches = needed_branches(w_src, w_fuse, w_focal)
-        nb = len(branches)
-        if w_focal is not None and sources[0].focal_hidden is not None:
-            fh = _cat_per_frame([s.focal_hidden for s in sources])  # (1|b, R, N', Ds)
-            fp = _cat_per_frame([s.focal_present for s in sources])  # (1|b, R)
-            cond_kw = {"focal_hidden": fh if fh.shape[0] == 1 else fh.repeat(nb, 1, 1, 1),
-                       "focal_present": fp if fp.shape[0] == 1 else fp.repeat(nb, 1)}  # fmt: skip
-        if self.denoiser.source_latent_channels:
-            sl = _cat_per_frame([s.latents for s in sources])  # (1|b, c, h, w)
-            cond_kw["source_latents"] = sl if sl.shape[0] == 1 else sl.repeat(nb, 1, 1, 1)
+        # The conditions of the branches the plan runs, stacked along the batch, computed
+        # once for all steps: (nb*b, ...) each.
+        extras = {k: _per_branch(_cat_per_frame([s.extras[k] for s in sources]), nb)
+                  for k in sources[0].extras}  # fmt: skip
         cond = self.denoiser.encode_conditions(
-            pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, mh, mw)
-            hidden if hidden.shape[0] == 1 else hidden.repeat(nb, 1, 1),
+            pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, H, W)
+            _per_branch(hidden, nb),
             None if fusion is None else fusion.repeat(nb, 1),
-            **branch_drop_masks(b, device, focal=w_focal is not None, branches=branches),
-            **cond_kw,
+            **plan.drop_masks(b, device),
+            **extras,
         )
-
-        # 4. Initial latents: per-frame generators, so noise is independent of batching.
-        gens = [
-            torch.Generator("cpu").manual_seed(frame_seed(s, i if independent_noise else None))
-            for s, i in zip(seeds, frame_indices)
-        ]
-        shape = (
-            self.unet.config.out_channels,
-            mh // self.vae_scale_factor,
-            mw // self.vae_scale_factor,
-        )
-        latents = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
-        sched.set_timesteps(num_inference_steps, device=device)
-        latents = latents * sched.init_noise_sigma  # (b, 4, h, w) float32
-
-        # 5. Denoise: ONE batched UNet call per step for all branches.
-        step_kwargs = {"generator": gens} if _accepts_generator(sched) else {}
-        for t in sched.timesteps:
-            x = sched.scale_model_input(torch.cat([latents] * nb), t)  # (nb*b, 4, h, w)
-            pred = self.denoiser.denoise(x.to(dtype), t.expand(nb * b), cond).float()
-            pred = combine_branches(pred, w_src, w_fuse, w_focal, branches)  # (b, 4, h, w)
-            latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-
-        # 6. Decode with the VAE.
-        sf = self.vae.config.scaling_factor
-        images = self.vae.decode((latents / sf).to(dtype), return_dict=False)[0]  # (b,3,mh,mw)
-        return (images.float() * torch.tensor(VAE_STD, device=device).view(1, 3, 1, 1)
-                + torch.tensor(VAE_MEAN, device=device).view(1, 3, 1, 1))  # fmt: skip
+        # 4. Initial noise, one generator per frame.
+        h, w = (v // self.vae_scale_factor for v in self.resolution)
+        noise, gens = initial_noise(seeds, frame_indices, (self.unet.config.out_channels, h, w),
+                                    independent=opts.independent_noise)  # fmt: skip
+        # 5. Denoise, 6. decode.
+        latents = denoise(self.denoiser, sched, cond, noise.to(device), plan, opts.steps,
+                          generators=gens, dtype=dtype)  # fmt: skip
+        return decode(self.vae, latents, dtype)  # (b, 3, H, W)
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _draw_poses(
-    points: np.ndarray, boxes: Sequence[Letterbox], size: tuple[int, int]
-) -> np.ndarray:
-    """(b, 133, 3) keypoints in first-frame pixels -> (b, H, W, 3) uint8 pose images drawn
-    in the letterboxed geometry of ``boxes`` at ``size`` = (W, H)."""
-    from signgen.pose.draw import draw_pose
-
-    out = np.zeros((len(boxes), size[1], size[0], 3), dtype=np.uint8)
-    for i, box in enumerate(boxes):
-        out[i] = draw_pose(box.points_to_padded(points[i]), box.padded_size, size)
-    return out
-
-
 def _cat_per_frame(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-frame (1, ...) tensors -> (1, ...) when all are the same object, else (b, ...)."""
     first = tensors[0]
@@ -754,17 +564,9 @@ def _cat_per_frame(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(tensors))
 
 
-def _accepts_generator(scheduler: Any) -> bool:
-    import inspect
-
-    return "generator" in inspect.signature(scheduler.step).parameters
-
-
-def _scheduler_key(scheduler: Any) -> str:
-    for key, (cls, extra) in SCHEDULERS.items():
-        if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
-            return key
-    raise ValueError(f"unsupported scheduler class {type(scheduler).__name__}")
+def _per_branch(t: torch.Tensor, nb: int) -> torch.Tensor:
+    """(1|b, ...) -> (1, ...) kept (broadcast by the denoiser), else (nb*b, ...)."""
+    return t if t.shape[0] == 1 else t.repeat(nb, *([1] * (t.ndim - 1)))
 
 
 def _progress_bar(progress: bool | Any, total: int):
@@ -775,84 +577,7 @@ def _progress_bar(progress: bool | Any, total: int):
     return progress or None
 
 
-def _resolve_model_dir(path: str | os.PathLike, local_files_only: bool) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        return p
-    text = str(path)
-    looks_like_hub_id = text.count("/") == 1 and not p.suffix and not text.startswith((".", "/"))
-    if not looks_like_hub_id:
-        raise MissingWeightsError(f"model folder not found: {p}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(text, local_files_only=local_files_only))
-    except Exception as exc:  # hub errors vary by version; all mean "absent"
-        raise MissingWeightsError(
-            f"model {text!r} is neither a local folder nor in the Hugging Face cache "
-            f"({type(exc).__name__}); set HF_HOME to the cache that holds it "
-            "(signgen loads with local_files_only=True and never downloads)"
-        ) from None
-
-
-def _component_classes() -> dict[tuple[str, str], type]:
-    """The classes a model folder may name (an allow-list: nothing else is imported)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPVisionModel, Dinov2Model
-
-    from signgen.models.ipf import IPFModel
-    from signgen.models.mcld import FocalAdapter
-    from signgen.models.modules import FusionMLP, PatchAutoencoder, PoseEncoder, SourceProjector
-
-    classes: dict[tuple[str, str], type] = {
-        ("diffusers", "AutoencoderKL"): AutoencoderKL,
-        ("diffusers", "UNet2DConditionModel"): UNet2DConditionModel,
-        ("transformers", "Dinov2Model"): Dinov2Model,
-        ("transformers", "CLIPVisionModel"): CLIPVisionModel,
-        ("signgen", "PatchAutoencoder"): PatchAutoencoder,
-        ("signgen", "PoseEncoder"): PoseEncoder,
-        ("signgen", "SourceProjector"): SourceProjector,
-        ("signgen", "FusionMLP"): FusionMLP,
-        ("signgen", "IPFModel"): IPFModel,
-        ("signgen", "FocalAdapter"): FocalAdapter,
-    }
-    for cls, _ in SCHEDULERS.values():
-        classes[("diffusers", cls.__name__)] = cls
-    return classes
-
-
-def _load_component(root: Path, name: str, entry: tuple[str, str]) -> Any:
-    folder = root / name
-    config = folder / ("scheduler_config.json" if name == "scheduler" else "config.json")
-    if name == "ipf":
-        config = folder / "ipf_config.json"
-    if not config.is_file():
-        raise MissingWeightsError(
-            f"model folder {root} is missing component {name!r} (expected {config})"
-        )
-    cls = _component_classes().get((entry[0], entry[1]))
-    if cls is None:
-        raise MissingWeightsError(
-            f"{root / MODEL_INDEX}: component {name!r} has unsupported class {entry[0]}.{entry[1]}"
-        )
-    try:
-        if name in ("scheduler", "ipf"):
-            return cls.from_pretrained(folder)
-        return cls.from_pretrained(folder, local_files_only=True)
-    except MissingWeightsError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise MissingWeightsError(
-            f"cannot load component {name!r} from {folder}: {str(exc).splitlines()[0]}"
-        ) from None
-
-
 # ---- default model --------------------------------------------------------------------------
-def default_model_path() -> Path:
-    """The bundled demo model folder (``signgen/assets/demo_model``); may not exist."""
-    return Path(__file__).resolve().parents[1] / "assets" / "demo_model"
-
-
 def load_default_pipeline(
     *, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
 ) -> tuple[FPDMPipeline, bool]:
@@ -871,3 +596,14 @@ def load_default_pipeline(
         )
     pipe = FPDMPipeline.from_config(load_model_config(tiny))
     return pipe.to(resolve_device(device), resolve_dtype(dtype)), False
+
+
+def _import_component_libraries() -> None:
+    """Import every library a model folder's allow-list (``COMPONENT_CLASSES``) may name:
+    diffusers' loader looks classes up in modules that are already imported."""
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+    import signgen.models.ipf
+    import signgen.models.mcld
+    import signgen.models.modules  # noqa: F401

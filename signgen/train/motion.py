@@ -191,11 +191,12 @@ class MotionTrainModule(nn.Module):
     @classmethod
     def from_pipeline(cls, pipe: Any, motion: Any, cfg: MotionTrainConfig) -> MotionTrainModule:
         """From a loaded per-frame :class:`~signgen.sampling.pipeline.FPDMPipeline`."""
+        proc = pipe.image_processor
         return cls(
             TemporalDenoiser(pipe.denoiser, motion), vae=pipe.vae,
             source_encoder=pipe.source_encoder, ipf=pipe.ipf, scheduler=pipe.scheduler,
-            resolution=pipe.resolution, source_size=pipe.source_image_size,
-            source_mean=pipe.source_mean, source_std=pipe.source_std, cfg=cfg,
+            resolution=proc.resolution, source_size=proc.source_size,
+            source_mean=proc.source_mean, source_std=proc.source_std, cfg=cfg,
         )  # fmt: skip
 
     def train(self, mode: bool = True) -> MotionTrainModule:

@@ -1,10 +1,13 @@
-"""Scheduler names accepted by ``signgen render --scheduler`` and how they map to diffusers.
+"""The model's noise schedule and the samplers that share it (diffusers scheduler objects).
 
-All four share the model's training noise schedule (betas, number of training steps,
-prediction type), which is copied from the stored scheduler config; only the sampler
-changes. DDIM runs with eta = 0 (deterministic), DPM-Solver++ is the multistep
-2nd-order solver, Euler is diffusers' EulerDiscrete (no churn). DDPM is ancestral and
-draws fresh noise every step (from per-frame generators, see the render loop).
+A model folder stores one scheduler (its training noise schedule, ``scheduler/``); a render
+may swap the sampler by name (``signgen render --scheduler``). All four share the model's
+training noise schedule (betas, number of training steps, prediction type), which is
+copied from the stored scheduler config; only the sampler changes. DDIM runs with eta = 0
+(deterministic), DPM-Solver++ is the multistep 2nd-order solver, Euler is diffusers'
+EulerDiscrete (no churn). DDPM is ancestral and draws fresh noise every step (from
+per-frame generators, see :mod:`signgen.sampling.loop`). Lives with the models because the
+model factory builds a model's scheduler (:mod:`signgen.models.factory`).
 """
 
 from __future__ import annotations
@@ -60,3 +63,11 @@ def make_scheduler(
             )
         config["prediction_type"] = prediction_type
     return cls.from_config({**config, **extra})
+
+
+def scheduler_key(scheduler: SchedulerMixin) -> str:
+    """The name (a key of :data:`SCHEDULERS`) of a scheduler object, e.g. a model's own."""
+    for key, (cls, extra) in SCHEDULERS.items():
+        if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
+            return key
+    raise ValueError(f"unsupported scheduler class {type(scheduler).__name__}")

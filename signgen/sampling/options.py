@@ -1,0 +1,159 @@
+"""Render options: one validated object for ``signgen render``, ``render-many`` and ``augment``.
+
+:class:`RenderOptions` holds everything that decides the frames besides the model and the
+inputs (steps, guidance, scheduler, noise policy, detail transfer, precision) and how they
+are computed (batch size, guidance-branch skipping). It is validated once, when it is made
+(a bad value is one :class:`~signgen.errors.InputError` line), and is frozen after that:
+the pipeline, the Ray actors and the training sample grids take it as it is. A value left
+``None`` means "the model's own" (its default guidance, focal weight, scheduler and
+detail-transfer threshold, saved in the model folder), resolved by the pipeline.
+
+The command-line options are declared once here (:func:`add_render_arguments`) for
+``signgen render`` and ``signgen render-many``; ``augment`` reads the same fields from its
+YAML config (``render:``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from signgen.devices import DTYPES
+from signgen.errors import InputError
+from signgen.models.schedulers import SCHEDULERS, scheduler_name
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render (module docstring). ``None`` = the model's own value."""
+
+    steps: int = 20  # denoising steps (the paper's 20)
+    guidance: tuple[float, float] | None = None  # (W_SRC, W_FUSE) of cumulative guidance
+    guidance_focal: float | None = None  # MCLD models only: W_FOCAL
+    scheduler: str | None = None  # ddim | ddpm | dpm++ | euler; None: the model's
+    seed: int = 0  # the clip's seed
+    independent_noise: bool = False  # per-frame noise from (seed, frame) instead of shared
+    detail_transfer: float | None = None  # threshold of the detail transfer; 0 = off
+    dtype: str = "fp32"  # precision the commands load the model in: fp32 | fp16 | bf16
+    batch_size: int = 8  # frames per model call (does not change the frames)
+    # Run only the guidance branches whose weight in the guided sum is not 0 (same frames
+    # up to float rounding); False runs every branch, to measure what skipping saves.
+    skip_zero_branches: bool = True
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)  # frozen: normalise in place, once
+
+        for name in ("steps", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise InputError(f"{name.replace('_', ' ')} must be a positive integer, got {v!r}")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise InputError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.guidance is not None:
+            g = tuple(self.guidance) if isinstance(self.guidance, (list, tuple)) else ()
+            if len(g) != 2 or not all(math.isfinite(_number(w)) for w in g):
+                raise InputError(
+                    f"guidance must be two finite numbers W_SRC W_FUSE, got {self.guidance!r}"
+                )
+            put("guidance", (float(g[0]), float(g[1])))
+        if self.guidance_focal is not None:
+            if not math.isfinite(_number(self.guidance_focal)):
+                raise InputError(
+                    f"focal guidance must be a finite number, got {self.guidance_focal!r}"
+                )
+            put("guidance_focal", float(self.guidance_focal))
+        if self.detail_transfer is not None:
+            t = _number(self.detail_transfer)
+            if not (math.isfinite(t) and t >= 0):
+                raise InputError(
+                    "detail-transfer threshold must be a number >= 0 (0 = off), got "
+                    f"{self.detail_transfer!r}"
+                )
+            put("detail_transfer", t)
+        if self.scheduler is not None:
+            put("scheduler", scheduler_name(str(self.scheduler)))
+        if self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        put("independent_noise", bool(self.independent_noise))
+        put("skip_zero_branches", bool(self.skip_zero_branches))
+
+    def replace(self, **changes: Any) -> RenderOptions:
+        """A copy with ``changes`` (validated like a new one)."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---- command line ------------------------------------------------------------------------------
+GUIDANCE_HELP = (
+    "cumulative guidance weights (default: the model's; 2.0 2.0 for the paper's models, as "
+    "in the paper). A term whose weight comes out 0 is not computed: 2 2 costs two UNet "
+    "passes per step, 1 1 (no guidance) one, most other pairs three"
+)
+
+
+def add_render_arguments(parser: argparse.ArgumentParser, *, clip: bool = True) -> None:
+    """Declare the render options on ``parser`` (read back by :func:`options_from_args`).
+
+    ``clip=True`` (``signgen render``) also declares ``--seed`` and ``--batch-size``;
+    render-many declares its own (a base seed for clips without one, and a batch size
+    that mixes clips, among the cluster options).
+    """
+    p = parser
+    p.add_argument("--steps", type=int, default=20, metavar="N",
+                   help="denoising steps (default 20, as in the paper)")  # fmt: skip
+    p.add_argument("--guidance", type=float, nargs=2, default=None,
+                   metavar=("W_SRC", "W_FUSE"), help=GUIDANCE_HELP)  # fmt: skip
+    p.add_argument("--guidance-focal", type=float, default=None, metavar="W_FOCAL",
+                   help="MCLD models only: guidance weight of the face/hand focal tokens "
+                   "(default: the model's; 2.0 for the paper-scale MCLD configs)")  # fmt: skip
+    p.add_argument("--detail-transfer", type=float, default=None, metavar="T",
+                   help="keep the first frame's own full-resolution pixels where the "
+                   "generated frame agrees with it, blending up to a difference of T (0-1 "
+                   "intensity; 0 = off; default: the model's: 0 for full-resolution models, "
+                   "set for the 80x64 demo model)")  # fmt: skip
+    p.add_argument("--scheduler", default=None, metavar="NAME",
+                   help=f"{', '.join(SCHEDULERS)} (default: the model's scheduler, ddim for "
+                   "SD 2.1)")  # fmt: skip
+    p.add_argument("--dtype", default="fp32", choices=tuple(DTYPES),
+                   help="model precision (default fp32; bf16/fp16 on GPU)")  # fmt: skip
+    p.add_argument("--independent-noise", action="store_true",
+                   help="draw each frame's initial noise from (seed, frame index) instead of "
+                   "one noise for the whole clip")  # fmt: skip
+    if clip:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--batch-size", type=int, default=8, metavar="B",
+                       help="frames generated together (default 8); does not change the "
+                       "frames")  # fmt: skip
+
+
+def options_from_args(
+    args: argparse.Namespace, *, clip: bool = True, cls: type = RenderOptions, **extra: Any
+) -> Any:
+    """The options (``cls``: :class:`RenderOptions` or a subclass) of arguments parsed with
+    :func:`add_render_arguments` (same ``clip``); ``extra`` are further fields of ``cls``."""
+    values = {
+        "steps": args.steps,
+        "guidance": None if args.guidance is None else tuple(args.guidance),
+        "guidance_focal": args.guidance_focal,
+        "scheduler": args.scheduler,
+        "independent_noise": args.independent_noise,
+        "detail_transfer": args.detail_transfer,
+        "dtype": args.dtype,
+    }
+    if clip:
+        values.update(seed=args.seed, batch_size=args.batch_size)
+    return cls(**values, **extra)
