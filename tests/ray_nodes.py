@@ -148,10 +148,16 @@ class LocalCluster:
                               text=True, timeout=timeout, cwd=self.root)  # fmt: skip
 
     def start_signgen(self, args: list[str]) -> subprocess.Popen:
-        """``signgen ARGS`` in the background (its own process group)."""
-        return subprocess.Popen(self.signgen_cmd(args), env=self.env(), cwd=self.root,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)  # fmt: skip
+        """``signgen ARGS`` in the background (its own process group). Its stderr goes to
+        a file (:func:`driver_log` reads it), not a pipe: Ray forwards every worker's log
+        lines to the driver, and a pipe nobody reads until the end fills up and blocks it."""
+        log = self.root / f"driver-{time.monotonic_ns()}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(self.signgen_cmd(args), env=self.env(), cwd=self.root,
+                                    stdout=subprocess.DEVNULL, stderr=fh,
+                                    start_new_session=True)  # fmt: skip
+        proc.log_path = log  # type: ignore[attr-defined]
+        return proc
 
     @staticmethod
     def signgen_cmd(args: list[str]) -> list[str]:
@@ -186,6 +192,11 @@ def _name(proc: psutil.Process) -> str:
         return ""
 
 
+def driver_log(proc: subprocess.Popen) -> str:
+    """What a driver started by :meth:`LocalCluster.start_signgen` wrote to stderr."""
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     """Poll ``predicate`` until true; fail early if ``proc`` (a driver) ended."""
     deadline = time.monotonic() + timeout
@@ -193,7 +204,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = driver_log(proc)
             raise AssertionError(
                 f"driver ended (rc {proc.returncode}) before {what}: {err[-3000:]}"
             )
