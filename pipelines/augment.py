@@ -244,10 +244,13 @@ class FramesDirSink:
 
 def run_augment_job(cfg: AugmentConfig, *, progress: bool = True) -> JobResult:
     """Plan, render (resumably) and write the corpus, keypoints and manifest of the split."""
-    from pipelines.ledger import read_ledger
+    from pipelines.ledger import Ledger, read_ledger
 
     cfg.validate()
     out = Path(cfg.out)
+    _refuse_writing_into_inputs(cfg)
+    with Ledger(out):  # another job writing OUT: refused here, before anything is written
+        pass
     check_retarget_unchanged(out, cfg.retarget)
     videos, mska, sub = list_videos(cfg)
     jobs = plan(videos, cfg.appearances, cfg.seed)
@@ -284,6 +287,21 @@ def check_retarget_unchanged(out: Path, retarget: bool) -> None:
             f"{out} holds {len(other)} video(s) rendered with retarget: {was} (e.g. "
             f"{other[0]}); resume with retarget={was}, or use another out folder"
         )
+
+
+def _refuse_writing_into_inputs(cfg: AugmentConfig) -> None:
+    """OUT/PHOENIX-2014-T and OUT/keypoints must not be the input tree: the corpus and the
+    keypoint pickle written there would replace the inputs'."""
+    from signgen.fileio import same_file
+
+    out = Path(cfg.out)
+    for mine, theirs, key in ((out / PHOENIX_DIR, cfg.root, "root"),
+                              (out / "keypoints", cfg.keypoints, "keypoints")):  # fmt: skip
+        if same_file(mine, theirs):
+            raise InputError(
+                f"out={cfg.out} would write into the input {key}={theirs} (its corpus and "
+                "keypoints would be replaced); choose another output folder"
+            )
 
 
 def split_keypoints(

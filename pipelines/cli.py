@@ -169,6 +169,10 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
                    "default: start a local Ray")  # fmt: skip
     p.add_argument("--num-cpus", type=_positive_int, default=None, metavar="N",
                    help="local Ray only: CPUs to use (default: all)")  # fmt: skip
+    p.add_argument("--worker-resources", default=None, metavar="JSON",
+                   help="custom Ray resources each model actor reserves, as JSON, e.g. "
+                   "'{\"signgen_gpu_node\": 1}': actors then run only on nodes started with "
+                   "`ray start --resources` naming them")  # fmt: skip
     p.add_argument("--ship-code", action="store_true",
                    help="send this signgen checkout to the workers (Ray runtime_env "
                    "py_modules) instead of relying on it being installed on every node")  # fmt: skip
@@ -189,6 +193,7 @@ def _settings(args: argparse.Namespace):
         address=args.address,
         num_cpus=args.num_cpus,
         ship_code=args.ship_code,
+        worker_resources=args.worker_resources,  # ClusterSettings parses the JSON
     )
     return render, cluster
 

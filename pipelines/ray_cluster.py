@@ -100,6 +100,8 @@ def quiet_ray_data() -> None:
     ctx.verbose_stats_logs = False
     for name in ("ray.data", "ray.data._internal"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # ... which then warns, on every job, that its progress bars are disabled.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 # ---- joining -----------------------------------------------------------------------------------

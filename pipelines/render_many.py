@@ -79,6 +79,7 @@ SOURCE_CACHE_SIZE = 64  # encoded sources kept per actor (clips in flight are fa
 # Exit code of a job in which at least one clip failed (bad inputs); 2 is a usage error.
 EXIT_CLIPS_FAILED = 3
 
+MAX_CLIP_ID = 200  # characters: file names may have 255 bytes, with room for temporary names
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 _RETARGET_VALUES = {"1": True, "true": True, "0": False, "false": False, "": False}
 
@@ -112,11 +113,68 @@ class ClipSpec:
     source_keypoints: str | None = None
 
     def __post_init__(self) -> None:
-        if not _CLIP_ID.match(self.clip_id):
+        if not _CLIP_ID.match(self.clip_id) or len(self.clip_id) > MAX_CLIP_ID:
             raise InputError(
                 f"clip_id {self.clip_id!r} is not a safe file name: use letters, digits and "
-                "._+=- (not starting with . or -); it names the output file"
+                f"._+=- (not starting with . or -), at most {MAX_CLIP_ID} characters; it names "
+                "the output file"
             )
+
+
+def _manifest_rows(path: Path, reader: csv.DictReader, base_seed: int) -> list[ClipSpec]:
+    base = path.parent
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in MANIFEST_REQUIRED if c not in header]
+    unknown = [c for c in header if c not in MANIFEST_REQUIRED + MANIFEST_OPTIONAL]
+    if missing or unknown:
+        raise InputError(
+            f"{path}: manifest columns must be {', '.join(MANIFEST_REQUIRED)} and optionally "
+            f"{', '.join(MANIFEST_OPTIONAL)}; "
+            + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
+        )
+    specs: list[ClipSpec] = []
+    seen: dict[str, int] = {}
+    for raw in reader:
+        lineno = reader.line_num
+        if None in raw:  # csv.DictReader files cells beyond the header under the key None
+            raise InputError(
+                f"{path}:{lineno}: {len(raw[None])} more cell(s) than the header's "
+                f"{len(header)} columns (a comma inside a path needs quotes)"
+            )
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not any(row.values()):
+            continue
+        cid = row["clip_id"]
+        if cid in seen:
+            raise InputError(f"{path}:{lineno}: clip_id {cid!r} already on line {seen[cid]}")
+        seen[cid] = lineno
+        for col in MANIFEST_REQUIRED:
+            if not row.get(col):
+                raise InputError(f"{path}:{lineno}: empty {col!r}")
+        seed_text = row.get("seed", "")
+        try:
+            seed = int(seed_text) if seed_text else clip_seed(base_seed, cid)
+        except ValueError:
+            raise InputError(
+                f"{path}:{lineno}: seed must be an integer, got {seed_text!r}"
+            ) from None
+        if not 0 <= seed < 2**63:
+            raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
+        flag = row.get("retarget", "").lower()
+        if flag not in _RETARGET_VALUES:
+            raise InputError(
+                f"{path}:{lineno}: retarget must be 1, 0 or empty, got {row['retarget']!r}"
+            )
+        source = row.get("source_keypoints") or None
+        try:
+            specs.append(
+                ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
+                         row.get("sample") or None, seed, _RETARGET_VALUES[flag],
+                         str(base / source) if source else None)
+            )  # fmt: skip
+        except InputError as exc:
+            raise InputError(f"{path}:{lineno}: {exc}") from None
+    return specs
 
 
 def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]:
@@ -131,54 +189,16 @@ def read_manifest(path: str | os.PathLike, base_seed: int = 0) -> list[ClipSpec]
     from signgen.fileio import existing_file
 
     path = existing_file(path, "manifest")
-    base = path.parent
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in MANIFEST_REQUIRED if c not in header]
-        unknown = [c for c in header if c not in MANIFEST_REQUIRED + MANIFEST_OPTIONAL]
-        if missing or unknown:
-            raise InputError(
-                f"{path}: manifest columns must be {', '.join(MANIFEST_REQUIRED)} and optionally "
-                f"{', '.join(MANIFEST_OPTIONAL)}; "
-                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
-            )
-        specs: list[ClipSpec] = []
-        seen: dict[str, int] = {}
-        for lineno, raw in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not any(row.values()):
-                continue
-            cid = row["clip_id"]
-            if cid in seen:
-                raise InputError(f"{path}:{lineno}: clip_id {cid!r} already on line {seen[cid]}")
-            seen[cid] = lineno
-            for col in MANIFEST_REQUIRED:
-                if not row.get(col):
-                    raise InputError(f"{path}:{lineno}: empty {col!r}")
-            seed_text = row.get("seed", "")
-            try:
-                seed = int(seed_text) if seed_text else clip_seed(base_seed, cid)
-            except ValueError:
-                raise InputError(
-                    f"{path}:{lineno}: seed must be an integer, got {seed_text!r}"
-                ) from None
-            if not 0 <= seed < 2**63:
-                raise InputError(f"{path}:{lineno}: seed must be in [0, 2**63), got {seed}")
-            flag = row.get("retarget", "").lower()
-            if flag not in _RETARGET_VALUES:
-                raise InputError(
-                    f"{path}:{lineno}: retarget must be 1, 0 or empty, got {row['retarget']!r}"
-                )
-            source = row.get("source_keypoints") or None
-            try:
-                specs.append(
-                    ClipSpec(cid, str(base / row["video"]), str(base / row["keypoints"]),
-                             row.get("sample") or None, seed, _RETARGET_VALUES[flag],
-                             str(base / source) if source else None)
-                )  # fmt: skip
-            except InputError as exc:
-                raise InputError(f"{path}:{lineno}: {exc}") from None
+    try:
+        # utf-8-sig: spreadsheet programs start their CSV files with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            specs = _manifest_rows(path, csv.DictReader(fh), base_seed)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: the manifest is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV"
+        ) from None
+    except csv.Error as exc:  # e.g. a field over csv's 128 kB limit
+        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
     if not specs:
         raise InputError(f"{path}: the manifest lists no clips")
     return specs
@@ -223,6 +243,9 @@ class ClusterSettings:
     object_store_memory: int | None = None  # local Ray only, bytes
     read_cpus: float = 0.25  # per read task (fractional so reading overlaps the model)
     ship_code: bool = False  # send signgen + pipelines to the workers (runtime_env)
+    # Custom Ray resources each model actor reserves, e.g. {"signgen_gpu_node": 1}: the
+    # actors then run only on nodes started with `ray start --resources` naming them.
+    worker_resources: dict[str, float] | None = None
 
     def validate(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -246,6 +269,8 @@ class ClusterSettings:
             )
         if self.device == "cpu" and self.gpus_per_worker > 0:
             raise InputError("--device cpu with --gpus-per-worker > 0 reserves GPUs it never uses")
+        if self.worker_resources is not None:
+            self.worker_resources = parse_worker_resources(self.worker_resources)
 
     @property
     def worker_device(self) -> str:
@@ -253,6 +278,37 @@ class ClusterSettings:
         if self.device != "auto":
             return self.device
         return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+
+def parse_worker_resources(value: Any) -> dict[str, float]:
+    """``--worker-resources``: a JSON object (or a mapping from a config) of custom Ray
+    resource names to positive amounts; CPU and GPU have options of their own."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--worker-resources must be a JSON object such as '{{\"signgen_gpu_node\": 1}}'"
+                f", got {value!r} ({exc.msg})"
+            ) from None
+    if not isinstance(value, dict) or not value:
+        raise InputError(
+            f"--worker-resources must be a non-empty mapping of resource names to amounts, "
+            f"got {value!r}"
+        )
+    out: dict[str, float] = {}
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name or name in ("CPU", "GPU", "memory"):
+            raise InputError(
+                f"--worker-resources: {name!r} is not a custom resource name (CPU and GPU "
+                "have --cpus-per-worker and --gpus-per-worker)"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise InputError(f"--worker-resources: {name} must be a number, got {amount!r}")
+        if not (math.isfinite(amount) and amount > 0):
+            raise InputError(f"--worker-resources: {name} must be > 0, got {amount!r}")
+        out[name] = float(amount)
+    return out
 
 
 # ---- Ray set-up ----------------------------------------------------------------------------
@@ -282,8 +338,11 @@ def worker_resources(cluster: ClusterSettings) -> tuple[float, float, int]:
         cpus = 1.0
     else:
         total = float(ray.cluster_resources().get("CPU", 1.0))
-        biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
-                      default=total)  # fmt: skip  # an actor must fit on one node
+        need = cluster.worker_resources or {}
+        # An actor must fit on one node, and on a node that offers its custom resources.
+        biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]
+                       and all(n["Resources"].get(k, 0.0) >= v for k, v in need.items())),
+                      default=total)  # fmt: skip
         cpus = min(max(0.1, (total - cluster.read_cpus) / cluster.workers), biggest)
         cpus = math.floor(cpus * 100) / 100
     threads = cluster.threads_per_worker or max(1, round(cpus))
@@ -490,6 +549,8 @@ def build_dataset(
     ds = ds.flat_map(read_clip, fn_kwargs={"pose_backend": pose_backend},
                      num_cpus=cluster.read_cpus)  # fmt: skip
     remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
+    if cluster.worker_resources:
+        remote_args["resources"] = dict(cluster.worker_resources)
     return ds.map_batches(
         renderer,
         fn_constructor_kwargs={
@@ -684,12 +745,16 @@ def run_job(
 
     from pipelines.ledger import Ledger
     from pipelines.ray_cluster import quiet_ray_data, ray_session
+    from signgen.fileio import refuse_overwriting_inputs
 
     cluster.validate()  # the render settings were validated when made
     ids = [s.clip_id for s in specs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"clip_id {dup!r} appears twice")
+    for s in specs:  # before anything is written: an output must never replace an input
+        refuse_overwriting_inputs(sink.output_path(s.clip_id), {
+            f"clip {s.clip_id}'s video": s.video, f"clip {s.clip_id}'s keypoints": s.keypoints})  # fmt: skip
     result = JobResult(total=len(specs))
     t_start = time.perf_counter()
     out_dir = Path(ledger_dir)
@@ -750,6 +815,11 @@ def run_job(
                     rendered = result.frames + sum(map(len, received.values()))
                     rate = rendered / (time.perf_counter() - t_start)
                     bar.set_postfix_str(f"{rate:.2f} frames/s", refresh=False)
+        except BaseException:
+            # Disk full, Ctrl-C, a lost cluster: the staged frames of unfinished clips go
+            # (the next run renders those clips again); finished clips stay.
+            sink.cleanup()
+            raise
         finally:
             bar.close()
         for cid in list(by_id):  # cannot happen unless Ray dropped rows; never silent

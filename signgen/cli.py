@@ -36,8 +36,9 @@ class Runners:
     ``evaluate``: ``(config, plan, need_gt, *, workers, address, hand_detector)`` -> an
     iterator of :class:`signgen.metrics.evaluate.BatchResult` (``pipelines.evaluate.
     ray_results``). ``train``: ``(cfg, *, workers, gpus_per_worker, cpus_per_worker,
-    address, resume, progress)`` -> a summary dict (``pipelines.train.launch``). A command
-    asked to run distributed without its runner says so in one line.
+    address, resume, progress, max_failures)`` -> a summary dict
+    (``pipelines.train.launch``). A command asked to run distributed without its runner says
+    so in one line.
     """
 
     evaluate: Callable[..., Any] | None = None
@@ -138,6 +139,12 @@ def main(
             sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return 0
     except Exception as exc:  # last resort: one line unless debugging
+        from signgen.fileio import write_error_line
+
+        line = write_error_line(exc)
+        if line is not None:  # disk full, read-only output folder: the user's to fix
+            sys.stderr.write(f"signgen: error: {line}\n")
+            return 2
         if args.verbose or os.environ.get("SIGNGEN_DEBUG"):
             raise
         sys.stderr.write(

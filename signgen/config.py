@@ -21,21 +21,53 @@ from signgen.errors import InputError
 T = TypeVar("T")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``). A config has no use for them, and
+    an alias of its own anchor (``a: &x [*x]``) makes a document that contains itself, on
+    which every later walk recurses forever; a chain of aliases (the "billion laughs")
+    makes one that is exponentially large once walked."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a signgen config", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML (safe types, no aliases); InputError naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where} is not valid YAML: {exc}".splitlines()[0]) from None
+    except RecursionError:
+        raise InputError(f"{where} is nested too deeply to be a config") from None
+
+
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML preset, resolving ``base:`` chains (the child wins, recursively)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"config {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
+    data = parse_yaml(text, f"config {path}") or {}
     if not isinstance(data, dict):
         raise InputError(f"config {path} must be a mapping at top level")
     base = data.pop("base", None)
-    if base:
-        return deep_merge(load_yaml(path.parent / base), data)
-    return data
+    if base is None or base == "":
+        return data
+    if not isinstance(base, str):
+        raise InputError(f"config {path}: base must be a file name, got {base!r:.60}")
+    chain = (*_chain, path.resolve())
+    parent = path.parent / base
+    if parent.resolve() in chain:
+        raise InputError(f"config {path}: base {base!r} makes a cycle of base: files")
+    return deep_merge(load_yaml(parent, chain), data)
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,8 +88,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             raise InputError(f"override {item!r} must look like key=value (e.g. train.lr=1e-4)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = yaml.load(raw, Loader=_ConfigLoader)
+        except (yaml.YAMLError, RecursionError):
             value = raw
         node = data
         parts = key.strip().split(".")
@@ -75,7 +107,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be numbers
     if unknown:
         prefix = f"{where}." if where else ""
         raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +46,60 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# Errors of the machine, not of signgen: an output that cannot be written (or a file that
+# cannot be opened), with the fix.
+_NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+             errno.EFBIG: "the file is larger than this system allows"}  # fmt: skip
+
+
+def write_error_line(exc: BaseException) -> str | None:
+    """One line for an ``OSError`` of the machine (disk full, read-only file system, no
+    permission), naming the path and the fix; None for any other error.
+
+    Writers use :func:`atomic_path`, so when a write fails no output is left half-written
+    under its final name, and the inputs were only read.
+    """
+    if not isinstance(exc, OSError):
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in _NO_SPACE:
+        return (
+            f"cannot write{where}: {_NO_SPACE[exc.errno]}; nothing was left half-written: "
+            "free some space or choose another output folder, and run again"
+        )
+    if exc.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only; choose another output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where or ' (no path given)'}; check the owner and mode"
+    return None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same file (links and ``..`` resolved); False
+    when either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(
+    output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]
+) -> None:
+    """Raise InputError when ``output`` is one of ``inputs`` (option name -> path): a
+    render or conversion would replace the file it reads."""
+    out = Path(output)
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if same_file(out, p) or out.resolve() == p.resolve():
+            raise InputError(
+                f"the output {out} is the {option} input: it would be overwritten; choose "
+                "another output path"
+            )
 
 
 def existing_file(path: str | os.PathLike, what: str = "file") -> Path:

@@ -284,6 +284,32 @@ def test_killed_driver_resumes_without_rerendering(ray_session, world, model_dir
         assert len(_frames(out / f"{n}.mp4")) == FRAMES
 
 
+def test_full_disk_mid_job_keeps_finished_clips_and_drops_the_staging(ray_session, world,
+                                                                      model_dir, tmp_path):  # fmt: skip
+    """The disk fills up during a job (staging a frame fails after 2 clips were committed):
+    the job ends with that error, the finished clips stay (in the ledger, complete), and
+    no staged frame or temporary video is left; the next run renders the rest."""
+    import errno
+
+    class FillingSink(Mp4Sink):
+        def put(self, clip_id, index, frame):
+            if len(list(self.dir.glob("*.mp4"))) >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.spool))
+            super().put(clip_id, index, frame)
+
+    specs = read_manifest(world.manifest)
+    render = RenderSettings(model=str(model_dir), steps=STEPS)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left"):
+        run_job(specs, FillingSink(out), out, render, ClusterSettings(workers=1, device="cpu"),
+                progress=False)  # fmt: skip
+    assert not (out / ".spool").exists() and not list(out.glob(".*.part*"))
+    done = [e["clip_id"] for e in _done_events(out)]
+    assert sorted(p.stem for p in out.glob("*.mp4")) == sorted(done) and len(done) == 2
+    for cid in done:
+        assert len(_frames(out / f"{cid}.mp4")) == FRAMES
+
+
 # ---- pieces without Ray ----------------------------------------------------------------------
 def test_manifest_paths_seeds_and_errors(tmp_path):
     (tmp_path / "m.csv").write_text("clip_id,video,keypoints,sample,seed\na,v.mp4,k.json,,\n"

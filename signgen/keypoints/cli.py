@@ -209,12 +209,14 @@ def _load(args: argparse.Namespace):
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    from signgen.fileio import refuse_overwriting_inputs
     from signgen.keypoints.filters import process
     from signgen.keypoints.io import save_keypoints
 
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"output {out} is a folder; give a file name such as {out / 'seq.json'}")
+    refuse_overwriting_inputs(out, {"INPUT": args.input})
     if args.interpolate_gaps < 0:
         raise InputError(f"--interpolate-gaps must be >= 0, got {args.interpolate_gaps}")
     smooth = None
@@ -345,6 +347,7 @@ def _register_retarget(kp_sub: argparse._SubParsersAction) -> None:
 
 
 def retarget_command(args: argparse.Namespace) -> int:
+    from signgen.fileio import refuse_overwriting_inputs
     from signgen.keypoints.first_frame import first_frame_extractor
     from signgen.keypoints.io import load_keypoints, parse_size
     from signgen.keypoints.retarget import (
@@ -358,6 +361,7 @@ def retarget_command(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"output {out} is a folder; give a file name such as {out / 'seq.json'}")
+    refuse_overwriting_inputs(out, {"DRIVE": args.drive, "--reference": args.reference})
     if not (math.isfinite(args.min_score) and 0 <= args.min_score <= 1):
         raise InputError(f"--min-score must be in [0, 1], got {args.min_score}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):

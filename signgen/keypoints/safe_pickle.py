@@ -20,6 +20,7 @@ import builtins
 import collections
 import io
 import pickle
+import struct
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,8 +78,16 @@ def _torch_global(module: str, name: str) -> Any:
     return None
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` admits only an explicit allow-list."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler whose ``find_class`` admits only an explicit allow-list.
+
+    Built on the pure-Python unpickler of the standard library (``pickle._Unpickler``, the
+    reference the C one mirrors), not the C ``pickle.Unpickler``: the C one keeps its memo
+    in an array sized by the largest index a PUT opcode names, so a corrupt 400-byte file
+    (``LONG_BINPUT 175726962``) made it allocate 1.4 GB (found by atheris, see
+    benchmarks/fuzz_atheris.py); the Python one keeps a dict. Keypoint pickles are mostly
+    tensor bytes, read in C either way: measured equally fast on an 80 MB MSKA pickle.
+    """
 
     def __init__(self, file: IO[bytes], source: str = "<pickle>") -> None:
         super().__init__(file)
@@ -127,6 +136,10 @@ def safe_load_pickle(path: str | Path, what: str = "pickle") -> Any:
             KeyError,
             OverflowError,
             RuntimeError,  # torch.load on corrupt storage bytes
+            MemoryError,  # a corrupt length field: a frame or string bigger than memory
+            AssertionError,  # torch's tensor rebuild asserts on a corrupt storage key
+            struct.error,  # the Python unpickler on a truncated length field
+            SystemError,  # numpy's dtype __setstate__ on a corrupt state (returns NULL)
         ) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise FormatError(f"{path}: {what} is truncated or corrupt ({msg})") from None

@@ -35,12 +35,11 @@ class KeypointSequence:
     def __post_init__(self) -> None:
         self.points = np.asarray(self.points, dtype=np.float32)
         validate_points(self.points, self.layout)
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise InputError(f"frame size must be positive, got {self.width}x{self.height}")
-        self.width, self.height = int(self.width), int(self.height)
-        if not (math.isfinite(float(self.fps)) and float(self.fps) > 0):
+        self.width, self.height = _pixels(self.width, "width"), _pixels(self.height, "height")
+        fps = _number(self.fps)
+        if fps is None or not (math.isfinite(fps) and fps > 0):
             raise InputError(f"fps must be a positive number, got {self.fps!r}")
-        self.fps = float(self.fps)
+        self.fps = fps
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -81,6 +80,24 @@ class KeypointSequence:
         atomic_write_text(path, json.dumps(self.to_json_dict(), separators=(",", ":")))
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (not a bool, string or container)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _pixels(value: Any, what: str) -> int:
+    """A frame width or height: a positive whole number of pixels (at most 2**31)."""
+    v = _number(value)
+    if v is None or not (math.isfinite(v) and 0 < v <= 2**31 and v == int(v)):
+        raise InputError(f"frame {what} must be a positive whole number of pixels, got {value!r}")
+    return int(v)
+
+
 def validate_points(points: np.ndarray, layout: str = LAYOUT_NAME) -> None:
     """Raise InputError unless ``points`` is a non-empty, finite (T, 133, 3) array."""
     if layout != LAYOUT_NAME:
@@ -107,28 +124,28 @@ def from_json_dict(data: Any, source: str = "<json>") -> KeypointSequence:
     if not isinstance(data, dict) or "frames" not in data:
         raise FormatError(f"{source}: not a signgen keypoint JSON (no 'frames' key)")
     version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise FormatError(f"{source}: signgen JSON schema_version {version} is not supported")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise FormatError(f"{source}: signgen JSON schema_version {version!r} is not supported")
     missing = [k for k in ("width", "height", "fps") if k not in data]
     if missing:
         raise FormatError(f"{source}: signgen JSON lacks {', '.join(missing)}")
     try:
-        pts = np.asarray(data["frames"], dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are reported below
+            pts = np.asarray(data["frames"], dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise FormatError(
             f"{source}: 'frames' is not a T x 133 x 3 list of numbers ({exc})"
         ) from None
     if pts.size == 0:
         raise InputError(f"{source}: keypoint sequence has 0 frames")
+    meta = data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise FormatError(f"{source}: signgen JSON 'meta' must be a mapping, got {meta!r:.60}")
+    layout = data.get("layout", LAYOUT_NAME)
+    if not isinstance(layout, str):
+        raise FormatError(f"{source}: signgen JSON 'layout' must be a name, got {layout!r:.60}")
     try:
-        return KeypointSequence(
-            pts,
-            data["width"],
-            data["height"],
-            data["fps"],
-            data.get("layout", LAYOUT_NAME),
-            dict(data.get("meta") or {}),
-        )
+        return KeypointSequence(pts, data["width"], data["height"], data["fps"], layout, meta)
     except InputError as exc:
         raise type(exc)(f"{source}: {exc}") from None
 

@@ -114,11 +114,13 @@ def _output_kind(out: str) -> str:
 def _draw(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from signgen.fileio import refuse_overwriting_inputs
     from signgen.keypoints.io import load_keypoints, parse_size
     from signgen.pose.draw import coco133_to_openpose18, draw_pose
     from signgen.video import VideoWriter, write_png_frames
 
     kind = _output_kind(args.output)
+    refuse_overwriting_inputs(args.output, {"SEQ": args.seq})
     out_size = parse_size(args.size) if args.size else None
     src_size = parse_size(args.src_size) if args.src_size else None
     if not math.isfinite(args.threshold) or args.threshold < 0:

@@ -111,6 +111,7 @@ def run_render(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - imported here so `signgen --help` stays fast
 
     from signgen.devices import resolve_device
+    from signgen.fileio import refuse_overwriting_inputs
     from signgen.keypoints.io import load_keypoints
     from signgen.keypoints.retarget import caught_retarget_warnings
     from signgen.runtime import quiet_libraries
@@ -124,6 +125,8 @@ def run_render(args: argparse.Namespace) -> int:
     output = (
         Path(args.output) if args.output else Path.cwd() / f"{Path(args.video).stem}_signgen.mp4"
     )
+    refuse_overwriting_inputs(output, {"--video": args.video, "--keypoints": args.keypoints,
+                                       "--source-keypoints": args.source_keypoints})  # fmt: skip
 
     # 2. Inputs: first frame and keypoints (retargeted onto FIRST's signer with --retarget).
     first = read_first_frame(args.video)

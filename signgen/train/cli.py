@@ -91,6 +91,7 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
                 address=args.address,
                 resume=args.resume,
                 progress=not args.quiet,
+                max_failures=args.max_failures,
             )
         else:
             from signgen.train.loop import run_training
@@ -151,6 +152,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--cpus-per-worker", type=float, default=None,
             help="CPUs per Ray worker (default: 0.5 on CPU-only runs, 1 with GPUs)",
+        )  # fmt: skip
+        p.add_argument(
+            "--max-failures", type=int, default=3, metavar="N",
+            help="Ray Train only: restart the workers up to N times after one died (a lost "
+            "node, an OOM kill); they continue from the last checkpoint, so set "
+            "train.checkpoint_every; -1: no limit (default 3)",
         )  # fmt: skip
         p.add_argument(
             "--address", default=None,

@@ -131,6 +131,16 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def gather_rng_states(world: int) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective call under DDP)."""
+    mine = rng_state()
+    if world == 1:
+        return [mine]
+    states: list[Any] = [None] * world
+    torch.distributed.all_gather_object(states, mine)
+    return states
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -163,8 +173,13 @@ def save_checkpoint(
     scaler: Any | None,
     state: dict[str, Any],
     keep: int,
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-XXXXXXX`` atomically (temporary folder, then rename)."""
+    """Write ``checkpoints/step-XXXXXXX`` atomically (temporary folder, then rename).
+
+    ``rank_rngs``: the RNG states of every DDP rank (:func:`gather_rng_states`); each rank
+    draws its own noise, so an exact resume restores each rank's own state.
+    """
     root = out_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
@@ -175,8 +190,10 @@ def save_checkpoint(
     extra: dict[str, Any] = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "rng": rank_rngs[0] if rank_rngs else rng_state(),
     }
+    if rank_rngs and len(rank_rngs) > 1:
+        extra["rng_ranks"] = rank_rngs
     if ema is not None:
         extra["ema"] = ema.state_dict()
     if scaler is not None:
@@ -203,8 +220,12 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: Any | None,
     scaler: Any | None,
+    rank: int = 0,
 ) -> dict[str, Any]:
-    """Restore everything :func:`save_checkpoint` wrote; returns ``state.json``."""
+    """Restore everything :func:`save_checkpoint` wrote; returns ``state.json``.
+
+    ``rank`` picks this DDP rank's RNG state when the checkpoint holds every rank's.
+    """
     weights = load_file(str(ckpt / "model.safetensors"))
     missing = set(trainable_state(module)) - set(weights)
     if missing:
@@ -217,7 +238,8 @@ def load_checkpoint(
         ema.load_state_dict(extra["ema"])
     if scaler is not None and "scaler" in extra:
         scaler.load_state_dict(extra["scaler"])
-    set_rng_state(extra["rng"])
+    ranks = extra.get("rng_ranks") or []
+    set_rng_state(ranks[rank] if rank < len(ranks) else extra["rng"])
     return json.loads((ckpt / "state.json").read_text())
 
 
@@ -355,7 +377,7 @@ def run_training(
         if ckpt is None:
             log.warning("--resume: no checkpoint under %s; starting from scratch", out)
         else:
-            state = load_checkpoint(ckpt, module, optimizer, scheduler, ema, scaler)
+            state = load_checkpoint(ckpt, module, optimizer, scheduler, ema, scaler, rank)
             step, epoch, position = state["step"], state["epoch"], state["position"]
             log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
     logger = ScalarLog(out, lc.tensorboard, enabled=rank == 0)
@@ -442,9 +464,10 @@ def run_training(
             running = {}
         state = {"step": step, "epoch": epoch, "position": position, "seed": cfg.seed}
         if lc.checkpoint_every and step % lc.checkpoint_every == 0 and step < total_steps:
+            rngs = gather_rng_states(world)  # every rank takes part
             if rank == 0:
                 save_checkpoint(out, step, module, optimizer, scheduler, ema, scaler, state,
-                                lc.keep_checkpoints)  # fmt: skip
+                                lc.keep_checkpoints, rngs)  # fmt: skip
         if rank == 0 and lc.eval_every and step % lc.eval_every == 0 and step < total_steps:
             _evaluate(task, module, ema, step, logger)
         if rank == 0 and lc.sample_every and step % lc.sample_every == 0 and step < total_steps:
@@ -456,9 +479,10 @@ def run_training(
     summary: dict[str, Any] = {"step": step, "last": last, "rank": rank, "world": world,
                                "seconds": time.perf_counter() - t_start}  # fmt: skip
     summary["weight_hash"] = weight_hash(module)
+    rngs = gather_rng_states(world)
     if rank == 0:
         save_checkpoint(out, step, module, optimizer, scheduler, ema, scaler, state,
-                        lc.keep_checkpoints)  # fmt: skip
+                        lc.keep_checkpoints, rngs)  # fmt: skip
     finished = step >= total_steps
     if rank == 0 and finished:
         summary["eval"] = _evaluate(task, module, ema, step, logger)

@@ -58,7 +58,13 @@ def load_deepfashion_annotations(path: str | Path) -> dict[str, np.ndarray]:
     if not lines or lines[0].strip().replace(" ", "") != HEADER:
         raise FormatError(f"{path}: not a DeepFashion annotation CSV (header must be {HEADER!r})")
     out: dict[str, np.ndarray] = {}
-    for lineno, row in enumerate(csv.reader(lines[1:], delimiter=":"), start=2):
+    try:
+        rows = list(csv.reader(lines[1:], delimiter=":"))
+    except csv.Error as exc:  # e.g. a field over csv's 128 kB limit
+        raise FormatError(
+            f"{path}: looks like a DeepFashion annotation CSV but cannot be parsed as one ({exc})"
+        ) from None
+    for lineno, row in enumerate(rows, start=2):
         if not row or not "".join(row).strip():
             continue
         where = f"{path} line {lineno}"

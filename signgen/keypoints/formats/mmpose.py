@@ -132,7 +132,13 @@ def frames_from_json(data: Any, where: str) -> list[np.ndarray]:
     if not data:
         return []
     if all(is_frame(f) for f in data):  # a video: [{"frame_id", "instances"}, ...]
-        order = sorted(range(len(data)), key=lambda i: (data[i].get("frame_id", i), i))
+        ids = [f.get("frame_id", i) for i, f in enumerate(data)]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+            bad = next(x for x in ids if not isinstance(x, int) or isinstance(x, bool))
+            raise FormatError(
+                f"{where}: looks like {WHAT} but a frame_id is {bad!r:.40}, expected integers"
+            )
+        order = sorted(range(len(data)), key=lambda i: (ids[i], i))
         return [frame_points(data[i]["instances"], where, f"frame {i}") for i in order]
     if all(is_instance(x) for x in data):  # one image: [instance, ...]
         return [frame_points(data, where, "the image")]
