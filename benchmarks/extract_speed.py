@@ -161,6 +161,8 @@ def time_hand_detector(
 
 
 def main() -> None:
+    # Long: a benchmark script's options, its runs per backend and batch size, and its
+    # result tables, read top to bottom.
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="hrnet-w32-wholebody")
     ap.add_argument("--frames", type=int, default=32, help="frames per measured speed run")

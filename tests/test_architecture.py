@@ -229,3 +229,51 @@ def test_every_imported_distribution_is_declared():
             if not owners & declared:
                 missing.add(f"{top} ({', '.join(sorted(owners)) or 'not installed'})")
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+
+
+# A function longer than this says why, in a comment that starts with "Long" or "Over 80
+# lines", inside the function or in the comment block right above its ``def``
+# (docs/architecture.md, "Long functions").
+MAX_FUNCTION_LINES = 80
+_WHY = ("# Long", "# Over 80 lines")
+
+
+def _long_functions_without_a_reason(path: Path, root: Path = REPO) -> list[str]:
+    lines = path.read_text().splitlines()
+    found = []
+    for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        if node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES:
+            continue
+        above = []
+        i = start - 2  # 0-based index of the line above the def (or its first decorator)
+        while i >= 0 and lines[i].lstrip().startswith("#"):
+            above.append(lines[i])
+            i -= 1
+        text = above + lines[node.lineno - 1 : node.end_lineno]
+        if not any(line.lstrip().startswith(_WHY) for line in text):
+            found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_the_long_function_check_sees_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    bare = tmp_path / "bare.py"
+    bare.write_text(f"def f():\n{body}\n")
+    explained = tmp_path / "explained.py"
+    explained.write_text(f"# Long: one assignment per line.\ndef f():\n{body}\n")
+    assert _long_functions_without_a_reason(bare, tmp_path) == ["bare.py:1 f"]
+    assert _long_functions_without_a_reason(explained, tmp_path) == []
+
+
+def test_functions_over_80_lines_say_why():
+    roots = ("signgen", "pipelines", "benchmarks", "tools")
+    found = [
+        hit
+        for root in roots
+        for path in sorted((REPO / root).rglob("*.py"))
+        for hit in _long_functions_without_a_reason(path)
+    ]
+    assert not found, "functions over 80 lines without a comment saying why:\n" + "\n".join(found)

@@ -208,8 +208,8 @@ def test_signgen_render_validates_its_options_once(pipe, tmp_path, monkeypatch):
 
 
 def test_render_and_render_many_declare_the_same_render_options():
-    from pipelines.render_many import RenderSettings
     from pipelines.app import build_parser
+    from pipelines.render_many import RenderSettings
     from signgen.sampling.options import options_from_args
 
     parser = build_parser()

@@ -488,6 +488,19 @@ class PoseModel(Protocol):
     ) -> list[np.ndarray]: ...
 
 
+def _clip_box(bbox: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A user's (4,) x0, y0, x1, y1 box clipped to the frame; a box with no area left in the
+    frame is an :class:`InputError`."""
+    fixed = bbox.copy()
+    fixed[[0, 2]] = np.clip(fixed[[0, 2]], 0, width)
+    fixed[[1, 3]] = np.clip(fixed[[1, 3]], 0, height)
+    if fixed[2] - fixed[0] < 2 or fixed[3] - fixed[1] < 2:
+        raise InputError(
+            f"--bbox {','.join(f'{v:g}' for v in bbox)} lies outside the {width}x{height} frame"
+        )
+    return fixed
+
+
 def extract_keypoints(
     video: str | os.PathLike,
     model: PoseModel,
@@ -523,15 +536,7 @@ def extract_keypoints(
     info = probe(video)
     width, height = info.width, info.height
     full = full_frame_box(width, height)
-    fixed = full
-    if isinstance(bbox, np.ndarray):
-        fixed = bbox.copy()
-        fixed[[0, 2]] = np.clip(fixed[[0, 2]], 0, width)
-        fixed[[1, 3]] = np.clip(fixed[[1, 3]], 0, height)
-        if fixed[2] - fixed[0] < 2 or fixed[3] - fixed[1] < 2:
-            raise InputError(
-                f"--bbox {','.join(f'{v:g}' for v in bbox)} lies outside the {width}x{height} frame"
-            )
+    fixed = _clip_box(bbox, width, height) if isinstance(bbox, np.ndarray) else full
     chunks: list[np.ndarray] = []
     last_box = full  # the box the next frame starts from in auto mode
     own_bar = not hasattr(progress, "update")

@@ -83,6 +83,7 @@ examples:
 
 def register(keypoints_subparsers: argparse._SubParsersAction) -> None:
     """Add ``extract`` and ``models`` to the ``signgen keypoints`` sub-command parsers."""
+    # Long: argparse declarations, one option per statement, each with its --help text.
     p = keypoints_subparsers.add_parser(
         "extract",
         help="extract 133 whole-body keypoints from a video (MediaPipe Holistic or HRNet)",
