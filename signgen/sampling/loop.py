@@ -96,7 +96,10 @@ def sample(
     latents = noise * scheduler.init_noise_sigma  # (T, c, h, w) float32
     runs = blend_runs(windows, windows_per_call)
     assert runs[0][0] == 0 and runs[-1][1] == t_frames, (runs[0], runs[-1], t_frames)
-    schedulers = [scheduler] + [copy.deepcopy(scheduler) for _ in runs[1:]]
+    # The copies share the schedule's tensors (alphas, sigmas: replaced by set_timesteps,
+    # never written by step); 2,000 frames in windows of 16 are 167 runs.
+    shared = {id(v): v for v in vars(scheduler).values() if isinstance(v, torch.Tensor)}
+    schedulers = [scheduler] + [copy.deepcopy(scheduler, dict(shared)) for _ in runs[1:]]
     accepts = "generator" in inspect.signature(scheduler.step).parameters
     for t in scheduler.timesteps:
 
