@@ -99,6 +99,17 @@ def test_evaluate_cli_writes_per_frame_rows_matching_skimage(tmp_path, capsys):
         np.abs(f1 - f0).mean()
     )
     summary = json.loads((out.parent / "metrics.summary.json").read_text())
+    # Temporal consistency, streamed over batches of 3 frames, is the whole clip's.
+    from signgen.metrics.video import flicker, temporal_consistency
+
+    n = int((df.video == first).sum())
+    clip_p = np.stack([_read(pred / first / f"images{t + 1:04d}.png") for t in range(n)])
+    clip_g = np.stack([_read(gt / first / f"images{t + 1:04d}.png") for t in range(n)])
+    assert n >= 4  # crosses a batch boundary with two frames of history
+    row = next(c for c in summary["per_clip"] if c["video"] == first)
+    assert row["temporal_consistency"] == pytest.approx(temporal_consistency(clip_p), rel=1e-6)
+    assert row["temporal_consistency_gt"] == pytest.approx(temporal_consistency(clip_g), rel=1e-6)
+    assert row["flicker_error"] == pytest.approx(abs(flicker(clip_p) - flicker(clip_g)), rel=1e-6)
     assert summary["frames"] == len(df)
     assert summary["mean"]["ssim"] == pytest.approx(df.ssim.mean())
     assert set(summary["per_signer"]) == {"Signer01", "unknown"}

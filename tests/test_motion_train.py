@@ -3,14 +3,25 @@ source, and one training step in which only the motion module learns."""
 
 from __future__ import annotations
 
+import csv
+import math
+from pathlib import Path
+
 import pytest
 import torch
-from model_helpers import randomize, tiny_world
+from model_helpers import random_clip, randomize, tiny_world
+from safetensors.torch import load_file
 
+from signgen.cli import main
 from signgen.data.pairs import PairDataset, load_frame, read_manifest
 from signgen.errors import InputError
 from signgen.models.config import load_model_config
-from signgen.models.motion import MotionModuleConfig, build_motion_module, load_motion_module
+from signgen.models.motion import (
+    MotionModuleConfig,
+    build_motion_module,
+    load_motion_module,
+    render_defaults,
+)
 from signgen.sampling.pipeline import FPDMPipeline
 from signgen.train.motion import ClipWindows, MotionTrainConfig, MotionTrainModule
 
@@ -133,10 +144,92 @@ def test_export_writes_a_loadable_motion_module(tmp_path):
 
 
 def test_bad_motion_config_is_a_user_error():
+    with pytest.raises(InputError, match="base_model"):
+        MotionTrainConfig().check()
     with pytest.raises(InputError, match="max_frames"):
-        MotionTrainConfig(window=40).check()
+        MotionTrainConfig(base_model="m", window=40).check()
     with pytest.raises(InputError, match="stride"):
-        MotionTrainConfig(window=8, stride=9).check()
+        MotionTrainConfig(base_model="m", window=8, stride=9).check()
     with pytest.raises(InputError, match="probability"):
-        MotionTrainConfig(drop_pose=1.5).check()
-    MotionTrainConfig().check()
+        MotionTrainConfig(base_model="m", drop_pose=1.5).check()
+    with pytest.raises(InputError, match="render_overlap"):
+        MotionTrainConfig(base_model="m", window=8, render_overlap=8).check()
+    MotionTrainConfig(base_model="m").check()
+
+
+# ---- signgen train motion ---------------------------------------------------------------------
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> Path:
+    """A saved tiny per-frame model (random weights), the frozen base of the runs."""
+    pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+    randomize(pipe.denoiser, 1)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("base") / "model")
+
+
+def _motion_args(prepared: Path, base: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.prepared={prepared}", f"motion.base_model={base}", f"output_dir={out}",
+            *extra]  # fmt: skip
+
+
+def test_train_motion_trains_only_the_module_and_exports_a_temporal_model(
+    prepared, base_model, tmp_path
+):
+    """`signgen train motion` with configs/train/tiny_motion.yaml: two steps, a log, a
+    checkpoint of the motion module alone, an export that is the base folder plus
+    motion_module/ with the training window as render defaults, rendering --temporal."""
+    out = tmp_path / "run"
+    args = _motion_args(prepared, base_model, out, "train.max_steps=2")
+    config = str(CONFIGS / "tiny_motion.yaml")
+    assert main(["train", "motion", "--config", config, "-q", *args]) == 0
+    rows = list(csv.DictReader((out / "logs" / "train.csv").open()))
+    assert rows and all(math.isfinite(float(r["loss"])) for r in rows)
+    saved = load_file(str(out / "checkpoints" / "step-0000002" / "model.safetensors"))
+    assert saved and all(k.startswith("temporal.motion.") for k in saved), sorted(saved)[:3]
+    # The zero-initialised output projections moved: the module learnt.
+    proj = [k for k in saved if k.endswith("proj_out.weight")]
+    assert proj and any(saved[k].abs().max() > 0 for k in proj)
+
+    export = out / "export"
+    base = FPDMPipeline.from_pretrained(base_model)
+    model = FPDMPipeline.from_pretrained(export)
+    assert model.motion_module is not None and base.motion_module is None
+    for k, v in base.unet.state_dict().items():  # the per-frame model is frozen
+        assert torch.equal(model.unet.state_dict()[k], v), k
+    exported = model.motion_module.state_dict()
+    for k, v in saved.items():  # its parameters (the frame positions are buffers)
+        assert torch.equal(exported[k.removeprefix("temporal.motion.")], v), k
+    assert render_defaults(model.motion_module) == (4, 2, "linear")  # tiny_motion.yaml
+    img, kp = random_clip(frames=7, size=(26, 30))
+    frames = model(img, kp, steps=1, temporal=True, independent_noise=True)
+    assert frames.shape == (7, 30, 26, 3)
+
+
+def test_train_motion_resumes_to_the_same_weights(prepared, base_model, tmp_path):
+    """Two steps straight, or one step, a stop as if killed, and a resume: same module."""
+    from signgen.train.config import load_train_config
+    from signgen.train.loop import run_training
+    from signgen.train.stages import task_factory
+
+    def cfg(out: Path, seed: int = 0):
+        c = load_train_config(CONFIGS / "tiny_motion.yaml", _motion_args(
+            prepared, base_model, out, "train.max_steps=2", "train.checkpoint_every=1"))  # fmt: skip
+        c.seed = seed
+        return c
+
+    task = task_factory("motion")
+    run_training(cfg(tmp_path / "full"), task, progress=False)
+    part = tmp_path / "part"
+    assert run_training(cfg(part), task, stop_after=1, progress=False)["step"] == 1
+    assert not (part / "export").exists()
+    assert run_training(cfg(part), task, resume=True, progress=False)["step"] == 2
+    a, b = (load_file(str(d / "checkpoints" / "step-0000002" / "model.safetensors"))
+            for d in (tmp_path / "full", part))  # fmt: skip
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    run_training(cfg(tmp_path / "other", seed=1), task, progress=False)  # the test can fail
+    o = load_file(str(tmp_path / "other" / "checkpoints" / "step-0000002" / "model.safetensors"))
+    assert any(not torch.allclose(a[k], o[k]) for k in a)

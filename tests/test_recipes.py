@@ -127,7 +127,8 @@ def test_demo_and_tiny_recipes_load_and_build_on_meta(path):
     source-residual x0 prediction, or the learned VAE + v-prediction)."""
     from signgen.models.factory import build_components
 
-    cfg = load_train_config(path, ["data.prepared=unused"])  # the tiny ones name none
+    # The tiny ones name no data (nor, for the motion stage, a base model folder).
+    cfg = load_train_config(path, ["data.prepared=unused", "motion.base_model=unused"])
     mcfg = _model_cfg(cfg)
     parts = build_components(mcfg, device="meta")
     unet = parts["unet"].config

@@ -255,7 +255,9 @@ class FrameEvaluator:
             pred_np = np.stack([b[0] for b in batch])  # (B, H, W, 3) uint8
             gt_np = np.stack([b[1] for b in batch])
             res = self._evaluate_batch(pair, start, pred_np, gt_np, seq, prev_p, prev_g)
-            prev_p, prev_g = pred_np[-1], gt_np[-1]
+            # The clip's last two frames so far: flicker and temporal consistency stream.
+            prev_p = _last_two(prev_p, pred_np)
+            prev_g = _last_two(prev_g, gt_np)
             start += len(batch)
             yield res
 
@@ -301,13 +303,36 @@ class FrameEvaluator:
                 rows[HAND_PE_DETECTORS[self.config.hand_detector]] = err
                 rows["hands_pe"] = n
         if "flicker" in m:
-            rows["flicker"] = _frame_diffs(pred_np, prev_p)
-            rows["flicker_gt"] = _frame_diffs(gt_np, prev_g)
+            rows["flicker"] = _frame_diffs(pred_np, None if prev_p is None else prev_p[-1])
+            rows["flicker_gt"] = _frame_diffs(gt_np, None if prev_g is None else prev_g[-1])
+            rows["consistency"] = _second_diffs(pred_np, prev_p)
+            rows["consistency_gt"] = _second_diffs(gt_np, prev_g)
         if self.inception is not None:
             out.pred_feats = self.inception(pred).cpu().numpy()
             if self.need_gt_features:
                 out.gt_feats = self.inception(gt).cpu().numpy()
         return out
+
+
+def _last_two(prev: np.ndarray | None, frames: np.ndarray) -> np.ndarray:
+    """The last two frames (or one, at a clip's start) of ``prev`` followed by ``frames``."""
+    return frames[-2:] if prev is None else np.concatenate([prev, frames])[-2:]
+
+
+def _second_diffs(frames: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """Temporal consistency of the frame before each frame t: mean |f_{t-1} - (f_{t-2} +
+    f_t) / 2| (uint8 units; signgen.metrics.video.temporal_consistency, streamed over
+    batches); NaN for a clip's first two frames. ``prev``: the clip's last (up to) two frames
+    before ``frames``."""
+    f = frames.astype(np.float32)  # (B, H, W, 3)
+    k = 0 if prev is None else len(prev)
+    allf = f if prev is None else np.concatenate([prev.astype(np.float32), f])  # (k+B, ...)
+    out = np.full(len(f), np.nan)
+    for i in range(len(f)):
+        j = k + i  # index of frame t in allf
+        if j >= 2:
+            out[i] = np.abs(allf[j - 1] - (allf[j - 2] + allf[j]) / 2).mean(dtype=np.float64)
+    return out
 
 
 def _frame_diffs(frames: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
@@ -377,7 +402,10 @@ def implementations(config: EvalConfig) -> dict[str, str]:
             f"(detector: {config.hand_config or 'injected'})"
         )
     if "flicker" in config.metrics:
-        impl["flicker"] = "mean |frame_t - frame_t-1| (uint8 units); ratio generated / GT"
+        impl["flicker"] = (
+            "mean |frame_t - frame_t-1| (uint8 units); ratio generated / GT; flicker error "
+            "|generated - GT|; temporal consistency mean |f_t - (f_t-1 + f_t+1) / 2|"
+        )
     return impl
 
 
@@ -407,6 +435,10 @@ def aggregate(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+
+
 def per_clip(df: pd.DataFrame) -> list[dict[str, Any]]:
     clips = []
     for (video, signer), g in df.groupby(["video", "signer"], sort=True):
@@ -415,7 +447,11 @@ def per_clip(df: pd.DataFrame) -> list[dict[str, Any]]:
         row.pop("psnr_infinite_frames", None)
         if "flicker" in g:
             fp, fg, ratio = clip_flicker(g["flicker"].to_numpy(), g["flicker_gt"].to_numpy())
-            row.update(flicker=fp, flicker_gt=fg, flicker_ratio=ratio)
+            row.update(flicker=fp, flicker_gt=fg, flicker_ratio=ratio, flicker_error=abs(fp - fg))
+        if "consistency" in g:  # signgen.metrics.video.video_metrics' names
+            tc, tc_gt = (_nanmean(g[c].to_numpy()) for c in ("consistency", "consistency_gt"))
+            row.update(temporal_consistency=tc, temporal_consistency_gt=tc_gt,
+                       temporal_consistency_diff=tc - tc_gt)  # fmt: skip
         clips.append(row)
     return clips
 
@@ -507,6 +543,9 @@ class Gatherer:
             summary["mean"]["flicker_ratio"] = (
                 float(np.nanmean(ratios)) if np.isfinite(ratios).any() else math.nan
             )
+            for k in ("flicker_error", "temporal_consistency", "temporal_consistency_gt",
+                      "temporal_consistency_diff"):  # fmt: skip
+                summary["mean"][k] = _nanmean(np.array([c.get(k, math.nan) for c in clips]))
         summary["per_signer"] = (
             {str(s): aggregate(g) for s, g in df.groupby("signer", sort=True)} if len(df) else {}
         )

@@ -40,6 +40,8 @@ OTHER = (
     ("flicker", "flicker (generated)", "{:.3f}"),
     ("flicker_gt", "flicker (ground truth)", "{:.3f}"),
     ("flicker_ratio", "flicker ratio (1 = as steady as GT)", "{:.3f}"),
+    ("flicker_error", "flicker error |generated - GT| ↓", "{:.3f}"),
+    ("temporal_consistency_diff", "temporal consistency, generated - GT", "{:.3f}"),
 )
 
 CSS = """
@@ -112,7 +114,8 @@ def _overall(df: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
 
     values: dict[str, Any] = aggregate(df)
     mean = summary.get("mean") or {}
-    for k in ("fid", "flicker", "flicker_gt", "flicker_ratio"):
+    for k in ("fid", "flicker", "flicker_gt", "flicker_ratio", "flicker_error",
+              "temporal_consistency_diff"):  # fmt: skip
         if k in mean:
             values[k] = mean[k]
     if "flicker" in df and "flicker_ratio" not in values:

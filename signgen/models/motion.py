@@ -40,7 +40,6 @@ bit (tested).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +50,25 @@ from torch import nn
 
 from signgen.errors import FormatError, MissingWeightsError
 from signgen.models.fpdm import Conditions, FPDMDenoiser
+from signgen.models.motion_config import MotionModuleConfig
+
+__all__ = [
+    "MOTION_FOLDER",
+    "MotionHooks",
+    "MotionModuleConfig",
+    "TemporalDenoiser",
+    "build_motion_module",
+    "load_motion_module",
+    "render_defaults",
+    "save_motion_module",
+    "set_render_defaults",
+]
 
 MOTION_FOLDER = "motion_module"  # sub-folder of a model folder holding the motion module
-
-
-@dataclass
-class MotionModuleConfig:
-    """Architecture of a new motion module (a typed config section; AnimateDiff's defaults
-    except the group count, which must divide the UNet's narrowest block)."""
-
-    num_attention_heads: int = 8  # per temporal attention (AnimateDiff: 8)
-    transformer_layers: int = 1  # transformer blocks per motion layer (AnimateDiff: 1)
-    max_frames: int = 32  # longest window; sinusoidal frame positions (AnimateDiff: 32)
-    norm_num_groups: int | None = None  # None = the UNet's norm_num_groups
-    mid_block: bool = True  # a motion layer in the UNet's mid block (AnimateDiff v2+)
+# Private key of the motion module's config.json holding its render defaults (window,
+# overlap, taper): diffusers keeps "_" keys through save/load and passes none to __init__.
+RENDER_DEFAULTS = "_signgen_render"
+DEFAULT_TAPER = "linear"
 
 
 def _layers_per_block(unet: UNet2DConditionModel) -> tuple[int, ...]:
@@ -269,6 +273,24 @@ class TemporalDenoiser(nn.Module):
         """Prediction (B*F, c, h, w); ``condition_kwargs`` as :meth:`FPDMDenoiser.forward`."""
         cond = self.encode_conditions(pose, source_hidden, fusion, **condition_kwargs)
         return self.denoise(noisy_latents, timesteps, cond, num_frames)
+
+
+def set_render_defaults(motion: MotionAdapter, window: int, overlap: int, taper: str) -> None:
+    """Record the window, overlap and taper renders use by default (the training window),
+    saved in the module's own config.json."""
+    assert 1 <= window <= int(motion.config.motion_max_seq_length) and 0 <= overlap < window
+    motion.register_to_config(**{RENDER_DEFAULTS: {"window": int(window),
+                                                  "overlap": int(overlap), "taper": taper}})  # fmt: skip
+
+
+def render_defaults(motion: MotionAdapter) -> tuple[int, int, str]:
+    """(window, overlap, taper) of renders that give none: the module's recorded defaults;
+    for a module without them (e.g. AnimateDiff's), windows of min(16, max_frames) frames
+    overlapping by a quarter, linear taper."""
+    saved = motion.config.get(RENDER_DEFAULTS) or {}
+    window = int(saved.get("window") or min(16, int(motion.config.motion_max_seq_length)))
+    overlap = int(saved.get("overlap", window // 4))
+    return window, overlap, str(saved.get("taper") or DEFAULT_TAPER)
 
 
 def save_motion_module(motion: MotionAdapter, model_dir: str | Path) -> Path:

@@ -40,6 +40,13 @@ keypoints extract` (HRNet when its checkpoint is found, else MediaPipe Holistic,
 SEQ may then be measured on a frame of any size. A reference missing a limb keeps SEQ's
 length for it, said in one warning line.
 
+--temporal (models with a motion module, e.g. the bundled demo model): the clip is denoised
+in windows of W frames overlapping by O (--window, --overlap; default: the motion module's),
+the frames of a window attending to each other; predictions of frames two windows share are
+blended (--taper). The clip's latents stay on the CPU and one window batch at a time goes to
+the device, so memory does not grow with the clip's length; --batch-size frames per model
+call, i.e. batch-size // W windows.
+
 MCLD models (multi-focal conditioning) also encode the face and hands of FIRST, located by
 its keypoints: --source-keypoints FILE (the first pose in FILE), with --retarget the
 reference skeleton, else the first pose of SEQ (right when SEQ was extracted from FIRST's
@@ -64,6 +71,7 @@ examples:
   signgen render --video signer.png --keypoints other_signer.json --retarget
   signgen render --video signer.png --keypoints other_signer.json --retarget \\
       --source-keypoints signer_keypoints.json
+  signgen render --video first.mp4 --keypoints seq.json --temporal --independent-noise
 """
 
 
@@ -171,8 +179,15 @@ def run_render(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(output, fps=kp.fps, width=w, height=h))
         frames_tmp = stack.enter_context(_staged_dir(args.frames_dir))
+        # A temporal render denoises the whole clip before decoding: its bar counts frames x
+        # denoising steps.
+        total, unit = (
+            (len(kp) * pipe.steps_for(options), "frame-step")
+            if options.temporal
+            else (len(kp), "frame")
+        )
         bar = stack.enter_context(
-            tqdm(total=len(kp), unit="frame", desc="render", file=sys.stderr, dynamic_ncols=True)
+            tqdm(total=total, unit=unit, desc="render", file=sys.stderr, dynamic_ncols=True)
         )
         for batch in pipe.render(first, kp, options, source_points=source_points, progress=bar):
             for frame in batch:

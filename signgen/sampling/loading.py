@@ -9,7 +9,9 @@
   is refused (diffusers would offer to run them as custom code). It also reads the layout
   that folders were written in before the pipeline became a diffusers ``DiffusionPipeline``
   (short ``signgen`` library names, ``resolution`` + ``source_preprocess`` instead of an
-  ``image_processor`` entry), so they load unchanged.
+  ``image_processor`` entry), so they load unchanged. A ``motion_module/`` folder that the
+  index does not list (a motion module added to a per-frame model folder) is loaded as if
+  listed, under the same allow-list.
 * :func:`default_model_path`: the bundled demo model.
 """
 
@@ -48,8 +50,11 @@ COMPONENT_CLASSES: dict[str, frozenset[tuple[str, str]]] = {
     "ipf": frozenset({("signgen.models.ipf", "IPFModel")}),
     "fusion_mlp": frozenset({("signgen.models.modules", "FusionMLP")}),
     "focal_adapter": frozenset({("signgen.models.mcld", "FocalAdapter")}),
+    # Temporal FPDM (signgen.models.motion): AnimateDiff's motion module.
+    "motion_module": frozenset({("diffusers", "MotionAdapter")}),
 }
-OPTIONAL_COMPONENTS = ("ipf", "fusion_mlp", "focal_adapter")
+OPTIONAL_COMPONENTS = ("ipf", "fusion_mlp", "focal_adapter", "motion_module")
+MOTION_MODULE = "motion_module"  # = signgen.models.motion.MOTION_FOLDER
 # Folders written before named signgen's classes by the package alone.
 _SIGNGEN_MODULES = {
     cls: lib
@@ -67,6 +72,11 @@ def check_model_index(index: dict[str, Any], where: str | os.PathLike) -> dict[s
             f"{where} is not an FPDM model folder (_class_name {index.get('_class_name')!r})"
         )
     out = dict(index)
+    motion_config = Path(where).parent / MOTION_MODULE / "config.json"
+    if out.get(MOTION_MODULE) in (None, [None, None]) and motion_config.is_file():
+        # A motion module added to a per-frame model folder (`signgen train motion`'s export,
+        # the bundled demo model): loaded like a listed component, if its class is allowed.
+        out[MOTION_MODULE] = ["diffusers", _class_name(motion_config)]
     for name, allowed in COMPONENT_CLASSES.items():
         entry = out.get(name)
         if entry is None or list(entry) == [None, None]:
@@ -94,6 +104,16 @@ def check_model_index(index: dict[str, Any], where: str | os.PathLike) -> dict[s
             "source_std": list(pre.get("std", IMAGENET_STD)),
         }
     return out
+
+
+def _class_name(config: Path) -> str:
+    """``_class_name`` of a component's config.json ("" when unreadable)."""
+    import json
+
+    try:
+        return str(json.loads(config.read_text()).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def check_model_folder(root: Path, index: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from signgen.devices import DTYPES
 from signgen.errors import InputError
 from signgen.models.schedulers import SCHEDULERS, scheduler_name
+from signgen.sampling.windows import TAPERS
 
 # Attention kernels (signgen.speed.set_attention): sdpa = PyTorch's
 # scaled_dot_product_attention (flash / memory-efficient kernels on GPUs), eager = the
@@ -62,6 +63,12 @@ class RenderOptions:
     channels_last: bool = False  # NHWC weights for the UNet, VAE and pose encoder
     compile: bool = False  # torch.compile of the UNet's repeated transformer blocks
     vae_slicing: bool = False  # decode one frame at a time (decoder peak of one frame)
+    # Temporal rendering (docs/temporal.md): windows of frames through the model's motion
+    # module, predictions blended where windows overlap. None: the motion module's defaults.
+    temporal: bool = False
+    window: int | None = None  # frames per window
+    overlap: int | None = None  # frames shared by consecutive windows
+    taper: str | None = None  # blending weights in the overlaps: uniform | linear
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -111,6 +118,24 @@ class RenderOptions:
         for name in ("independent_noise", "skip_zero_branches", "channels_last", "compile",
                      "vae_slicing"):  # fmt: skip
             put(name, bool(getattr(self, name)))
+        put("temporal", bool(self.temporal))
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        for name, low in (("window", 1), ("overlap", 0)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.window is not None and self.overlap is not None and self.overlap >= self.window:
+            raise InputError(
+                f"overlap must be smaller than the window, got overlap {self.overlap} and "
+                f"window {self.window}"
+            )
+        if self.taper is not None and self.taper not in TAPERS:
+            raise InputError(f"taper must be one of {', '.join(TAPERS)}, got {self.taper!r}")
+        given = [n for n in ("window", "overlap", "taper") if getattr(self, n) is not None]
+        if given and not self.temporal:
+            raise InputError(f"{'/'.join(given)} apply to temporal renders only: add --temporal")
 
     def replace(self, **changes: Any) -> RenderOptions:
         """A copy with ``changes`` (validated like a new one)."""
@@ -161,6 +186,22 @@ def add_render_arguments(
         p.add_argument("--independent-noise", action="store_true",
                        help="draw each frame's initial noise from (seed, frame index) instead "
                        "of one noise for the whole clip")  # fmt: skip
+        p.add_argument("--temporal", action="store_true",
+                       help="render in overlapping windows of frames through the model's motion "
+                       "module (MODEL/motion_module/, trained by `signgen train motion`): the "
+                       "frames of a window attend to each other, predictions are blended where "
+                       "windows overlap; clips of any length in flat memory (default: off, "
+                       "every frame alone)")  # fmt: skip
+        p.add_argument("--window", type=int, default=None, metavar="W",
+                       help="--temporal: frames per window (default: the motion module's, the "
+                       "window it was trained on)")  # fmt: skip
+        p.add_argument("--overlap", type=int, default=None, metavar="O",
+                       help="--temporal: frames shared by consecutive windows (default: the "
+                       "motion module's)")  # fmt: skip
+        p.add_argument("--taper", default=None, choices=TAPERS,
+                       help="--temporal: weights of overlapping predictions, uniform (the "
+                       "average) or linear (ramps towards each window's edges) (default: the "
+                       "motion module's)")  # fmt: skip
     g = p.add_argument_group("speed (GPU; the same frames up to float rounding)")
     g.add_argument("--attention", choices=ATTENTION, default="sdpa",
                    help="attention kernel: sdpa = PyTorch scaled_dot_product_attention "
@@ -197,6 +238,10 @@ def options_from_args(
         "channels_last": args.channels_last,
         "compile": args.compile,
         "vae_slicing": args.vae_slicing,
+        "temporal": getattr(args, "temporal", False),
+        "window": getattr(args, "window", None),
+        "overlap": getattr(args, "overlap", None),
+        "taper": getattr(args, "taper", None),
     }
     if clip:
         values.update(seed=args.seed, batch_size=args.batch_size)

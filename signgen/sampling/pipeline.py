@@ -15,6 +15,8 @@ config in the same file. A model folder::
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  scheduler/
     ipf/  fusion_mlp/         (optional: models with Image-Pose Fusion, signgen.models.ipf)
     focal_adapter/            (optional: MCLD, signgen.models.mcld; the UNet stays plain)
+    motion_module/            (optional: temporal FPDM, signgen.models.motion; loaded also
+                              when model_index.json does not list it)
 
 The image processor is a ``ConfigMixin`` with no weights (like diffusers'
 ``VaeImageProcessor``, which diffusers' pipelines build in ``__init__`` rather than save),
@@ -43,6 +45,12 @@ The render (:meth:`FPDMPipeline.render`, in numbered steps):
 Steps 4-6 are :meth:`FPDMPipeline.generate`, which ``render-pairs`` and the training sample
 grids call too. Frames are generated and yielded batch by batch: nothing grows with the
 length of the sequence except the keypoint array.
+
+Temporal renders (``options.temporal``, :meth:`FPDMPipeline.render_clips`) take the same
+steps for whole clips at once: the clip's latents on the CPU, windows of W frames through
+the motion module one call at a time, their predictions blended in the overlaps, by the
+same loop (:func:`signgen.sampling.loop.sample`); pose images are drawn per window and
+step, never kept for the whole clip (docs/temporal.md).
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ from signgen.models.config import PAPER_GUIDANCE, PAPER_STEPS
 from signgen.models.encoders import encode_source
 from signgen.models.factory import build_denoiser
 from signgen.models.modules import vae_downscale_factor
+from signgen.models.motion import TemporalDenoiser, motion_sites, render_defaults
 from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
 from signgen.models.processor import FPDMImageProcessor
 from signgen.models.schedulers import make_scheduler, scheduler_key
@@ -80,8 +89,9 @@ from signgen.sampling.loading import (
     default_model_path,
     resolve_model_dir,
 )
-from signgen.sampling.loop import decode, denoise, initial_noise
+from signgen.sampling.loop import decode, denoise, initial_noise, sample
 from signgen.sampling.options import RenderOptions
+from signgen.sampling.windows import window_plan, window_weights
 
 __all__ = [
     "MODEL_INDEX",
@@ -128,7 +138,7 @@ class FPDMPipeline(DiffusionPipeline):
     diffusers reads annotations to check loaded types.
     """
 
-    _optional_components = ["ipf", "fusion_mlp", "focal_adapter"]  # noqa: RUF012 - diffusers' name
+    _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module"]  # noqa: RUF012 - diffusers' name
 
     def __init__(
         self,
@@ -141,6 +151,7 @@ class FPDMPipeline(DiffusionPipeline):
         ipf=None,
         fusion_mlp=None,
         focal_adapter=None,
+        motion_module=None,
         image_processor=None,
         guidance=PAPER_GUIDANCE,
         detail_transfer=0.0,
@@ -152,7 +163,7 @@ class FPDMPipeline(DiffusionPipeline):
         self.register_modules(
             vae=vae, unet=unet, pose_encoder=pose_encoder, source_encoder=source_encoder,
             source_projector=source_projector, scheduler=scheduler, ipf=ipf,
-            fusion_mlp=fusion_mlp, focal_adapter=focal_adapter,
+            fusion_mlp=fusion_mlp, focal_adapter=focal_adapter, motion_module=motion_module,
         )  # fmt: skip
         if not isinstance(image_processor, FPDMImageProcessor):
             image_processor = FPDMImageProcessor.from_config(dict(image_processor or {}))
@@ -187,6 +198,9 @@ class FPDMPipeline(DiffusionPipeline):
         if self.resolution[0] % factor or self.resolution[1] % factor:
             raise ValueError(f"resolution {self.resolution} must be divisible by {factor}")
         self.vae_scale_factor = factor
+        if motion_module is not None:
+            motion_sites(unet, motion_module)  # ValueError naming the mismatch
+        self._temporal: TemporalDenoiser | None = None
 
     @property
     def image_processor(self) -> FPDMImageProcessor:
@@ -207,6 +221,10 @@ class FPDMPipeline(DiffusionPipeline):
     def default_steps(self) -> int:
         """Denoising steps of renders that give none (the pipeline config's ``steps``)."""
         return int(self.config.get("steps", PAPER_STEPS))
+
+    def steps_for(self, options: RenderOptions) -> int:
+        """The denoising steps a render with ``options`` takes (its own, else the model's)."""
+        return self.default_steps if options.steps is None else int(options.steps)
 
     @property
     def detail_transfer(self) -> float:
@@ -327,7 +345,11 @@ class FPDMPipeline(DiffusionPipeline):
     # -- step 1: options against the model ---------------------------------------------------
     def guidance_plan(self, options: RenderOptions) -> GuidancePlan:
         """The guidance chain and weights of ``options`` on this model (its defaults where
-        ``options`` gives none); a focal weight for a model without MCLD is an InputError."""
+        ``options`` gives none); a focal weight for a model without MCLD is an InputError.
+        Temporal options are checked against the model's motion module too
+        (:meth:`temporal_settings`): this is the one check of the options against a model."""
+        if options.temporal:
+            self.temporal_settings(options)
         focal = self.focal_adapter is not None
         if options.guidance_focal is not None and not focal:
             raise InputError(
@@ -340,6 +362,47 @@ class FPDMPipeline(DiffusionPipeline):
             w_focal = float(self.focal_adapter.config.guidance if w_focal is None else w_focal)
             weights = (w_src, w_focal, w_fuse)
         return GuidancePlan(fpdm_chain(focal), weights, skip_zero=options.skip_zero_branches)
+
+    def temporal_settings(self, options: RenderOptions) -> tuple[int, int, str]:
+        """(window, overlap, taper) of a temporal render: ``options``' values, else the motion
+        module's defaults; a model without a motion module is an InputError."""
+        if self.motion_module is None:
+            raise InputError(
+                "--temporal needs a model with a motion module (MODEL/motion_module/, trained "
+                "by `signgen train motion`); this model has none"
+            )
+        window, overlap, taper = render_defaults(self.motion_module)
+        window = options.window or window
+        overlap = overlap if options.overlap is None else options.overlap
+        most = int(self.motion_module.config.motion_max_seq_length)
+        if window > most:
+            raise InputError(f"window {window} is longer than this motion module's {most} frames")
+        if overlap >= window:
+            raise InputError(f"overlap {overlap} must be smaller than the window ({window})")
+        return window, overlap, options.taper or taper
+
+    @property
+    def temporal_denoiser(self) -> TemporalDenoiser:
+        """The denoiser with the motion module hooked on (built once per motion module)."""
+        motion = self.motion_module
+        assert motion is not None, "no motion module"
+        current = self._temporal
+        if current is None or current.motion is not motion or current.denoiser is not self.denoiser:
+            if current is not None:
+                current.hooks.remove()
+            self._temporal = current = TemporalDenoiser(self.denoiser, motion)
+        return current
+
+    @temporal_denoiser.setter
+    def temporal_denoiser(self, temporal: TemporalDenoiser) -> None:
+        """Render through an existing temporal denoiser of this pipeline's denoiser (a
+        training run's, whose motion hooks are already on the UNet): its motion module
+        becomes the pipeline's."""
+        assert temporal.denoiser is self.denoiser, "a temporal denoiser of another UNet"
+        if self._temporal is not None and self._temporal is not temporal:
+            self._temporal.hooks.remove()
+        self.register_modules(motion_module=temporal.motion)
+        self._temporal = temporal
 
     def make_scheduler(self, name: str | None = None):
         """A fresh scheduler (own state) of type ``name`` (None: the model's) with the
@@ -427,7 +490,8 @@ class FPDMPipeline(DiffusionPipeline):
         (default :class:`RenderOptions`), with ``changes`` applied (e.g. ``steps=10``).
         MCLD models: ``source_points`` (133, 3) are the first frame's keypoints in its
         pixels (default: the first pose of ``keypoints``). ``progress``: a tqdm bar (or
-        True for a new one on stderr) updated per frame.
+        True for a new one on stderr) updated per frame, or with ``options.temporal`` per
+        frame and denoising step (frames x steps in all).
         """
         opts = options or RenderOptions()
         if changes:
@@ -437,10 +501,14 @@ class FPDMPipeline(DiffusionPipeline):
         self.guidance_plan(opts)
         if self.focal_adapter is not None and source_points is None:
             source_points = kp.points[0]
-        bar = _progress_bar(progress, len(kp))
+        bar = _progress_bar(progress, len(kp) * (self.steps_for(opts) if opts.temporal else 1))
         try:
             # 2. The first frame, once per clip.
             clip = self.prepare_clip(source_image, opts, source_points)
+            if opts.temporal:  # 3-7 for the whole clip (render_clips)
+                for _, frames in self.render_clips([clip], [kp.points], opts, progress=bar):
+                    yield frames
+                return
             for start in range(0, len(kp), opts.batch_size):
                 stop = min(start + opts.batch_size, len(kp))
                 frames = self.render_frames(
@@ -452,6 +520,101 @@ class FPDMPipeline(DiffusionPipeline):
         finally:
             if bar is not None and progress is True:
                 bar.close()
+
+    # Over 80 lines: the temporal render's steps 3-7 share the clips' frame tables (points,
+    # sizes, sources, fusion embeddings) through the window prediction function; split up,
+    # they would travel as a dozen arguments. Its numbered steps are those of the module
+    # docstring.
+    @torch.no_grad()
+    def render_clips(
+        self,
+        clips: Sequence[ClipSource],
+        points: Sequence[np.ndarray],
+        options: RenderOptions | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        progress: Any = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Temporal render of whole clips (docs/temporal.md): yields ``(clip index, frames)``,
+        frames uint8 (b, H_i, W_i, 3) at that clip's first-frame size, clip after clip, in
+        frame order, batches of ``options.batch_size`` frames.
+
+        ``clips[k]`` is clip k's prepared first frame (:meth:`prepare_clip`), ``points[k]``
+        its keypoints (T_k, 133, 3) in that first frame's pixels, ``seeds[k]`` its seed
+        (default ``options.seed`` for all). The clips are denoised together: windows of W
+        frames (overlap O, :meth:`temporal_settings`) of every clip, ``batch_size // W`` of
+        them per model call (at least one), so short clips share calls; a clip's frames do
+        not depend on the clips it is rendered with (up to float rounding). ``progress``: a
+        tqdm bar updated per frame and denoising step.
+        """
+        opts = options or RenderOptions(temporal=True)
+        plan = self.guidance_plan(opts)
+        window, overlap, taper = self.temporal_settings(opts)
+        temporal, proc = self.temporal_denoiser, self._image_processor
+        device, dtype, nb = self.device, self.dtype, plan.num_branches
+        seeds = [opts.seed] * len(clips) if seeds is None else list(seeds)
+        assert len(clips) == len(points) == len(seeds) > 0
+        # The clips one after the other: frame i of the batch is frame index[i] of clip of[i].
+        lengths = [len(p) for p in points]
+        offsets = np.cumsum([0, *lengths])
+        of = np.repeat(np.arange(len(clips)), lengths)  # (T,)
+        index = np.concatenate([np.arange(n) for n in lengths])  # (T,)
+        kp = np.concatenate([np.asarray(p, np.float32) for p in points])  # (T, 133, 3)
+        assert kp.shape[1:] == (133, 3), kp.shape
+        sizes = [(c.encoded.width, c.encoded.height) for c in clips]
+        windows, weights = [], []
+        for k, n in enumerate(lengths):
+            spans = window_plan(n, window, overlap)
+            windows += [(s + int(offsets[k]), e + int(offsets[k])) for s, e in spans]
+            weights += window_weights(spans, taper)
+
+        def frames(idx: np.ndarray) -> tuple[list[EncodedSource], list[tuple[int, int]]]:
+            return [clips[of[i]].encoded for i in idx], [sizes[of[i]] for i in idx]
+
+        # 3. Per-frame fusion embeddings, once per clip (T, D) on the CPU; pose images are
+        #    drawn per window below, never kept for the whole clip.
+        fusion = None
+        if self.ipf is not None:
+            parts = []
+            for s in range(0, len(kp), opts.batch_size):
+                idx = np.arange(s, min(s + opts.batch_size, len(kp)))
+                srcs, sz = frames(idx)
+                ipf_pose = self.ipf.preprocess(proc.draw_poses(kp[idx], sz, self.ipf.image_size))
+                parts.append(self._fusion(srcs, None, ipf_pose).float().cpu())
+            fusion = torch.cat(parts)  # (T, D)
+
+        # 4. Initial noise, one generator per frame: the clip's latents, on the CPU.
+        h, w = (v // self.vae_scale_factor for v in self.resolution)
+        noise, gens = initial_noise([seeds[k] for k in of], index.tolist(),
+                                    (self.unet.config.out_channels, h, w),
+                                    independent=opts.independent_noise)  # fmt: skip
+
+        def predict(spans, model_input, t):
+            """Guided predictions (n, L, c, h, w) of n windows of L frames, on the CPU."""
+            idx = np.concatenate([np.arange(s, e) for s, e in spans])  # window-major frames
+            n_frames, length = len(idx), spans[0][1] - spans[0][0]
+            x = torch.cat([model_input(s, e) for s, e in spans]).to(device, dtype)  # (n*L, c, h, w)
+            srcs, sz = frames(idx)
+            pose = uint8_to_tensor(proc.draw_poses(kp[idx], sz)).to(device, dtype)
+            f = None if fusion is None else fusion[idx].to(device, dtype)
+            cond = self._conditions(srcs, pose, f, plan)
+            pred = temporal.denoise(torch.cat([x] * nb), t.to(device).expand(nb * n_frames),
+                                    cond, num_frames=length).float()  # fmt: skip
+            return plan.combine(pred).view(len(spans), length, *x.shape[1:]).cpu()
+
+        # 5. Denoise: the one loop, window by window.
+        latents = sample(
+            predict, self.make_scheduler(opts.scheduler), noise, self.steps_for(opts),
+            windows=windows, weights=weights,
+            windows_per_call=max(1, opts.batch_size // window), generators=gens,
+            on_run=None if progress is None else progress.update,
+        )  # fmt: skip
+        # 6. Decode and 7. map back, per clip in batches of frames.
+        for k, clip in enumerate(clips):
+            for s in range(int(offsets[k]), int(offsets[k + 1]), opts.batch_size):
+                e = min(s + opts.batch_size, int(offsets[k + 1]))
+                images = decode(self.vae, latents[s:e].to(device), dtype)  # (b, 3, H, W)
+                yield k, np.stack(self._finish([clip] * (e - s), images))
 
     def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, *args, **kwargs):
         """All frames at once, uint8 (T, H, W, 3); prefer :meth:`render` for long clips."""
@@ -488,9 +651,15 @@ class FPDMPipeline(DiffusionPipeline):
             ipf_pose = self.ipf.preprocess(proc.draw_poses(points, sizes, self.ipf.image_size))
         images = self.generate([c.encoded for c in clips], pose, frame_indices, opts,
                                seed=seed, ipf_pose=ipf_pose, scheduler=scheduler)  # fmt: skip
-        # 7. Back to each first frame's exact size, then the clip's post-processors.
+        return self._finish(clips, images)
+
+    def _finish(self, clips: Sequence[ClipSource], images: torch.Tensor) -> list[np.ndarray]:
+        """7. Images (b, 3, H, W) at the model resolution -> b uint8 (H_i, W_i, 3) frames:
+        back to each first frame's exact size, then the clip's post-processors."""
+        sizes = [(c.encoded.width, c.encoded.height) for c in clips]
+        frames = self._image_processor.postprocess(images, sizes)
         out = []
-        for clip, frame in zip(clips, proc.postprocess(images, sizes), strict=True):
+        for clip, frame in zip(clips, frames, strict=True):
             for post in clip.postprocess:
                 frame = post(frame)  # (1, 3, H_i, W_i)
             out.append(tensor_to_uint8(frame)[0])
@@ -526,39 +695,63 @@ class FPDMPipeline(DiffusionPipeline):
         seeds = [int(seed)] * b if np.ndim(seed) == 0 else [int(s) for s in seed]  # type: ignore[arg-type]
         plan = self.guidance_plan(opts)
         sched = scheduler if scheduler is not None else self.make_scheduler(opts.scheduler)
-        device, dtype, nb = self.device, self.dtype, plan.num_branches
-        pose = pose.to(device, dtype)
-        hidden = _cat_per_frame([s.hidden for s in sources])  # (1|b, N, Ds)
-        fusion = None
-        if self.ipf is not None:
-            if ipf_pose is None:
-                ipf_pose = self.ipf.preprocess(
-                    pose.float().clamp(0, 1).mul(255).round().to(torch.uint8)
-                    .permute(0, 2, 3, 1).cpu()
-                )  # fmt: skip
-            pose_emb = self.ipf.embed(ipf_pose.to(device, dtype))  # (b, D)
-            src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
-            fusion = self.ipf.fuse(src_emb, pose_emb)  # (b, D)
-        # The conditions of the branches the plan runs, stacked along the batch, computed
-        # once for all steps: (nb*b, ...) each.
-        extras = {k: _per_branch(_cat_per_frame([s.extras[k] for s in sources]), nb)
-                  for k in sources[0].extras}  # fmt: skip
-        cond = self.denoiser.encode_conditions(
-            pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, H, W)
-            _per_branch(hidden, nb),
-            None if fusion is None else fusion.repeat(nb, 1),
-            **plan.drop_masks(b, device),
-            **extras,
-        )
+        pose = pose.to(self.device, self.dtype)
+        cond = self._conditions(sources, pose, self._fusion(sources, pose, ipf_pose), plan)
         # 4. Initial noise, one generator per frame.
         h, w = (v // self.vae_scale_factor for v in self.resolution)
         noise, gens = initial_noise(seeds, frame_indices, (self.unet.config.out_channels, h, w),
                                     independent=opts.independent_noise)  # fmt: skip
         # 5. Denoise, 6. decode.
-        steps = self.default_steps if opts.steps is None else opts.steps
-        latents = denoise(self.denoiser, sched, cond, noise.to(device), plan, steps,
-                          generators=gens, dtype=dtype)  # fmt: skip
-        return decode(self.vae, latents, dtype)  # (b, 3, H, W)
+        latents = denoise(self.denoiser, sched, cond, noise.to(self.device), plan,
+                          self.steps_for(opts),
+                          generators=gens, dtype=self.dtype)  # fmt: skip
+        return decode(self.vae, latents, self.dtype)  # (b, 3, H, W)
+
+    def _fusion(
+        self,
+        sources: Sequence[EncodedSource],
+        pose: torch.Tensor | None,
+        ipf_pose: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """Fusion embeddings (b, D) of the frames (None without IPF): the IPF's fusion of
+        each source's embedding with its pose, from ``ipf_pose`` (the IPF's preprocessed
+        pose pixels) or, when None, the IPF preprocessing of ``pose`` (b, 3, H, W) in [0, 1]
+        (as in training)."""
+        if self.ipf is None:
+            return None
+        device, dtype = self.device, self.dtype
+        if ipf_pose is None:
+            assert pose is not None
+            ipf_pose = self.ipf.preprocess(
+                pose.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+                .permute(0, 2, 3, 1).cpu()
+            )  # fmt: skip
+        b = ipf_pose.shape[0]
+        pose_emb = self.ipf.embed(ipf_pose.to(device, dtype))  # (b, D)
+        src_emb = _cat_per_frame([s.clip_emb for s in sources]).expand(b, -1)  # (b, D)
+        return self.ipf.fuse(src_emb, pose_emb)  # (b, D)
+
+    def _conditions(
+        self,
+        sources: Sequence[EncodedSource],
+        pose: torch.Tensor,
+        fusion: torch.Tensor | None,
+        plan: GuidancePlan,
+    ) -> Any:
+        """The denoiser's conditions of the branches ``plan`` runs, stacked along the batch
+        (nb*b rows each, branch-major): pose images (b, 3, H, W) on the device, per-frame
+        sources (one object per clip: its tokens are then broadcast, not copied)."""
+        b, nb = pose.shape[0], plan.num_branches
+        hidden = _cat_per_frame([s.hidden for s in sources])  # (1|b, N, Ds)
+        extras = {k: _per_branch(_cat_per_frame([s.extras[k] for s in sources]), nb)
+                  for k in sources[0].extras}  # fmt: skip
+        return self.denoiser.encode_conditions(
+            pose.repeat(nb, 1, 1, 1),  # (nb*b, 3, H, W)
+            _per_branch(hidden, nb),
+            None if fusion is None else fusion.repeat(nb, 1),
+            **plan.drop_masks(b, self.device),
+            **extras,
+        )
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -95,6 +95,35 @@ def window_weights(plan: Sequence[Span], taper: str = "uniform") -> list[torch.T
     return [w / total[s:e] for (s, e), w in zip(plan, raw)]
 
 
+def _calls(plan: Sequence[Span], windows_per_call: int) -> list[list[int]]:
+    """Indices of the windows of each ``predict`` call: up to ``windows_per_call``
+    consecutive windows of the same length (a plan over several clips may mix lengths)."""
+    calls: list[list[int]] = []
+    for k, (s, e) in enumerate(plan):
+        last = calls[-1] if calls else None
+        if last and len(last) < windows_per_call and plan[last[0]][1] - plan[last[0]][0] == e - s:
+            last.append(k)
+        else:
+            calls.append([k])
+    return calls
+
+
+def blend_runs(plan: Sequence[Span], windows_per_call: int = 1) -> list[Span]:
+    """The runs of frames :func:`iter_blended` yields for ``plan``, in order (a pure function
+    of the plan and the call size: the same at every denoising step, so a loop can keep one
+    scheduler per run)."""
+    calls = _calls(plan, windows_per_call)
+    runs: list[Span] = []
+    lo, hi = plan[0][0], plan[0][0]
+    for c, call in enumerate(calls):
+        hi = max(hi, *(plan[k][1] for k in call))
+        done = plan[calls[c + 1][0]][0] if c + 1 < len(calls) else hi
+        if done > lo:
+            runs.append((lo, done))
+            lo = done
+    return runs
+
+
 def iter_blended(
     predict: Callable[[list[Span]], torch.Tensor],
     plan: Sequence[Span],
@@ -106,18 +135,20 @@ def iter_blended(
 ) -> Iterator[tuple[Span, torch.Tensor]]:
     """Blend per-window predictions, streaming: yields ``((start, stop), blended)`` runs of
     frames in order, ``blended`` ``(stop - start, *S)`` on ``device``, each as soon as
-    every window containing those frames has been predicted. The runs tile the clip.
+    every window containing those frames has been predicted. The runs tile the clip and are
+    :func:`blend_runs` of the plan.
 
-    ``predict(spans)`` gets up to ``windows_per_call`` spans (in plan order, all of the same
-    length L) and returns their predictions ``(len(spans), L, *S)``.
+    ``predict(spans)`` gets up to ``windows_per_call`` consecutive spans of the plan, all of
+    the same length L, and returns their predictions ``(len(spans), L, *S)``.
     """
     assert len(plan) == len(weights) and len(plan) > 0
     assert windows_per_call >= 1
     assert all(b[0] >= a[0] for a, b in pairwise(plan)), "plan must be in frame order"
     acc: torch.Tensor | None = None  # (hi - lo, *S): frames [lo, hi) not yet yielded
     lo = hi = 0
-    for k in range(0, len(plan), windows_per_call):
-        spans = list(plan[k : k + windows_per_call])
+    calls = _calls(plan, windows_per_call)
+    for c, call in enumerate(calls):
+        spans = [plan[k] for k in call]
         pred = predict(spans)  # (n, L, *S)
         assert pred.shape[0] == len(spans), (tuple(pred.shape), spans)
         pred = pred.to(device=device, dtype=dtype)
@@ -129,10 +160,10 @@ def iter_blended(
             if e > hi:  # grow the open run to this window's end
                 acc = torch.cat([acc, acc.new_zeros((e - hi, *acc.shape[1:]))])
                 hi = e
-            w = weights[k + j].to(device=device, dtype=dtype).view(-1, *([1] * (pred.ndim - 2)))
-            acc[s - lo : e - lo] += w * pred[j]
-        # Frames before the next window's start are complete.
-        done = plan[k + len(spans)][0] if k + len(spans) < len(plan) else hi
+            w = weights[call[j]].to(device=device, dtype=dtype)
+            acc[s - lo : e - lo] += w.view(-1, *([1] * (pred.ndim - 2))) * pred[j]
+        # Frames before the next call's first window are complete.
+        done = plan[calls[c + 1][0]][0] if c + 1 < len(calls) else hi
         if done > lo:
             assert acc is not None
             yield (lo, done), acc[: done - lo]

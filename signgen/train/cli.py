@@ -1,4 +1,4 @@
-"""``signgen train vae|ipf|fpdm``: the training commands.
+"""``signgen train vae|ipf|fpdm|motion``: the training commands.
 
 Each reads a preset (``--config``), applies ``key=value`` overrides, and runs the shared
 loop of :mod:`signgen.train.loop` in-process or, with ``--workers N`` or ``--address``,
@@ -24,6 +24,7 @@ examples:
   signgen train vae  --config configs/train/demo_vae.yaml data.prepared=data/synth/prepared
   signgen train ipf  --config configs/train/demo_ipf.yaml train.epochs=2 ipf.loss=baseline
   signgen train fpdm --config configs/train/demo_fpdm.yaml fpdm.ipf=runs/ipf/export/ipf
+  signgen train motion --config configs/train/demo_motion.yaml motion.base_model=runs/fpdm/export
   signgen train fpdm --config C --resume                 # continue from the last checkpoint
   signgen train fpdm --config C --workers 4 --gpus-per-worker 1 --address auto
 
@@ -38,6 +39,9 @@ DESCRIPTIONS = {
     "or source-enhanced InfoNCE loss; evaluates retrieval R@1/3/5 on the dev split.",
     "fpdm": "Stage 2: train the pose-conditioned latent diffusion model (UNet, pose "
     "encoder, source projector, fusion MLP) with frozen VAE, source encoder and IPF.",
+    "motion": "Temporal FPDM: train the motion module on clips (windows of consecutive "
+    "frames, source = the clip's first frame) with the per-frame FPDM of motion.base_model "
+    "frozen; exports the base model folder plus motion_module/ (signgen render --temporal).",
 }
 
 
@@ -110,7 +114,7 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train the VAE, stage 1 (IPF) or stage 2 (FPDM)",
+        help="train the VAE, stage 1 (IPF), stage 2 (FPDM) or the motion module",
         description="Train signgen's models. See `signgen train STAGE --help`.",
     )
     sub = train.add_subparsers(dest="train_stage", metavar="STAGE")

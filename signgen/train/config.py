@@ -1,4 +1,4 @@
-"""Typed training configuration shared by ``signgen train vae|ipf|fpdm``.
+"""Typed training configuration shared by ``signgen train vae|ipf|fpdm|motion``.
 
 A preset (``configs/train/*.yaml``) fills :class:`TrainConfig`; ``key=value`` overrides on
 the command line patch it (``train.lr=1e-5``). The model itself is described by a model
@@ -14,8 +14,9 @@ from typing import Any
 
 from signgen.config import apply_overrides, from_dict, load_yaml
 from signgen.errors import InputError
+from signgen.models.motion_config import MotionModuleConfig
 
-STAGES = ("vae", "ipf", "fpdm")
+STAGES = ("vae", "ipf", "fpdm", "motion")
 PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -127,6 +128,59 @@ class FPDMLossConfig:
 
 
 @dataclass
+class MotionTrainConfig:
+    """The ``motion:`` section of ``signgen train motion`` (signgen.train.motion)."""
+
+    base_model: str = ""  # exported per-frame FPDM folder (frozen)
+    init_from: str | None = None  # a motion module folder to start from (e.g. AnimateDiff's)
+    module: MotionModuleConfig = field(default_factory=MotionModuleConfig)
+    window: int = 16  # frames per training window (AnimateDiff: 16); the render default
+    stride: int = 8  # frames between window starts in a clip
+    offset_noise: float = 0.1  # as the per-frame FPDM recipe
+    drop_pose: float = 0.2  # per-window condition dropout (the per-frame recipe's values)
+    drop_source: float = 0.2
+    drop_fusion: float = 0.2
+    drop_focal: float = 0.1  # MCLD models only
+    # Render defaults saved with the module (signgen render --temporal): the overlap of
+    # consecutive windows (None: a quarter of the window) and the blending taper.
+    render_overlap: int | None = None
+    render_taper: str = "linear"  # uniform | linear (signgen.sampling.windows.TAPERS)
+    sample_steps: int = 10  # denoising steps of the sample strips
+    num_samples: int = 2  # dev clips in the sample strips
+
+    @property
+    def overlap(self) -> int:
+        return self.window // 4 if self.render_overlap is None else self.render_overlap
+
+    def check(self) -> None:
+        if not self.base_model:
+            raise InputError("motion.base_model is not set (an exported per-frame FPDM folder)")
+        if self.window < 1 or not 1 <= self.stride <= self.window:
+            raise InputError(
+                f"motion.window must be >= 1 and motion.stride in [1, window], got "
+                f"{self.window} and {self.stride}"
+            )
+        if self.window > self.module.max_frames:
+            raise InputError(
+                f"motion.window={self.window} exceeds motion.module.max_frames="
+                f"{self.module.max_frames} (the motion module's frame positions)"
+            )
+        if not 0 <= self.overlap < self.window:
+            raise InputError(
+                f"motion.render_overlap must be in [0, window), got {self.render_overlap}"
+            )
+        if self.render_taper not in ("uniform", "linear"):
+            raise InputError(
+                f"motion.render_taper must be uniform or linear, got {self.render_taper!r}"
+            )
+        for name in ("drop_pose", "drop_source", "drop_fusion", "drop_focal"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"motion.{name} must be a probability in [0, 1]")
+        if self.sample_steps < 1 or self.num_samples < 0:
+            raise InputError("motion.sample_steps must be >= 1 and motion.num_samples >= 0")
+
+
+@dataclass
 class TrainConfig:
     stage: str = "fpdm"
     output_dir: str = "runs/train"
@@ -139,6 +193,7 @@ class TrainConfig:
     vae: VAELossConfig = field(default_factory=VAELossConfig)
     ipf: IPFLossConfig = field(default_factory=IPFLossConfig)
     fpdm: FPDMLossConfig = field(default_factory=FPDMLossConfig)
+    motion: MotionTrainConfig = field(default_factory=MotionTrainConfig)
 
     def check(self) -> None:
         if self.stage not in STAGES:
@@ -170,6 +225,8 @@ class TrainConfig:
             raise InputError("InfoNCE needs train.batch_size >= 2 (in-batch negatives)")
         if not self.data.prepared:
             raise InputError("data.prepared is not set (a folder with manifest.csv)")
+        if self.stage == "motion":  # data.resolution comes from the base model then
+            self.motion.check()
         for name in ("drop_pose", "drop_source", "drop_fusion"):
             p = getattr(self.fpdm, name)
             if not 0.0 <= p <= 1.0:

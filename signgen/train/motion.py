@@ -27,7 +27,6 @@ off and its weights are those of the model it was loaded from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +37,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from signgen.errors import InputError
-from signgen.models.motion import MotionModuleConfig, TemporalDenoiser, save_motion_module
+from signgen.models.motion import TemporalDenoiser, save_motion_module
 from signgen.train.common import freeze, pose_to_uint8
+from signgen.train.config import MotionTrainConfig
 
-
-@dataclass
-class MotionTrainConfig:
-    """The ``motion:`` section of a motion-training config."""
-
-    base_model: str = ""  # exported per-frame FPDM folder (frozen)
-    init_from: str | None = None  # a motion module folder to start from (e.g. AnimateDiff's)
-    module: MotionModuleConfig = field(default_factory=MotionModuleConfig)
-    window: int = 16  # frames per training window (AnimateDiff: 16)
-    stride: int = 8  # frames between window starts in a clip
-    offset_noise: float = 0.1  # as the per-frame FPDM recipe
-    drop_pose: float = 0.2  # per-window condition dropout (the per-frame recipe's values)
-    drop_source: float = 0.2
-    drop_fusion: float = 0.2
-    drop_focal: float = 0.1  # MCLD models only
-
-    def check(self) -> None:
-        if self.window < 1 or not 1 <= self.stride <= self.window:
-            raise InputError(
-                f"motion.window must be >= 1 and motion.stride in [1, window], got "
-                f"{self.window} and {self.stride}"
-            )
-        if self.window > self.module.max_frames:
-            raise InputError(
-                f"motion.window={self.window} exceeds motion.module.max_frames="
-                f"{self.module.max_frames} (the motion module's frame positions)"
-            )
-        for name in ("drop_pose", "drop_source", "drop_fusion", "drop_focal"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"motion.{name} must be a probability in [0, 1]")
+__all__ = ["ClipWindows", "MotionTask", "MotionTrainConfig", "MotionTrainModule"]
 
 
 # --------------------------------------------------------------------------- data
@@ -294,3 +265,126 @@ class MotionTrainModule(nn.Module):
     def export(self, out_dir: str | Path) -> Path:
         """Write the trained motion module to ``out_dir/motion_module``."""
         return save_motion_module(self.temporal.motion, out_dir)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class MotionTask:
+    """``signgen train motion``: the :class:`~signgen.train.loop.Task` that trains a motion
+    module on a frozen per-frame FPDM (``motion.base_model``, a model folder).
+
+    Checkpoints, resume and Ray Train need nothing of their own: the loop saves and
+    synchronises only the parameters that require gradients, i.e. the motion module's.
+    The export is the base model folder copied as it is, plus ``motion_module/``.
+    """
+
+    def __init__(self, cfg: Any, device: torch.device) -> None:
+        from signgen.models.motion import (
+            build_motion_module,
+            load_motion_module,
+            set_render_defaults,
+        )
+        from signgen.runtime import quiet_libraries
+        from signgen.sampling.loading import resolve_model_dir
+        from signgen.sampling.pipeline import FPDMPipeline
+
+        quiet_libraries()  # no per-component loading bars in the training log
+        self.cfg, self.device, mc = cfg, device, cfg.motion
+        self.base = resolve_model_dir(mc.base_model)
+        pipe = FPDMPipeline.from_pretrained(self.base)
+        pipe.register_modules(motion_module=None)  # a base's own module is not trained on
+        if mc.init_from:
+            motion = load_motion_module(mc.init_from, pipe.unet)
+        else:
+            try:
+                motion = build_motion_module(pipe.unet, mc.module)
+            except ValueError as exc:
+                raise InputError(f"motion.module: {exc}") from None
+        if mc.window > int(motion.config.motion_max_seq_length):
+            raise InputError(
+                f"motion.window={mc.window} exceeds the motion module's "
+                f"{motion.config.motion_max_seq_length} frames"
+            )
+        set_render_defaults(motion, mc.window, mc.overlap, mc.render_taper)
+        if cfg.train.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        self.pipe = pipe
+        self.module = MotionTrainModule.from_pipeline(pipe, motion, mc)
+        # The sample strips render through the pipeline with the module being trained.
+        pipe.temporal_denoiser = self.module.temporal
+        d = cfg.data
+        self.train_set = ClipWindows(d.prepared, d.train_split, pipe.resolution, mc.window,
+                                     mc.stride, max_windows=d.max_train_pairs)  # fmt: skip
+        # Evaluation: non-overlapping windows of the dev clips, the first max_eval_pairs.
+        self.eval_set = ClipWindows(d.prepared, d.eval_split, pipe.resolution, mc.window,
+                                    mc.window, max_windows=d.max_eval_pairs)  # fmt: skip
+
+    def train_dataset(self) -> Dataset:
+        return self.train_set
+
+    def evaluate(self, module: nn.Module, step: int) -> dict[str, float]:
+        """Dev loss at fixed noise, timesteps and no dropout (comparable across steps)."""
+        from signgen.train.common import eval_batches
+
+        g = torch.Generator(device=module.device).manual_seed(1234)
+        total, n = 0.0, 0
+        for batch in eval_batches(self.eval_set, self.cfg.train.batch_size):
+            loss, _ = module(batch, generator=g)
+            b = batch["target"].shape[0]
+            total += float(loss) * b
+            n += b
+        return {"dev_loss": total / max(n, 1)}
+
+    def samples(self, module: nn.Module, step: int, out_dir: Path) -> None:
+        """Strips of the first two windows of a few dev clips: ground truth, the per-frame
+        render and the temporal render (same seed, independent noise, motion.sample_steps
+        DDIM steps), every second frame."""
+        from PIL import Image
+
+        from signgen.keypoints.sequence import KeypointSequence
+        from signgen.sampling.options import RenderOptions
+
+        mc = self.cfg.motion
+        if mc.num_samples < 1:
+            return
+        # The last training call (with gradients) left its window length on the motion
+        # hooks (signgen.models.motion.MotionHooks); per-frame renders must not see it.
+        module.temporal.hooks.num_frames = None
+        videos = list(dict.fromkeys(v for v, _ in self.eval_set.items))[: mc.num_samples]
+        opts = RenderOptions(steps=mc.sample_steps, independent_noise=True, batch_size=16)
+        rows = []
+        for video in videos:
+            entry = self.eval_set.videos[video]
+            n = min(entry.frames, 2 * mc.window)
+            from signgen.data.pairs import _load_keypoints, load_frame
+
+            gt = np.stack([load_frame(entry, t) for t in range(n)])  # (n, H, W, 3)
+            kp = KeypointSequence(_load_keypoints(str(entry.keypoints_file))[:n],
+                                  entry.width, entry.height, 25.0)  # fmt: skip
+            per_frame = self.pipe(gt[0], kp, opts)
+            temporal = self.pipe(gt[0], kp, opts.replace(temporal=True))
+            for clip in (gt, per_frame, temporal):
+                rows.append(np.concatenate(list(clip[::2]), axis=1))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / f"strip-step{step:07d}.png")
+
+    def export(self, module: nn.Module, out_dir: Path) -> None:
+        """The base model folder (copied as it is) plus ``motion_module/``, written next to
+        ``out_dir`` and renamed onto it."""
+        import shutil
+        import tempfile
+
+        from signgen.models.motion import MOTION_FOLDER
+
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            shutil.copytree(self.base, tmp / "model", ignore=shutil.ignore_patterns(MOTION_FOLDER))
+            module.export(tmp / "model")
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            (tmp / "model").rename(out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
