@@ -81,6 +81,8 @@ def shown(path: Path) -> str:
 # Over 80 lines: a benchmark script; its options, the side-by-side renders and the result
 # file read best top to bottom.
 def main(argv: list[str] | None = None) -> int:
+    # Long: a benchmark script's options, its side-by-side runs and its result table, read
+    # top to bottom.
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -116,6 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    # Over 80 lines: the command's four numbered steps (options, inputs, model, render)
+    # read top to bottom, as docs/render_path.md lists them; each is a few calls.
     import torch  # noqa: F401 - imported here so `signgen --help` stays fast
 
     from signgen.devices import resolve_device

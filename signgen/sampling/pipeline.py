@@ -547,6 +547,8 @@ class FPDMPipeline(DiffusionPipeline):
         not depend on the clips it is rendered with (up to float rounding). ``progress``: a
         tqdm bar updated per frame and denoising step.
         """
+        # Over 80 lines: steps 3-7 of the render path for a set of clips, in the order of
+        # docs/render_path.md; the window closures share the clips' frame layout built here.
         opts = options or RenderOptions(temporal=True)
         plan = self.guidance_plan(opts)
         window, overlap, taper = self.temporal_settings(opts)
