@@ -22,6 +22,17 @@ def machine() -> dict[str, str]:
             "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results name no local folders)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def write_result(path: Path, lines: list[str]) -> None:
     """Write a result file (Markdown lines) and echo it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, write_result
+from _common import machine, shown, write_result
 from synthetic_quality import load_clips, no_pose, score
 
 from signgen.metrics.stats import weighted_mean
@@ -42,14 +42,6 @@ def with_transfer(frames: np.ndarray, first: np.ndarray, processor, tau: float) 
     if tau <= 0:
         return frames
     return tensor_to_uint8(DetailTransfer(tau).bind(first, processor)(uint8_to_tensor(frames)))
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it (results name no local folders)."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine
+from _common import machine, shown
 from synthetic_quality import load_clips, score
 
 from signgen.metrics.stats import paired_margin, weighted_mean
@@ -71,18 +71,9 @@ def clip_scores(pred: np.ndarray, gt: np.ndarray, points: np.ndarray) -> dict[st
     return {**score(pred, gt, points), **video_metrics(pred, gt)}
 
 
-def shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 # Over 80 lines: a benchmark script; its options, the side-by-side renders and the result
 # file read best top to bottom.
 def main(argv: list[str] | None = None) -> int:
-    # Long: a benchmark script's options, its side-by-side runs and its result table, read
-    # top to bottom.
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -67,6 +67,20 @@ def eval_batches(dataset, batch_size: int) -> Any:
     yield from loader
 
 
+def fixed_dev_loss(module: torch.nn.Module, dataset, batch_size: int) -> float:
+    """Mean loss of ``module(batch, generator=g)`` over ``dataset`` with one fixed generator
+    (seed 1234): the same noise and timesteps at every evaluation, so dev losses compare
+    across steps. The module is expected in eval mode (no condition dropout)."""
+    g = torch.Generator(device=module.device).manual_seed(1234)
+    total, n = 0.0, 0
+    for batch in eval_batches(dataset, batch_size):
+        loss, _ = module(batch, generator=g)
+        b = batch["target"].shape[0]
+        total += float(loss) * b
+        n += b
+    return total / max(n, 1)
+
+
 def freeze(module: torch.nn.Module | None) -> None:
     if module is None:
         return

@@ -31,7 +31,13 @@ from torch import nn
 from signgen.errors import InputError, MissingWeightsError
 from signgen.models.preprocess import tensor_to_uint8
 from signgen.models.processor import FPDMImageProcessor
-from signgen.train.common import datasets, eval_batches, freeze, model_config, pose_to_uint8
+from signgen.train.common import (
+    datasets,
+    fixed_dev_loss,
+    freeze,
+    model_config,
+    pose_to_uint8,
+)
 from signgen.train.config import TrainConfig
 
 
@@ -296,14 +302,7 @@ class FPDMTask:
 
     def evaluate(self, module: nn.Module, step: int) -> dict[str, float]:
         """Dev loss at fixed noise and timesteps (comparable across steps), no dropout."""
-        g = torch.Generator(device=module.device).manual_seed(1234)
-        total, n = 0.0, 0
-        for batch in eval_batches(self.eval_set, self.cfg.train.batch_size):
-            loss, _ = module(batch, generator=g)
-            b = batch["target"].shape[0]
-            total += float(loss) * b
-            n += b
-        return {"dev_loss": total / max(n, 1)}
+        return {"dev_loss": fixed_dev_loss(module, self.eval_set, self.cfg.train.batch_size)}
 
     def samples(self, module: nn.Module, step: int, out_dir: Path) -> None:
         from PIL import Image

@@ -325,16 +325,9 @@ class MotionTask:
 
     def evaluate(self, module: nn.Module, step: int) -> dict[str, float]:
         """Dev loss at fixed noise, timesteps and no dropout (comparable across steps)."""
-        from signgen.train.common import eval_batches
+        from signgen.train.common import fixed_dev_loss
 
-        g = torch.Generator(device=module.device).manual_seed(1234)
-        total, n = 0.0, 0
-        for batch in eval_batches(self.eval_set, self.cfg.train.batch_size):
-            loss, _ = module(batch, generator=g)
-            b = batch["target"].shape[0]
-            total += float(loss) * b
-            n += b
-        return {"dev_loss": total / max(n, 1)}
+        return {"dev_loss": fixed_dev_loss(module, self.eval_set, self.cfg.train.batch_size)}
 
     def samples(self, module: nn.Module, step: int, out_dir: Path) -> None:
         """Strips of the first two windows of a few dev clips: ground truth, the per-frame
