@@ -32,7 +32,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -513,6 +513,42 @@ def _layers(app: SignerAppearance, size: tuple[int, int]) -> _StaticLayers:
     return _LAYER_CACHE[key]
 
 
+class _Figure(NamedTuple):
+    """The body geometry both the painter and the part labeller derive from a pose."""
+
+    l_sh: np.ndarray
+    r_sh: np.ndarray
+    l_hip: np.ndarray
+    r_hip: np.ndarray
+    face: np.ndarray  # (68, 2)
+    head_c: np.ndarray  # between the ears
+    head_w: float
+    chin: np.ndarray
+    head_h: float
+    tilt: float  # degrees
+
+
+def _figure(p: np.ndarray) -> _Figure:
+    """Shoulders, hips, face, head centre, size and tilt from the (133, 2) points."""
+    face = p[23:91]
+    head_c = (p[L.LEFT_EAR] + p[L.RIGHT_EAR]) / 2
+    chin = face[8]
+    return _Figure(
+        p[L.LEFT_SHOULDER], p[L.RIGHT_SHOULDER], p[L.LEFT_HIP], p[L.RIGHT_HIP], face, head_c,
+        np.linalg.norm(p[L.LEFT_EAR] - p[L.RIGHT_EAR]), chin,
+        2 * np.linalg.norm(chin - head_c) / 1.04,
+        math.degrees(math.atan2(*(p[L.LEFT_EAR] - p[L.RIGHT_EAR])[::-1])),
+    )  # fmt: skip
+
+
+def _long_hair(head_c: np.ndarray, head_w: float, head_h: float) -> np.ndarray:
+    """(4, 2) polygon of long hair behind the head, falling to the shoulders."""
+    return np.array(
+        [head_c + _v(-0.62 * head_w, -0.1 * head_h), head_c + _v(0.62 * head_w, -0.1 * head_h),
+         head_c + _v(0.7 * head_w, 0.75 * head_h), head_c + _v(-0.7 * head_w, 0.75 * head_h)]
+    )  # fmt: skip
+
+
 # Over 80 lines: the figure is painted back to front, one layer after another on one
 # image (background, torso, arms, head, hands); the order is the drawing.
 def render_signer(
@@ -539,21 +575,11 @@ def render_signer(
     cloth = _bgr(appearance.clothing)
     hair = _bgr(appearance.hair)
 
-    l_sh, r_sh = p[L.LEFT_SHOULDER], p[L.RIGHT_SHOULDER]
-    l_hip, r_hip = p[L.LEFT_HIP], p[L.RIGHT_HIP]
-    face = p[23:91]
-    head_c = (p[L.LEFT_EAR] + p[L.RIGHT_EAR]) / 2
-    head_w = np.linalg.norm(p[L.LEFT_EAR] - p[L.RIGHT_EAR])
-    chin = face[8]
-    head_h = 2 * np.linalg.norm(chin - head_c) / 1.04
-    tilt = math.degrees(math.atan2(*(p[L.LEFT_EAR] - p[L.RIGHT_EAR])[::-1]))
+    l_sh, r_sh, l_hip, r_hip, face, head_c, head_w, chin, head_h, tilt = _figure(p)
 
     # Hair behind the head (long hair falls to the shoulders).
     if appearance.hair_style == "long":
-        back = np.array(
-            [head_c + _v(-0.62 * head_w, -0.1 * head_h), head_c + _v(0.62 * head_w, -0.1 * head_h),
-             head_c + _v(0.7 * head_w, 0.75 * head_h), head_c + _v(-0.7 * head_w, 0.75 * head_h)]
-        )  # fmt: skip
+        back = _long_hair(head_c, head_w, head_h)
         _poly(img, back, hair)
     # Neck, then the torso with its clothing pattern (masked copy of the pattern layer).
     neck_base = (l_sh + r_sh) / 2
@@ -672,19 +698,9 @@ def render_part_labels(
     lab = np.zeros((h, w), np.uint8)
     u = h / REF_H
     p = pts[:, :2]
-    l_sh, r_sh = p[L.LEFT_SHOULDER], p[L.RIGHT_SHOULDER]
-    l_hip, r_hip = p[L.LEFT_HIP], p[L.RIGHT_HIP]
-    face = p[23:91]
-    head_c = (p[L.LEFT_EAR] + p[L.RIGHT_EAR]) / 2
-    head_w = np.linalg.norm(p[L.LEFT_EAR] - p[L.RIGHT_EAR])
-    chin = face[8]
-    head_h = 2 * np.linalg.norm(chin - head_c) / 1.04
-    tilt = math.degrees(math.atan2(*(p[L.LEFT_EAR] - p[L.RIGHT_EAR])[::-1]))
+    l_sh, r_sh, l_hip, r_hip, _face, head_c, head_w, chin, head_h, tilt = _figure(p)
     if appearance.hair_style == "long":
-        back = np.array(
-            [head_c + _v(-0.62 * head_w, -0.1 * head_h), head_c + _v(0.62 * head_w, -0.1 * head_h),
-             head_c + _v(0.7 * head_w, 0.75 * head_h), head_c + _v(-0.7 * head_w, 0.75 * head_h)]
-        )  # fmt: skip
+        back = _long_hair(head_c, head_w, head_h)
         _label_poly(lab, back, HEAD)
     neck_base = (l_sh + r_sh) / 2
     _label_line(lab, chin - _v(0, 0.15 * head_h), neck_base, TORSO, round(0.42 * head_w))

@@ -41,6 +41,21 @@ from signgen.train.common import (
 from signgen.train.config import TrainConfig
 
 
+def regression_target(
+    scheduler: Any, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the denoiser regresses to under ``scheduler``'s prediction type: the noise
+    (epsilon), the velocity (v_prediction) or the clean latents (sample)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    if kind == "sample":
+        return z0
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
 def sample_timesteps(
     batch: int,
     num_train_timesteps: int,
@@ -139,16 +154,6 @@ class FPDMModule(nn.Module):
             )
         return out
 
-    def target_for(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.scheduler.get_velocity(z0, noise, t)
-        if kind == "sample":
-            return z0
-        raise ValueError(f"unsupported prediction_type {kind!r}")
-
     def forward(
         self, batch: dict[str, Any], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -190,7 +195,7 @@ class FPDMModule(nn.Module):
         # ----
         pred = self.denoiser(noisy, t, c["pose"], c["hidden"], c["fusion"], **drops, **focal,
                              source_latents=c.get("source_latents"))  # fmt: skip
-        target = self.target_for(z0, noise, t).float()
+        target = regression_target(self.scheduler, z0, noise, t).float()
         if weights is None:
             loss = F.mse_loss(pred.float(), target)
         else:

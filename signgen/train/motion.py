@@ -218,21 +218,10 @@ class MotionTrainModule(nn.Module):
             out.update({k: _per_window(v, f) for k, v in focal.items()})
         return out
 
-    def target_for(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The regression target of the scheduler's prediction type (as signgen.train.fpdm)."""
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.scheduler.get_velocity(z0, noise, t)
-        if kind == "sample":
-            return z0
-        raise ValueError(f"unsupported prediction_type {kind!r}")
-
     def forward(
         self, batch: dict[str, Any], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        from signgen.train.fpdm import sample_timesteps
+        from signgen.train.fpdm import regression_target, sample_timesteps
 
         c = self.conditions(batch, generator)
         z0 = c["z0"]  # (B*F, c, h, w)
@@ -259,7 +248,7 @@ class MotionTrainModule(nn.Module):
             source_latents=c.get("source_latents"),
         )  # fmt: skip
         pred = self.temporal.denoise(noisy, t, cond, num_frames=f)  # (B*F, c, h, w)
-        loss = F.mse_loss(pred.float(), self.target_for(z0, noise, t).float())
+        loss = F.mse_loss(pred.float(), regression_target(self.scheduler, z0, noise, t).float())
         return loss, {}
 
     def export(self, out_dir: str | Path) -> Path:
