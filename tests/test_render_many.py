@@ -357,7 +357,7 @@ def test_read_stage_retargets_as_render_does(world):
     renders (the driver's on the first frame's skeleton) and that skeleton as the MCLD
     source points; the fit goes to the ledger. retarget=0 rows carry the keypoints as they
     are, with source_keypoints only as the source points."""
-    from pipelines.render_many import read_clip
+    from pipelines.read_stage import read_clip
     from signgen.keypoints import load_keypoints
     from signgen.keypoints.retarget import retarget_sequence
 
@@ -384,7 +384,7 @@ def test_read_stage_reference_warning_and_error_rows(world, tmp_path, monkeypatc
     not the job), naming the fix."""
     from PIL import Image
 
-    from pipelines.render_many import read_clip
+    from pipelines.read_stage import read_clip
     from signgen.keypoints import KeypointSequence, load_keypoints
     from signgen.keypoints import layout as L
 
@@ -476,7 +476,8 @@ def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
     """FrameRenderer (no Ray): one batch holding frames of two clips in shuffled order and an
     error row gives, frame for frame, what FPDMPipeline.render gives per clip (within TOL:
     a batch of another shape may round a rare pixel the other way)."""
-    from pipelines.render_many import FrameRenderer, read_clip
+    from pipelines.read_stage import read_clip
+    from pipelines.render_many import FrameRenderer
     from signgen.keypoints import load_keypoints
     from signgen.sampling.pipeline import FPDMPipeline
     from signgen.video import read_first_frame
