@@ -127,7 +127,7 @@ def measure_read(spec, frames: int) -> float:
     long job, where each read worker process pays its imports once)."""
     from dataclasses import asdict
 
-    from pipelines.render_many import read_clip
+    from pipelines.read_stage import read_clip
 
     read_clip(asdict(spec))
     t0 = time.perf_counter()

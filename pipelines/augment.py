@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.read_stage import load_clip
 from pipelines.render_many import (
     SPOOL_DIR,
     ClipSpec,
@@ -51,7 +52,6 @@ from pipelines.render_many import (
     JobResult,
     RenderSettings,
     clip_seed,
-    load_clip,
     run_job,
 )
 from signgen.errors import InputError
@@ -339,7 +339,7 @@ def write_tree(
     """Corpus CSV, MSKA pickle and augment manifest for every finished video (atomic).
 
     A video whose spec retargets gets the keypoints it was rendered from: those of the read
-    stage (:func:`~pipelines.render_many.load_clip`, the same call on the same files), in
+    stage (:func:`~pipelines.read_stage.load_clip`, the same call on the same files), in
     the MSKA pickle's 210 x 260 pixels; the others get their source video's keypoints."""
     import torch
 

@@ -102,6 +102,31 @@ def refuse_overwriting_inputs(
             )
 
 
+def refuse_replacing_inputs(
+    output_dir: str | os.PathLike,
+    inputs: dict[str, str | os.PathLike | None],
+    *,
+    replaced: tuple[str, ...] = (),
+) -> None:
+    """Raise InputError when the output folder ``output_dir`` is one of ``inputs`` (option
+    name -> path), or when an input lies inside a part of it that the command replaces or
+    deletes: ``replaced`` names those parts, relative to ``output_dir`` ("." for the whole
+    folder), e.g. a training run's ``export`` or a converted model folder written whole."""
+    refuse_overwriting_inputs(output_dir, inputs)
+    out = Path(output_dir).resolve()
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path).resolve()
+        for part in replaced:
+            folder = out / part if part != "." else out
+            if p == folder or p.is_relative_to(folder):
+                raise InputError(
+                    f"the {option} input {path} lies inside {folder}, which this command "
+                    "replaces: it would be deleted; choose another output folder"
+                )
+
+
 def existing_file(path: str | os.PathLike, what: str = "file") -> Path:
     """Return ``path`` as a Path or raise InputError if it is missing or not a file."""
     p = Path(path)

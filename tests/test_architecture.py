@@ -277,3 +277,48 @@ def test_functions_over_80_lines_say_why():
         for hit in _long_functions_without_a_reason(path)
     ]
     assert not found, "functions over 80 lines without a comment saying why:\n" + "\n".join(found)
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    import subprocess
+
+    code += "\nimport sys; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return eval(res.stdout.strip().splitlines()[-1])  # a list of names printed above
+
+
+def test_the_command_line_and_the_read_stage_import_no_torch():
+    """`signgen --help`, option checks and every Ray worker that runs a read task of
+    render-many (it imports the read stage's module) start without torch and diffusers,
+    which take seconds to import (signgen/names.py, pipelines/read_stage.py)."""
+    assert _heavy_modules_after("import pipelines.read_stage") == []
+    assert (
+        _heavy_modules_after(
+            "from signgen.sampling.options import RenderOptions; RenderOptions(scheduler='DPMpp', "
+            "dtype='bf16', steps=3)"
+        )
+        == []
+    )
+    assert (
+        _heavy_modules_after(
+            "import io, contextlib; from pipelines.app import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try: main(['render', '--help'])\n"
+            "    except SystemExit: pass"
+        )
+        == []
+    )
+    from pipelines.read_stage import read_clip
+    from pipelines.render_many import build_dataset
+
+    assert read_clip.__module__ == "pipelines.read_stage"  # what Ray pickles by reference
+    assert "read_clip" in build_dataset.__code__.co_names
+
+
+def test_the_light_names_are_the_heavy_modules_names():
+    from signgen.devices import DTYPES
+    from signgen.models.schedulers import SCHEDULERS
+    from signgen.names import DTYPE_NAMES, SCHEDULER_NAMES
+
+    assert tuple(SCHEDULERS) == SCHEDULER_NAMES and tuple(DTYPES) == DTYPE_NAMES

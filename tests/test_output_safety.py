@@ -222,3 +222,65 @@ def test_second_job_on_the_same_output_folder_is_refused(inputs, model_dir, tmp_
         with pytest.raises(InputError, match="another job is writing"):
             run_augment_job(cfg, progress=False)
         assert _files(out) == files
+
+
+def test_output_equal_to_an_input_in_the_other_writers(tmp_path):
+    """prepare, keypoints extract, evaluate, train and convert: an output that is
+    one of the command's inputs (or an input inside a folder the command replaces) is one
+    line, exit 2, and nothing is written or changed."""
+    d = tmp_path / "in"
+    for sub in ("phoenix", "kp", "deepfashion", "pred", "gt", "prepared", "run/export", "conv"):
+        (d / sub).mkdir(parents=True)
+    (d / "clip.mp4").write_bytes(b"not read: the output check comes first")
+    from signgen.video import VideoWriter
+
+    for sub in ("pred", "gt"):  # without the check, evaluate would run and write its table
+        with VideoWriter(d / sub / "c0.mp4", fps=25) as w:
+            w.write(np.zeros((16, 16, 3), np.uint8))
+    (d / "corpus.csv").write_text("name|video|start|end|speaker|orth|translation\nc0|||-1|s1||\n")
+    (d / "kp.summary.json").write_text("{}")
+    (d / "conv" / "last.ckpt").write_bytes(b"a checkpoint the conversion reads")
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_fpdm.yaml"
+    before = _files(d)
+    ev = ["evaluate", "--pred", str(d / "pred"), "--gt", str(d / "gt"), "--no-progress"]
+    cases = [
+        (["prepare", "phoenix", "--root", str(d / "phoenix"), "--keypoints", str(d / "kp"),
+          "-o", str(d / "kp"), "-q"], "--keypoints"),
+        (["prepare", "deepfashion", "--root", str(d / "deepfashion"), "-o",
+          str(d / "deepfashion"), "--resolution", "256x176", "-q"], "--root"),
+        (["keypoints", "extract", "--video", str(d / "clip.mp4"), "-o", str(d / "clip.mp4"),
+          "--backend", "mediapipe", "--quiet"], "--video"),
+        ([*ev, "--corpus", str(d / "corpus.csv"), "-o", str(d / "corpus.csv")], "--corpus"),
+        # The summary written beside the table (kp.csv -> kp.summary.json) is an input.
+        ([*ev, "--keypoints", str(d / "kp.summary.json"), "-o", str(d / "kp.csv")],
+         "--keypoints"),
+        (["train", "fpdm", "--config", str(cfg), f"data.prepared={d / 'prepared'}",
+          f"output_dir={d / 'prepared'}", "-q"], "data.prepared"),
+        # Stage 2 into stage 1's run folder: its export (the frozen IPF) would be replaced.
+        (["train", "fpdm", "--config", str(cfg), f"data.prepared={d / 'prepared'}",
+          f"output_dir={d / 'run'}", f"fpdm.ipf={d / 'run' / 'export'}", "--resume", "-q"],
+         "fpdm.ipf"),
+        (["convert", "fpdm-lightning", str(d / "conv" / "last.ckpt"), "-o", str(d / "conv"),
+          "--overwrite"], "CKPT"),
+    ]  # fmt: skip
+    for argv, option in cases:
+        code, lines = _run(argv)
+        assert code == 2 and len(lines) == 1, (argv[:2], lines)
+        assert option in lines[0] and (
+            "would be overwritten" in lines[0] or "would be deleted" in lines[0]
+        ), lines[0]
+    assert _files(d) == before  # nothing changed, nothing written
+    assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*")) == sorted(
+        [
+            *before,
+            "phoenix",
+            "kp",
+            "deepfashion",
+            "pred",
+            "gt",
+            "prepared",
+            "run",
+            "run/export",
+            "conv",
+        ]
+    )  # no new file or folder anywhere

@@ -11,10 +11,10 @@ batch mixing clips, of another size), so a rare pixel may round the other way (m
 1 pixel in 3840 off by 1 grey level for a mixed batch of 8 vs 4);
 raw frames are compared with a tolerance of 1 grey level (TOL). H.264 turns such a step
 into different coding decisions for its block (measured: up to 6 grey levels on a few
-pixels), so DECODED frames of two mp4s are compared statistically: at most 1% of the
-values may differ by more than 1 grey level and the mean absolute difference must stay
-below 0.1 (another seed, frame order or source gives a mean difference of tens of grey
-levels). Runs whose batches have the same shapes give byte-identical files.
+pixels), so DECODED frames of two mp4s are compared statistically
+(model_helpers.assert_same_video: at most 1% of the values may differ by more than 1 grey
+level and the mean absolute difference must stay below 0.1; another seed, frame order or
+source gives a mean difference of tens of grey levels). Runs whose batches have the same shapes give byte-identical files.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from model_helpers import assert_same_video
 
 from pipelines.ledger import Ledger, read_events, read_ledger
 from pipelines.render_many import (
@@ -168,23 +169,14 @@ def first_run(ray_session, world, model_dir, tmp_path_factory, reference):
     return SimpleNamespace(out=out, code=code, stderr=err.getvalue())
 
 
+def _done_events(out: Path) -> list[dict]:
+    return [e for e in read_events(out / "ledger.jsonl") if e["status"] == "done"]
+
+
 def _frames(path: Path) -> np.ndarray:
     from signgen.video import read_frames
 
     return read_frames(path).astype(np.int16)  # (T, H, W, 3)
-
-
-def _assert_same_video(a: Path, b: Path) -> None:
-    """Decoded frames equal within the codec tolerance of the module docstring."""
-    fa, fb = _frames(a), _frames(b)
-    assert fa.shape == fb.shape, (a, b)
-    diff = np.abs(fa - fb)
-    per_frame = [round(float(d.mean()), 3) for d in diff]
-    assert (diff > TOL).mean() <= 0.01 and diff.mean() <= 0.1, (a.name, b.name, per_frame)
-
-
-def _done_events(out: Path) -> list[dict]:
-    return [e for e in read_events(out / "ledger.jsonl") if e["status"] == "done"]
 
 
 # ---- the job ---------------------------------------------------------------------------------
@@ -196,7 +188,7 @@ def test_six_clips_match_single_process_render(first_run, world, reference):
         assert out.is_file(), clip_id
         info = probe(out)
         assert (info.width, info.height, info.num_frames) == (W, H, FRAMES)
-        _assert_same_video(out, reference[clip_id])
+        assert_same_video(out, reference[clip_id])
     # Different seeds give different clips (the comparison above is not vacuous).
     a, b = (_frames(first_run.out / f"{n}.mp4") for n in world.names[:2])
     assert np.abs(a - b).max() > 10
@@ -241,7 +233,7 @@ def test_killed_actor_is_retried_with_identical_outputs(ray_session, first_run, 
     assert not flag.exists(), "no actor reached its second batch"
     assert sorted(result.done) == sorted(world.names) and not result.failed
     for n in world.names:
-        _assert_same_video(out / f"{n}.mp4", first_run.out / f"{n}.mp4")
+        assert_same_video(out / f"{n}.mp4", first_run.out / f"{n}.mp4")
 
 
 def test_killed_driver_resumes_without_rerendering(ray_session, world, model_dir, tmp_path):
@@ -365,7 +357,7 @@ def test_read_stage_retargets_as_render_does(world):
     renders (the driver's on the first frame's skeleton) and that skeleton as the MCLD
     source points; the fit goes to the ledger. retarget=0 rows carry the keypoints as they
     are, with source_keypoints only as the source points."""
-    from pipelines.render_many import read_clip
+    from pipelines.read_stage import read_clip
     from signgen.keypoints import load_keypoints
     from signgen.keypoints.retarget import retarget_sequence
 
@@ -392,7 +384,7 @@ def test_read_stage_reference_warning_and_error_rows(world, tmp_path, monkeypatc
     not the job), naming the fix."""
     from PIL import Image
 
-    from pipelines.render_many import read_clip
+    from pipelines.read_stage import read_clip
     from signgen.keypoints import KeypointSequence, load_keypoints
     from signgen.keypoints import layout as L
 
@@ -484,7 +476,8 @@ def test_model_stage_mixes_clips_in_a_batch_like_render(world, model_dir):
     """FrameRenderer (no Ray): one batch holding frames of two clips in shuffled order and an
     error row gives, frame for frame, what FPDMPipeline.render gives per clip (within TOL:
     a batch of another shape may round a rare pixel the other way)."""
-    from pipelines.render_many import FrameRenderer, read_clip
+    from pipelines.read_stage import read_clip
+    from pipelines.render_many import FrameRenderer
     from signgen.keypoints import load_keypoints
     from signgen.sampling.pipeline import FPDMPipeline
     from signgen.video import read_first_frame

@@ -79,7 +79,9 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 def _phoenix(args: argparse.Namespace) -> int:
     from signgen.data.phoenix import prepare_phoenix
+    from signgen.fileio import refuse_replacing_inputs
 
+    refuse_replacing_inputs(args.out, {"--root": args.root, "--keypoints": args.keypoints})
     t0 = time.perf_counter()
     report = prepare_phoenix(
         args.root,
@@ -105,7 +107,9 @@ def _phoenix(args: argparse.Namespace) -> int:
 
 def _deepfashion(args: argparse.Namespace) -> int:
     from signgen.data.deepfashion import prepare_deepfashion
+    from signgen.fileio import refuse_replacing_inputs
 
+    refuse_replacing_inputs(args.out, {"--root": args.root})
     t0 = time.perf_counter()
     report = prepare_deepfashion(
         args.root,

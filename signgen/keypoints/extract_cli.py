@@ -265,12 +265,17 @@ def _batch_items(folder: Path) -> list[Path]:
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """(input, output file) pairs; every path checked before any model loads."""
+    from signgen.fileio import refuse_overwriting_inputs
+
     out = Path(args.output)
+    models = {k: getattr(args, k.strip("-").replace("-", "_"), None)
+              for k in ("--pose-config", "--pose-checkpoint", "--det-config", "--det-checkpoint")}  # fmt: skip
     if args.video is not None:
         if args.out_format is not None or args.skip_existing:
             raise InputError("--out-format and --skip-existing go with --batch")
         if out.is_dir():
             raise InputError(f"--output {out} is a directory; give a file name like seq.json")
+        refuse_overwriting_inputs(out, {"--video": args.video, **models})
         return [(Path(args.video), out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out} is a file; with --batch give the folder to write into")
@@ -284,6 +289,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
             )
         seen[name] = item
         target = out / f"{name}{suffix}"
+        refuse_overwriting_inputs(target, {f"--batch item {item.name}": item, **models})
         if not (args.skip_existing and target.is_file()):
             jobs.append((item, target))
     return jobs

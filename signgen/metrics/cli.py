@@ -154,6 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from signgen.metrics.evaluate import EvalConfig, format_table, parse_size, run_evaluation
 
+    _refuse_overwriting_inputs(args)
     config = EvalConfig(
         pred=args.pred,
         gt=args.gt,
@@ -185,6 +186,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print(f"wrote {args.output}")
     return 0
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
+    """Neither evaluate's table nor its summary (``OUT.summary.json``) may replace an input."""
+    from signgen.fileio import refuse_overwriting_inputs
+    from signgen.metrics.evaluate import summary_path
+
+    options = ("pred", "gt", "corpus", "keypoints", "lpips_weights", "fid_weights", "fid_cache",
+               "hand_config", "hand_checkpoint")  # fmt: skip
+    inputs = {"--" + o.replace("_", "-"): getattr(args, o) for o in options}
+    for path in (args.output, summary_path(args.output)):
+        refuse_overwriting_inputs(path, inputs)
 
 
 def _report(args: argparse.Namespace) -> int:

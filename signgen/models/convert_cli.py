@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from signgen.errors import InputError
-from signgen.fileio import existing_file
+from signgen.fileio import existing_file, refuse_replacing_inputs
 
 FPDM_EPILOG = """\
 examples:
@@ -32,6 +32,8 @@ def run_fpdm_lightning(args: argparse.Namespace) -> int:
     ckpt = existing_file(args.checkpoint, "checkpoint")
     ipf = existing_file(args.ipf, "stage-1 checkpoint") if args.ipf else None
     out = Path(args.out)
+    # The folder is written whole (a finished conversion replaces it): inputs inside it would go.
+    refuse_replacing_inputs(out, {"CKPT": ckpt, "--ipf": ipf}, replaced=(".",))
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not args.overwrite:
         raise InputError(f"{out} exists; choose another -o or pass --overwrite")
     folder = convert_checkpoint(ckpt, out, ipf=ipf, head_dim=args.head_dim)

@@ -24,6 +24,10 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from signgen.errors import InputError
+from signgen.names import SCHEDULER_ALIASES as ALIASES
+from signgen.names import scheduler_name
+
+__all__ = ["ALIASES", "PREDICTION_TYPES", "SCHEDULERS", "make_scheduler", "scheduler_name"]
 
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
@@ -31,16 +35,7 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "euler": (EulerDiscreteScheduler, {}),
 }
-ALIASES = {"dpmpp": "dpm++", "dpm-solver++": "dpm++", "dpmsolver++": "dpm++"}
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-
-
-def scheduler_name(name: str) -> str:
-    """Canonical name for ``name`` (case-insensitive, aliases resolved) or InputError."""
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in SCHEDULERS:
-        raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    return key
 
 
 def make_scheduler(

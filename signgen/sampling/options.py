@@ -24,10 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from signgen.devices import DTYPES
 from signgen.errors import InputError
-from signgen.models.schedulers import SCHEDULERS, scheduler_name
-from signgen.sampling.windows import TAPERS
+from signgen.names import DTYPE_NAMES, SCHEDULER_NAMES, TAPERS, scheduler_name
 
 # Attention kernels (signgen.speed.set_attention): sdpa = PyTorch's
 # scaled_dot_product_attention (flash / memory-efficient kernels on GPUs), eager = the
@@ -109,8 +107,10 @@ class RenderOptions:
             put("detail_transfer", t)
         if self.scheduler is not None:
             put("scheduler", scheduler_name(str(self.scheduler)))
-        if self.dtype not in DTYPES:
-            raise InputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise InputError(
+                f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPE_NAMES)}"
+            )
         if self.attention not in ATTENTION:
             raise InputError(
                 f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}"
@@ -178,9 +178,9 @@ def add_render_arguments(
                        "intensity; 0 = off; default: the model's: 0 for full-resolution "
                        "models, set for the 80x64 demo model)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
-                   help=f"sampler: {', '.join(SCHEDULERS)} (default: the model's; ddpm for "
+                   help=f"sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's; ddpm for "
                    "the paper's and converted models, as the FPDM authors sample)")  # fmt: skip
-    p.add_argument("--dtype", default="fp32", choices=tuple(DTYPES),
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES,
                    help="model precision (default fp32; bf16/fp16 on GPU)")  # fmt: skip
     if first_frame:
         p.add_argument("--independent-noise", action="store_true",

@@ -53,7 +53,7 @@ from itertools import pairwise
 
 import torch
 
-TAPERS = ("uniform", "linear")
+from signgen.names import TAPERS
 
 Span = tuple[int, int]  # frames [start, stop) of the clip
 

@@ -14,6 +14,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from signgen.train.stages import STAGES
 
@@ -68,9 +69,25 @@ def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _input_paths(cfg: Any, config: str) -> dict[str, str | None]:
+    """What a run reads from disk (option -> path): output_dir must not be any of them,
+    nor hold one inside the parts a run writes (its export, checkpoints, ...)."""
+    return {
+        "--config": config,
+        "data.prepared": cfg.data.prepared,
+        "model": cfg.model if isinstance(cfg.model, str) else None,
+        "fpdm.ipf": cfg.fpdm.ipf,
+        "fpdm.vae": cfg.fpdm.vae,
+        "fpdm.init_from": cfg.fpdm.init_from,
+        "motion.base_model": cfg.motion.base_model or None,
+        "motion.init_from": cfg.motion.init_from,
+    }
+
+
 def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from signgen.errors import InputError
+        from signgen.fileio import refuse_replacing_inputs
         from signgen.train.config import load_train_config
 
         cfg = load_train_config(args.config, args.overrides, stage=stage)
@@ -85,6 +102,7 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
                 "--workers > 1 and --address run on Ray Train, which the `signgen` command "
                 "provides (pipelines.app); this entry point trains in-process only"
             )
+        refuse_replacing_inputs(cfg.output_dir, _input_paths(cfg, args.config), replaced=RUN_PARTS)
         prepare_output_dir(Path(cfg.output_dir), resume=args.resume, overwrite=args.overwrite)
         if distributed:
             result = launcher(
