@@ -1,9 +1,13 @@
-"""Peak memory of `signgen render`: 100 vs 2,000 frames (target ratio <= 1.3).
+"""Peak memory of `signgen render`: 100 vs 2,000 frames (target ratio <= 1.3), per-frame
+and temporal (``--temporal``).
 
-Each length runs in its own subprocess through the real CLI (keypoint file -> frames ->
-H.264 video on disk) with the tiny random-init model, and reports its peak resident set
-size (``ru_maxrss``). Frames stream batch by batch from the pipeline into the encoder, so
-the peak should not grow with the sequence length.
+Each (mode, length) runs in its own subprocess through the real CLI (keypoint file ->
+frames -> H.264 video on disk) with the tiny random-init model, and reports its peak
+resident set size (``ru_maxrss``). Per-frame renders stream frames batch by batch from the
+pipeline into the encoder. Temporal renders (docs/temporal.md) run the same tiny model with
+a motion module (the module's default windows: 16 frames overlapping by 4) and keep the
+clip's latents, initial noise and blending sums on the CPU (a few floats per latent pixel
+per frame), drawing poses per window: their peak should not grow with length either.
 
     .venv/bin/python benchmarks/render_memory.py     # writes benchmarks/results/render_memory.md
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 from _common import write_result  # benchmarks/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "render_memory.md"
+MODES = ("per-frame", "temporal")
 
 
 def child(args: argparse.Namespace) -> int:
@@ -47,15 +52,18 @@ def child(args: argparse.Namespace) -> int:
     KeypointSequence(pts, w, h, 25.0).save(seq)
     del pts
     t0 = time.perf_counter()
+    temporal = args.mode == "temporal"
     rc = cli_main([
         "render", "--video", str(work / "first.png"), "--keypoints", str(seq),
-        "--model", str(work / "model"), "-o", str(work / f"out_{args.frames}.mp4"),
+        "--model", str(work / ("model_motion" if temporal else "model")),
+        "-o", str(work / f"out_{args.mode}_{args.frames}.mp4"),
         "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        *(["--temporal"] if temporal else []),
     ])  # fmt: skip
     seconds = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"frames": args.frames, "rc": rc, "peak_rss_mib": peak_kib / 1024,
-                      "seconds": seconds}))  # fmt: skip
+    print(json.dumps({"mode": args.mode, "frames": args.frames, "rc": rc,
+                      "peak_rss_mib": peak_kib / 1024, "seconds": seconds}))  # fmt: skip
     return rc
 
 
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--size", type=int, nargs=2, default=(210, 260), metavar=("W", "H"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                    help="per-frame and/or temporal renders (default: both)")  # fmt: skip
+    ap.add_argument("--mode", choices=MODES, default="per-frame", help=argparse.SUPPRESS)
     ap.add_argument("-o", "--output", type=Path, default=RESULTS)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from signgen.models.config import load_model_config
+    from signgen.models.motion import MotionModuleConfig, build_motion_module, save_motion_module
     from signgen.sampling.pipeline import FPDMPipeline
 
     with tempfile.TemporaryDirectory(prefix="signgen_render_memory_") as tmp:
@@ -92,21 +104,35 @@ def main(argv: list[str] | None = None) -> int:
         w, h = args.size
         img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         Image.fromarray(img).save(work / "first.png")
-        FPDMPipeline.from_config(load_model_config("tiny")).save_pretrained(work / "model")
+        pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+        pipe.save_pretrained(work / "model")
+        # The same per-frame weights plus a motion module (zero-initialised: its values do
+        # not change the memory), in a folder of its own.
+        pipe.save_pretrained(work / "model_motion")
+        motion = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8, max_frames=16)
+        save_motion_module(build_motion_module(pipe.unet, motion), work / "model_motion")
         runs = []
-        for n in args.lengths:
-            cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(work),
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                   "--size", str(w), str(h), "--threads", str(args.threads)]  # fmt: skip
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            last = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-            if res.returncode != 0 or not last:
-                sys.stderr.write(res.stderr[-3000:])
-                raise SystemExit(f"child for {n} frames failed (rc {res.returncode})")
-            runs.append(json.loads(last[-1]))
-            print(runs[-1], flush=True)
-    short, long = runs
-    ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
+        for mode in args.modes:
+            for n in args.lengths:
+                cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(work),
+                       "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                       "--size", str(w), str(h), "--threads", str(args.threads),
+                       "--mode", mode]  # fmt: skip
+                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                last = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+                if res.returncode != 0 or not last:
+                    sys.stderr.write(res.stderr[-3000:])
+                    raise SystemExit(f"child for {mode} {n} frames failed (rc {res.returncode})")
+                runs.append(json.loads(last[-1]))
+                print(runs[-1], flush=True)
+    ratios = {}
+    for mode in args.modes:
+        short, long = (r for r in runs if r["mode"] == mode)
+        ratios[mode] = (
+            long["frames"],
+            short["frames"],
+            long["peak_rss_mib"] / short["peak_rss_mib"],
+        )
     cmd = "python benchmarks/render_memory.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
@@ -117,23 +143,30 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"{args.threads} torch thread(s), device cpu, fp32",
-        f"- setup: `signgen render` in a fresh subprocess per length, tiny random-init model "
-        f"(configs/model/tiny.yaml), first frame {w}x{h}, {args.steps} steps, batch size "
-        f"{args.batch_size}, output H.264 mp4",
+        f"- setup: `signgen render` in a fresh subprocess per mode and length, tiny random-init "
+        f"model (configs/model/tiny.yaml), first frame {w}x{h}, {args.steps} steps, batch size "
+        f"{args.batch_size}, output H.264 mp4; temporal: `--temporal` on the same model with a "
+        "zero-initialised motion module (4 heads, 8 groups, max 16 frames), its default "
+        f"windows of 16 frames overlapping by 4, {max(1, args.batch_size // 16)} window(s) per model "
+        "call",
         "",
-        "| frames | peak RSS (MiB) | seconds | frames/s |",
-        "|---:|---:|---:|---:|",
+        "| mode | frames | peak RSS (MiB) | seconds | frames/s |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {r['frames']} | {r['peak_rss_mib']:.1f} | {r['seconds']:.1f} | "
+            f"| {r['mode']} | {r['frames']} | {r['peak_rss_mib']:.1f} | {r['seconds']:.1f} | "
             f"{r['frames'] / r['seconds']:.1f} |"
             for r in runs
         ),
         "",
-        f"**ratio {long['frames']}/{short['frames']} frames: {ratio:.3f}** "
-        f"(target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'}).",
+        *(
+            f"**{mode}: ratio {nl}/{ns} frames: {ratio:.3f}** "
+            f"(target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})."
+            for mode, (nl, ns, ratio) in ratios.items()
+        ),
         "",
         "Peak RSS includes the Python interpreter, torch/diffusers/transformers and the parsed "
-        "keypoint file (the only part that grows with length: T x 133 x 3 floats).",
+        "keypoint file (T x 133 x 3 floats); temporal renders also hold the clip's latents, "
+        "initial noise and blending sums (4 x 4 x 4 latents per frame for this model).",
     ]
     write_result(args.output, lines)
     return 0
