@@ -779,10 +779,21 @@ def check_temporal_model(render: RenderSettings) -> None:
     from signgen.sampling.loading import MOTION_MODULE, default_model_path
 
     root = Path(render.model) if render.model else default_model_path()
-    if root.is_dir() and not (root / MOTION_MODULE / "config.json").is_file():
+    if not root.is_dir():
+        return  # a hub id in the cache: the actors check it
+    config = root / MOTION_MODULE / "config.json"
+    if not config.is_file():
         raise InputError(
             f"--temporal needs a model with a motion module ({root}/{MOTION_MODULE}/, trained "
             "by `signgen train motion`); this model has none"
+        )
+    try:
+        most = int(json.loads(config.read_text())["motion_max_seq_length"])
+    except (ValueError, KeyError, TypeError):
+        return  # unreadable here: the actors' loader reports it
+    if render.window is not None and render.window > most:
+        raise InputError(
+            f"window {render.window} is longer than this motion module's {most} frames"
         )
 
 

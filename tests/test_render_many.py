@@ -424,14 +424,21 @@ def test_temporal_job_matches_render_temporal_and_resumes_only_with_its_options(
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
 
 
-def test_temporal_job_without_a_motion_module_is_one_line(model_dir, tmp_path, capsys):
+@pytest.mark.parametrize(("model", "extra", "needle"), [
+    ("model_dir", [], "needs a model with a motion module"),
+    ("motion_model_dir", ["--window", "17"], "longer than this motion module's 16 frames"),
+])  # fmt: skip
+def test_temporal_job_the_model_cannot_render_is_one_line(request, tmp_path, capsys, model,
+                                                         extra, needle):  # fmt: skip
+    """Checked on the driver, before Ray starts (the actors would fail one by one)."""
     from pipelines.app import main
 
     (tmp_path / "m.csv").write_text("clip_id,video,keypoints\na,v.mp4,k.json\n")
     rc = main(["render-many", "--manifest", str(tmp_path / "m.csv"), "--out",
-               str(tmp_path / "o"), "--model", str(model_dir), "--temporal"])  # fmt: skip
+               str(tmp_path / "o"), "--model", str(request.getfixturevalue(model)),
+               "--temporal", *extra])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "motion module" in err
+    assert rc == 2 and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "o" / "ledger.jsonl").exists()
 
 
@@ -582,6 +589,26 @@ def test_job_file_refuses_other_settings(tmp_path):
     check_job_file(tmp_path, RenderSettings(steps=20))
     with pytest.raises(InputError, match="steps: 20 -> 10"):
         check_job_file(tmp_path, RenderSettings(steps=10))
+
+
+def test_job_file_records_temporal_options(tmp_path):
+    """Per-frame jobs keep their job files (no temporal keys); a temporal job records its
+    options, and any change of them, or dropping --temporal, is refused."""
+    check_job_file(tmp_path, RenderSettings(steps=20))
+    assert "temporal" not in json.loads((tmp_path / JOB_FILE).read_text())["render"]
+    with pytest.raises(InputError, match="temporal: None -> True"):
+        check_job_file(tmp_path, RenderSettings(steps=20, temporal=True))
+    job = tmp_path / "temporal"
+    job.mkdir()
+    settings = RenderSettings(steps=20, temporal=True, window=8, taper="linear")
+    check_job_file(job, settings)
+    check_job_file(job, settings)
+    with pytest.raises(InputError, match="taper: 'linear' -> 'uniform'"):
+        check_job_file(job, settings.replace(taper="uniform"))
+    with pytest.raises(InputError, match="overlap: None -> 2"):
+        check_job_file(job, settings.replace(overlap=2))
+    with pytest.raises(InputError, match="window: 8 -> None"):
+        check_job_file(job, RenderSettings(steps=20))
 
 
 def test_cluster_settings_errors():
