@@ -9,7 +9,14 @@ a motion module (the module's default windows: 16 frames overlapping by 4) and k
 clip's latents, initial noise and blending sums on the CPU (a few floats per latent pixel
 per frame), drawing poses per window: their peak should not grow with length either.
 
+``--model demo`` runs the bundled demo model instead (80x64, 48 x 20 x 16 latents per
+frame: the clip's latents are 61 KiB a frame, 2,000 frames 120 MiB each copy) with a
+zero-initialised motion module shaped as configs/train/demo_motion.yaml's (8 heads, 16
+groups, windows of 8 overlapping by 4, linear taper).
+
     .venv/bin/python benchmarks/render_memory.py     # writes benchmarks/results/render_memory.md
+    .venv/bin/python benchmarks/render_memory.py --model demo \
+        -o benchmarks/results/render_memory_demo.md
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                     help="per-frame and/or temporal renders (default: both)")  # fmt: skip
+    ap.add_argument("--model", choices=("tiny", "demo"), default="tiny",
+                    help="tiny random-init model (default) or the bundled demo model")  # fmt: skip
     ap.add_argument("--mode", choices=MODES, default="per-frame", help=argparse.SUPPRESS)
     ap.add_argument("-o", "--output", type=Path, default=RESULTS)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -96,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from signgen.models.config import load_model_config
-    from signgen.models.motion import MotionModuleConfig, build_motion_module, save_motion_module
+    from signgen.models.motion import (
+        MotionModuleConfig,
+        build_motion_module,
+        render_defaults,
+        save_motion_module,
+        set_render_defaults,
+    )
+    from signgen.sampling.loading import default_model_path
     from signgen.sampling.pipeline import FPDMPipeline
 
     with tempfile.TemporaryDirectory(prefix="signgen_render_memory_") as tmp:
@@ -104,13 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         w, h = args.size
         img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         Image.fromarray(img).save(work / "first.png")
-        pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+        if args.model == "demo":
+            pipe = FPDMPipeline.from_pretrained(default_model_path())
+            motion_cfg = MotionModuleConfig(num_attention_heads=8, norm_num_groups=16,
+                                            max_frames=32)  # fmt: skip
+        else:
+            pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+            motion_cfg = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8,
+                                            max_frames=16)  # fmt: skip
         pipe.save_pretrained(work / "model")
         # The same per-frame weights plus a motion module (zero-initialised: its values do
         # not change the memory), in a folder of its own.
         pipe.save_pretrained(work / "model_motion")
-        motion = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8, max_frames=16)
-        save_motion_module(build_motion_module(pipe.unet, motion), work / "model_motion")
+        motion = build_motion_module(pipe.unet, motion_cfg)
+        if args.model == "demo":
+            set_render_defaults(motion, 8, 4, "linear")  # configs/train/demo_motion.yaml's
+        save_motion_module(motion, work / "model_motion")
+        window, overlap, _ = render_defaults(motion)
         runs = []
         for mode in args.modes:
             for n in args.lengths:
@@ -125,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"child for {mode} {n} frames failed (rc {res.returncode})")
                 runs.append(json.loads(last[-1]))
                 print(runs[-1], flush=True)
+    model_text = (
+        "the bundled demo model (signgen/assets/demo_model, 80x64)"
+        if args.model == "demo"
+        else "tiny random-init model (configs/model/tiny.yaml)"
+    )
     ratios = {}
     for mode in args.modes:
         short, long = (r for r in runs if r["mode"] == mode)
@@ -143,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"{args.threads} torch thread(s), device cpu, fp32",
-        f"- setup: `signgen render` in a fresh subprocess per mode and length, tiny random-init "
-        f"model (configs/model/tiny.yaml), first frame {w}x{h}, {args.steps} steps, batch size "
-        f"{args.batch_size}, output H.264 mp4; temporal: `--temporal` on the same model with a "
-        "zero-initialised motion module (4 heads, 8 groups, max 16 frames), its default "
-        f"windows of 16 frames overlapping by 4, {max(1, args.batch_size // 16)} window(s) per model "
-        "call",
+        f"- setup: `signgen render` in a fresh subprocess per mode and length, {model_text}, "
+        f"first frame {w}x{h}, {args.steps} steps, batch size {args.batch_size}, output H.264 "
+        "mp4; temporal: `--temporal` on the same model with a zero-initialised motion module "
+        f"({motion_cfg.num_attention_heads} heads, {motion_cfg.norm_num_groups} groups, max "
+        f"{motion_cfg.max_frames} frames), its default windows of {window} frames overlapping "
+        f"by {overlap}, {max(1, args.batch_size // window)} window(s) per model call",
         "",
         "| mode | frames | peak RSS (MiB) | seconds | frames/s |",
         "|---|---:|---:|---:|---:|",
@@ -166,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Peak RSS includes the Python interpreter, torch/diffusers/transformers and the parsed "
         "keypoint file (T x 133 x 3 floats); temporal renders also hold the clip's latents, "
-        "initial noise and blending sums (4 x 4 x 4 latents per frame for this model).",
+        "initial noise and blending sums ("
+        + ("48 x 20 x 16" if args.model == "demo" else "4 x 4 x 4")
+        + " latents per frame for this model).",
     ]
     write_result(args.output, lines)
     return 0
