@@ -6,8 +6,8 @@ frames -> H.264 video on disk) with the tiny random-init model, and reports its 
 resident set size (``ru_maxrss``). Per-frame renders stream frames batch by batch from the
 pipeline into the encoder. Temporal renders (docs/temporal.md) run the same tiny model with
 a motion module (the module's default windows: 16 frames overlapping by 4) and keep the
-clip's latents, initial noise and blending sums on the CPU (a few floats per latent pixel
-per frame), drawing poses per window: their peak should not grow with length either.
+clip's latents on the CPU (one (T, c, h, w) tensor: the initial noise, denoised in place),
+drawing poses per window: their peak should grow with length by the latents only.
 
 ``--model demo`` runs the bundled demo model instead (80x64, 48 x 20 x 16 latents per
 frame: the clip's latents are 61 KiB a frame, 2,000 frames 120 MiB each copy) with a
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
         "Peak RSS includes the Python interpreter, torch/diffusers/transformers and the parsed "
-        "keypoint file (T x 133 x 3 floats); temporal renders also hold the clip's latents, "
-        "initial noise and blending sums ("
+        "keypoint file (T x 133 x 3 floats); temporal renders also hold the clip's latents ("
         + ("48 x 20 x 16" if args.model == "demo" else "4 x 4 x 4")
-        + " latents per frame for this model).",
+        + " floats per frame for this model: its initial noise, denoised in place) and its "
+        "fusion embeddings.",
     ]
     write_result(args.output, lines)
     return 0
