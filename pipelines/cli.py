@@ -30,6 +30,12 @@ frames is restored per clip before encoding. The ledger records each retargeted 
 fit (reference, global scale, limbs the reference lacks); DIR/job.json the retargeting
 settings (confidence threshold, pose backend).
 
+--temporal (a model with a motion module): each clip is rendered whole through the motion
+module in overlapping windows (--window, --overlap, --taper), as `signgen render
+--temporal` renders it; up to --batch-size clips go to an actor at once and their windows
+share model calls (--batch-size // W windows per call). DIR/job.json records the temporal
+options like the others.
+
 Resuming: DIR/ledger.jsonl records every finished clip (after its video was renamed into
 place). Run the same command again after a crash or Ctrl-C: finished clips are skipped,
 the rest are rendered. Videos are written atomically: a half-written file never has the
@@ -51,6 +57,8 @@ examples:
   signgen render-many --manifest clips.csv --out renders/ --model runs/fpdm/final
   signgen render-many --manifest clips.csv --out renders/ --workers 2 --batch-size 4 \\
       --device cpu --steps 10
+  signgen render-many --manifest clips.csv --out renders_t/ --model runs/fpdm/final \\
+      --temporal --window 16 --overlap 4
   signgen render-many --manifest clips.csv --out /nfs/renders --address auto \\
       --workers 8 --gpus-per-worker 1 --batch-size 16 --dtype bf16 --model /nfs/fpdm
 

@@ -2,7 +2,8 @@
 
 One Ray row per video. ``map_batches`` runs :class:`VideoEvaluator`, a callable class that
 loads the metric models once per actor (``signgen.metrics.evaluate.FrameEvaluator``) and
-turns each video into one row per frame (plus its Inception features when FID is on).
+turns each video into one row per frame (plus its Inception features when FID is on, and
+its clip's I3D features, on the batch's first row, when FVD is on).
 The driver receives the rows in whatever order the actors finish, and hands them to the
 same gathering and writing code as the single-process path, which sorts by
 ``(video, frame)``: the table is identical to a single-process run.
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 _FEATURE_COLUMNS = ("_pred_feats", "_gt_feats")
 _SKIPPED = "_hands_skipped"
+# FVD: one feature per clip, carried on the first row of the batch that completed the
+# clip's first frames (_fvd_has marks it); every chunk has the columns when FVD is on,
+# so that the chunks of a video concatenate.
+_FVD_COLUMNS = ("_fvd_has", "_fvd_pred", "_fvd_gt", "_fvd_skipped")
 
 
 class VideoEvaluator:
@@ -53,8 +58,25 @@ class VideoEvaluator:
                     cols["_pred_feats"] = res.pred_feats.astype(np.float32)  # (N, 2048)
                 if res.gt_feats is not None:
                     cols["_gt_feats"] = res.gt_feats.astype(np.float32)
+                if self.evaluator.fvd is not None:  # I3D logits: (n, 400) columns
+                    dim = self.evaluator.fvd.network.logits.conv3d.out_channels
+                    cols.update(_fvd_columns(res, n, dim))
                 chunks.append(cols)
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
+
+
+def _fvd_columns(res: BatchResult, n: int, dim: int) -> dict[str, np.ndarray]:
+    """The per-clip FVD features (``dim`` wide) of ``res`` as columns of its ``n`` rows
+    (float64, as the single-process path keeps them)."""
+    has = np.zeros(n, dtype=bool)
+    skipped = np.zeros(n, dtype=np.int64)
+    skipped[0] = res.fvd_skipped
+    pred = np.zeros((n, dim))
+    gt = np.zeros((n, dim))
+    if res.fvd_pred_feats is not None:
+        assert len(res.fvd_pred_feats) == 1 <= n  # one clip per video
+        has[0], pred[0], gt[0] = True, res.fvd_pred_feats[0], res.fvd_gt_feats[0]
+    return {"_fvd_has": has, "_fvd_pred": pred, "_fvd_gt": gt, "_fvd_skipped": skipped}
 
 
 def ray_results(
@@ -107,9 +129,16 @@ def ray_results(
             if not batch:
                 continue
             rows = {k: v for k, v in batch.items() if not k.startswith("_")}
-            yield BatchResult(
+            res = BatchResult(
                 rows=rows,
                 pred_feats=batch.get("_pred_feats"),
                 gt_feats=batch.get("_gt_feats"),
                 hands_skipped=int(batch[_SKIPPED].sum()),
             )
+            if "_fvd_has" in batch:
+                has = batch["_fvd_has"].astype(bool)
+                res.fvd_skipped = int(batch["_fvd_skipped"].sum())
+                if has.any():
+                    res.fvd_pred_feats = np.stack(list(batch["_fvd_pred"][has]))  # (K, D)
+                    res.fvd_gt_feats = np.stack(list(batch["_fvd_gt"][has]))
+            yield res

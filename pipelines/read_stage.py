@@ -56,8 +56,12 @@ def _frame_extractor(backend: str):
     return first_frame_extractor(backend, device="cpu")  # read tasks reserve no GPU
 
 
-def read_clip(spec: dict[str, Any], pose_backend: str = "auto") -> list[dict[str, Any]]:
-    """Stage 1 (flat_map): one clip -> one row per frame, or one error row."""
+def read_clip(
+    spec: dict[str, Any], pose_backend: str = "auto", temporal: bool = False
+) -> list[dict[str, Any]]:
+    """Stage 1 (flat_map): one clip -> one row per frame, or one error row. ``temporal``:
+    one row for the whole clip instead (its frames' keypoints (T, 133, 3) as float32 bytes in
+    ``clip_points``; ``points`` is the first pose), as a temporal render needs them all."""
     from signgen.video.images import encode_png
 
     t0 = time.perf_counter()
@@ -69,10 +73,14 @@ def read_clip(spec: dict[str, Any], pose_backend: str = "auto") -> list[dict[str
         if not isinstance(exc, InputError):
             reason = f"{type(exc).__name__}: {reason}"
         zeros = np.zeros((133, 3), np.float32)
-        return [_row(spec, -1, 0, 0.0, zeros, zeros, b"", reason, 0.0)]
+        row = _row(spec, -1, 0, 0.0, zeros, zeros, b"", reason, 0.0)
+        return [{**row, "clip_points": b""} if temporal else row]
     seconds = time.perf_counter() - t0
     n = len(kp)
     note = json.dumps(retarget) if retarget is not None else ""
+    if temporal:
+        row = _row(spec, 0, n, kp.fps, kp.points[0], source_points, png, "", seconds, note)
+        return [{**row, "clip_points": np.ascontiguousarray(kp.points, np.float32).tobytes()}]
     return [
         _row(spec, i, n, kp.fps, kp.points[i], source_points, png, "",
              seconds if i == 0 else 0.0, note)

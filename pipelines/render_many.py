@@ -28,6 +28,13 @@ in one or two consecutive batches: the source is encoded once per clip per actor
 renders part of it (at most ``workers`` times, typically once or twice), against one
 UNet pass per frame.
 
+Temporal jobs (``--temporal``, docs/temporal.md) need a clip's frames together: the read
+stage then gives one row per clip (its keypoints as one array), and the model stage
+(:class:`ClipRenderer`) renders up to ``--batch-size`` clips per call with
+``FPDMPipeline.render_clips``, the call ``signgen render --temporal`` makes, their windows
+sharing model calls; it emits the same frame rows, so the write stage is unchanged. The
+temporal options are part of job.json (a resume with other ones is refused).
+
 Memory is bounded however many clips: the manifest becomes one small row per clip
 (a few hundred bytes), Ray Data streams the rest with back-pressure on its object store,
 and the driver holds no frames (they are staged to ``DIR/.spool`` as they arrive).
@@ -46,6 +53,7 @@ thread count (``--threads-per-worker``); otherwise a rare pixel may round the ot
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -56,7 +64,7 @@ import shutil
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -224,6 +232,8 @@ class RenderSettings(RenderOptions):
         d["guidance"] = None if self.guidance is None else list(self.guidance)
         if self.detail_transfer is not None:  # absent from jobs that left it to the model
             d["detail_transfer"] = self.detail_transfer
+        if self.temporal:  # absent from per-frame jobs (job files written before --temporal)
+            d.update(temporal=True, window=self.window, overlap=self.overlap, taper=self.taper)
         return d
 
 
@@ -443,6 +453,74 @@ class FrameRenderer:
         }
 
 
+class ClipRenderer(FrameRenderer):
+    """Model stage of temporal jobs (``--temporal``, docs/temporal.md): maps a batch of CLIP
+    rows (:func:`read_clip` with ``temporal=True``) to frame rows like
+    :class:`FrameRenderer`'s, through the same ``FPDMPipeline.render_clips`` call that
+    ``signgen render --temporal`` makes. The clips of a batch are denoised together (the
+    windows of several clips share a model call, ``batch_size // W`` windows per call, as
+    frames of several clips share one in per-frame jobs); a clip's frames do not depend on
+    the clips it shares calls with (up to float rounding). A generator: frames leave in
+    batches of ``batch_size`` frames of one clip as they are decoded."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        n = len(batch["clip_id"])
+        bad = [i for i in range(n) if batch["error"][i] != ""]
+        ok = [i for i in range(n) if batch["error"][i] == ""]
+        if bad:  # passed through: the driver records the clip as failed
+            yield self._frames_out(batch, bad, [-1] * len(bad), [b""] * len(bad), (0, 0))
+        if not ok:
+            return
+        sources, source_s = [], {}
+        for i in ok:
+            src, source_s[i] = self._source(
+                str(batch["clip_id"][i]), batch["source_png"][i], batch["source_points"][i]
+            )
+            sources.append(src)
+        points = [np.frombuffer(batch["clip_points"][i], np.float32).reshape(-1, 133, 3)
+                  for i in ok]  # (T_k, 133, 3) per clip  # fmt: skip
+        done = [0] * len(ok)  # frames of each clip out so far
+        t0 = time.perf_counter()
+        clips = self.pipe.render_clips(sources, points, self.options,
+                                       seeds=[int(batch["seed"][i]) for i in ok])  # fmt: skip
+        for k, frames in clips:  # frames (b, H, W, 3) uint8 of clip k, in frame order
+            i, b = ok[k], len(frames)
+            out = self._frames_out(
+                batch, [i] * b, list(range(done[k], done[k] + b)),
+                [np.ascontiguousarray(f).tobytes() for f in frames], frames.shape[1:3],
+            )  # fmt: skip
+            out["model_s"][:] = (time.perf_counter() - t0) / b
+            if done[k] == 0:  # per-clip costs, counted once
+                out["source_s"][0] = source_s[i]
+            else:
+                out["read_s"][0] = 0.0
+            out["read_s"][1:] = 0.0
+            done[k] += b
+            yield out
+            t0 = time.perf_counter()
+
+    @staticmethod
+    def _frames_out(batch, rows, frame_index, frames, size) -> dict[str, np.ndarray]:
+        """Frame rows (the columns of :meth:`FrameRenderer.__call__`): output row j is frame
+        ``frame_index[j]`` (bytes ``frames[j]``, ``size`` (H, W)) of input row ``rows[j]``."""
+        m = len(rows)
+        col = {k: batch[k][rows] for k in ("clip_id", "num_frames", "fps", "seed", "error",
+                                          "retarget")}  # fmt: skip
+        data = np.empty(m, dtype=object)
+        data[:] = frames
+        return {
+            **col,
+            "frame_index": np.asarray(frame_index, np.int64),
+            "frame": data,
+            "height": np.full(m, size[0], np.int64),
+            "width": np.full(m, size[1], np.int64),
+            "read_s": np.asarray(batch["read_s"][rows], np.float64).copy(),
+            "source_s": np.zeros(m, np.float64),
+            "model_s": np.zeros(m, np.float64),
+            "done_at": np.full(m, time.time()),
+        }
+
+
 def build_dataset(
     specs: Sequence[ClipSpec],
     render: RenderSettings,
@@ -455,15 +533,24 @@ def build_dataset(
     ``renderer`` is the model stage's callable class: :class:`FrameRenderer`, or a subclass
     with the same constructor (the tests' crashing actor). ``pose_backend``: the pose model
     of the read stage for clips retargeted onto keypoints extracted from their first frame.
+
+    Temporal renders (``render.temporal``) read one row per clip and render with
+    :class:`ClipRenderer` (for ``renderer`` left at :class:`FrameRenderer`): an actor call
+    takes up to ``cluster.batch_size`` clips, and ``cluster.batch_size`` frames go through
+    each model call (``batch_size // W`` windows), as ``signgen render --batch-size``.
     """
     import ray
 
+    temporal = render.temporal
+    if temporal:
+        render = dataclasses.replace(render, batch_size=cluster.batch_size)
+        renderer = ClipRenderer if renderer is FrameRenderer else renderer
     cpus, gpus, threads = worker_resources(cluster)
     items = [asdict(s) for s in specs]
     # One read task per clip (a clip's frames form one block, so batches mix few clips);
     # very long manifests are grouped to keep the number of blocks reasonable.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 20_000)))
-    ds = ds.flat_map(read_clip, fn_kwargs={"pose_backend": pose_backend},
+    ds = ds.flat_map(read_clip, fn_kwargs={"pose_backend": pose_backend, "temporal": temporal},
                      num_cpus=cluster.read_cpus)  # fmt: skip
     remote_args: dict[str, Any] = {"num_gpus": gpus} if gpus > 0 else {}
     if cluster.worker_resources:
@@ -593,6 +680,32 @@ def retarget_fingerprint(specs: Sequence[ClipSpec]) -> dict[str, Any] | None:
     return out
 
 
+def check_temporal_model(render: RenderSettings) -> None:
+    """``--temporal`` with a local model folder that has no motion module: one line on the
+    driver, before Ray starts (the actors check the window against the module itself)."""
+    if not render.temporal:
+        return
+    from signgen.sampling.loading import MOTION_MODULE, default_model_path
+
+    root = Path(render.model) if render.model else default_model_path()
+    if not root.is_dir():
+        return  # a hub id in the cache: the actors check it
+    config = root / MOTION_MODULE / "config.json"
+    if not config.is_file():
+        raise InputError(
+            f"--temporal needs a model with a motion module ({root}/{MOTION_MODULE}/, trained "
+            "by `signgen train motion`); this model has none"
+        )
+    try:
+        most = int(json.loads(config.read_text())["motion_max_seq_length"])
+    except (ValueError, KeyError, TypeError):
+        return  # unreadable here: the actors' loader reports it
+    if render.window is not None and render.window > most:
+        raise InputError(
+            f"window {render.window} is longer than this motion module's {most} frames"
+        )
+
+
 def check_job_file(
     out_dir: Path, render: RenderSettings, retarget: dict[str, Any] | None = None
 ) -> None:
@@ -611,9 +724,10 @@ def check_job_file(
         except (json.JSONDecodeError, KeyError, TypeError):
             doc = before = None
         if before is not None and before != now:
+            keys = [*now, *(k for k in before if k not in now)]  # e.g. temporal, dropped
             diff = ", ".join(
                 f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-                for k in now
+                for k in keys
                 if before.get(k) != now.get(k)
             )
             raise InputError(
@@ -665,6 +779,7 @@ def run_job(
     from signgen.fileio import refuse_overwriting_inputs
 
     cluster.validate()  # the render settings were validated when made
+    check_temporal_model(render)
     ids = [s.clip_id for s in specs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -326,3 +326,116 @@ def test_workers_without_a_distributed_runner_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "evaluate on Ray" in err[0] and "pipelines.app" in err[0]
     assert not (tmp_path / "m.csv").exists()
+
+
+# ---- FVD ---------------------------------------------------------------------------------------
+FVD_VIDEOS = {"a": 16, "b": 17, "short": 5}  # "short" is left out of FVD
+
+
+@pytest.fixture(scope="module")
+def fvd_world(tmp_path_factory):
+    """Generated and real 16+ frame clips, and a tiny random I3D saved as a state dict, the
+    way load_i3d reads the real network's weights (same structure, widths / 16). He-normal
+    convolutions keep the input's signal alive through the 60 random layers (the default
+    init shrinks it to ~1e-6 of the logits, leaving every FVD ~0)."""
+    from torch import nn
+
+    from signgen.metrics.video import InceptionI3d
+
+    root = tmp_path_factory.mktemp("fvd")
+    pred, gt = make_phoenix(root, FVD_VIDEOS, seed=1)
+    torch.manual_seed(3)
+    net = InceptionI3d(width_divisor=16).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if isinstance(m, nn.BatchNorm3d):  # non-trivial batch-norm statistics
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    weights = root / "tiny_i3d.pt"
+    torch.save(net.state_dict(), weights)
+    return root, pred, gt, weights
+
+
+def _clip(folder: Path, video: str) -> np.ndarray:
+    return np.stack([_read(f) for f in sorted((folder / video).glob("*.png"))])  # (T, H, W, 3)
+
+
+def test_fvd_in_the_summary_is_fvdstats_on_the_same_clips(fvd_world, capsys):
+    from signgen.metrics.video import load_fvd
+
+    root, pred, gt, weights = fvd_world
+    out = root / "m.csv"
+    rc = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "ssim,fvd",
+               "--fvd-weights", str(weights), "--batch-size", "6", "--no-progress",
+               "-o", str(out)])  # fmt: skip
+    assert rc == 0
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    # Reference: FVDStats fed the whole clips directly (it keeps their first 16 frames).
+    ref = load_fvd(weights)
+    for video in sorted(FVD_VIDEOS):
+        ref.add(_clip(pred, video), _clip(gt, video))
+    assert ref.pred.n == 2 and ref.skipped == 1
+    assert summary["fvd"] == pytest.approx(ref.fvd(), rel=1e-9)
+    assert summary["fvd"] > 1e-3  # noisy predictions are not the real clips
+    assert summary["mean"]["fvd"] == summary["fvd"]
+    assert (summary["fvd_clips"], summary["fvd_skipped"]) == (2, 1)
+    assert ref.weights[:16] in summary["implementations"]["fvd"]
+    assert "fvd" in capsys.readouterr().out
+    # The same folder on both sides: the feature Gaussians coincide, FVD is 0.
+    rc = main(["evaluate", "--pred", str(gt), "--gt", str(gt), "--metrics", "fvd",
+               "--fvd-weights", str(weights), "--no-progress", "-o", str(root / "same.csv")])  # fmt: skip
+    assert rc == 0
+    same = json.loads((root / "same.summary.json").read_text())
+    assert abs(same["fvd"]) < 1e-6 * summary["fvd"]
+
+
+@pytest.mark.parametrize(
+    ("weights", "needle"),
+    [
+        (None, "--fvd-weights"),
+        ("absent.pt", "does not exist"),
+        ("garbage.pt", "without running code"),
+        ("wrong.pt", "does not match the I3D"),
+    ],
+)
+def test_fvd_weights_errors_are_one_line_and_write_nothing(fvd_world, tmp_path, capsys,
+                                                           weights, needle):  # fmt: skip
+    _, pred, gt, _ = fvd_world
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "wrong.pt")
+    out = tmp_path / "m.csv"
+    argv = ["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "ssim,fvd",
+            "--no-progress", "-o", str(out)]  # fmt: skip
+    if weights:
+        argv += ["--fvd-weights", str(tmp_path / weights)]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and err.count("\n") == 1, err
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+
+
+def test_fvd_needs_two_clips_long_enough(tmp_path, capsys):
+    pred, gt = make_phoenix(tmp_path, {"a": 16, "b": 4})
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"never read: the clips are checked first")
+    rc = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "fvd",
+               "--fvd-weights", str(weights), "-o", str(tmp_path / "m.csv")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "2 videos of 16+ frames" in err and "1 of 2" in err
+
+
+def test_distributed_fvd_equals_single_process(fvd_world, tmp_path):
+    pytest.importorskip("ray")
+    from pipelines.evaluate import ray_results
+
+    _, pred, gt, weights = fvd_world
+    base = dict(metrics=("ssim", "flicker", "fvd"), fvd_weights=str(weights), batch_size=6)
+    single = run_evaluation(EvalConfig(str(pred), str(gt), str(tmp_path / "s.csv"), **base),
+                            progress=False)  # fmt: skip
+    ray_run = run_evaluation(EvalConfig(str(pred), str(gt), str(tmp_path / "r.csv"), **base),
+                             progress=False, workers=2, distributed=ray_results)  # fmt: skip
+    assert ray_run["fvd"] == pytest.approx(single["fvd"], rel=1e-9)
+    assert (ray_run["fvd_clips"], ray_run["fvd_skipped"]) == (2, 1)
+    assert (tmp_path / "s.csv").read_text() == (tmp_path / "r.csv").read_text()

@@ -38,6 +38,7 @@ from model_helpers import assert_same_video
 from pipelines.ledger import Ledger, read_events, read_ledger
 from pipelines.render_many import (
     EXIT_CLIPS_FAILED,
+    JOB_FILE,
     ClusterSettings,
     FrameRenderer,
     Mp4Sink,
@@ -302,6 +303,137 @@ def test_full_disk_mid_job_keeps_finished_clips_and_drops_the_staging(ray_sessio
         assert len(_frames(out / f"{cid}.mp4")) == FRAMES
 
 
+# ---- temporal jobs ---------------------------------------------------------------------------
+TEMPORAL = ["--temporal", "--window", "3", "--overlap", "1"]  # 2 windows per 4-frame clip
+
+
+@pytest.fixture(scope="module")
+def motion_model_dir(model_dir, tmp_path_factory) -> Path:
+    """The tiny model plus a motion module whose output projections are random: a
+    zero-initialised module would leave the per-frame frames (test_temporal_render), so a
+    job that ignored --temporal would pass the comparisons below."""
+    import shutil
+
+    import torch
+
+    from signgen.models.motion import MotionModuleConfig, build_motion_module, save_motion_module
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    path = tmp_path_factory.mktemp("motion") / "tiny"
+    shutil.copytree(model_dir, path)
+    unet = FPDMPipeline.from_pretrained(path).unet
+    config = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8, max_frames=16)
+    motion = build_motion_module(unet, config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in motion.named_parameters():
+            if "proj_out" in name:  # the zero-initialised output projections
+                param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+    save_motion_module(motion, path)
+    return path
+
+
+def test_temporal_model_stage_renders_clips_like_render_temporal(world, motion_model_dir):
+    """ClipRenderer (no Ray): a batch of two clips and an error row gives, frame for frame,
+    what FPDMPipeline.render gives per clip with the same temporal options (within TOL:
+    windows of two clips share model calls), and not the per-frame frames."""
+    from pipelines.render_many import ClipRenderer, read_clip
+    from signgen.keypoints import load_keypoints
+    from signgen.sampling.options import RenderOptions
+    from signgen.sampling.pipeline import FPDMPipeline
+    from signgen.video import read_first_frame
+
+    specs = read_manifest(world.bad)
+    rows = [r for s in (specs[0], specs[1], specs[-1]) for r in read_clip(vars(s), temporal=True)]
+    assert len(rows) == 3 and rows[-1]["error"]  # one row per clip
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    for key in ("points", "source_points"):
+        batch[key] = np.stack([r[key] for r in rows])  # (b, 133, 3)
+    opts = dict(steps=STEPS, temporal=True, window=3, overlap=1, batch_size=6)
+    stage = ClipRenderer(RenderSettings(model=str(motion_model_dir), **opts), "cpu")
+    outs = list(stage(batch))
+    out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    pipe = FPDMPipeline.from_pretrained(motion_model_dir)
+    for spec in specs[:2]:
+        first, kp = read_first_frame(spec.video), load_keypoints(spec.keypoints)
+        want = pipe(first, kp, RenderOptions(seed=spec.seed, **opts))
+        per_frame = pipe(first, kp, RenderOptions(seed=spec.seed, steps=STEPS, batch_size=6))
+        mine = np.flatnonzero(out["clip_id"] == spec.clip_id)
+        assert sorted(out["frame_index"][mine]) == list(range(FRAMES))
+        for j in mine:
+            got = np.frombuffer(out["frame"][j], np.uint8).reshape(H, W, 3).astype(np.int16)
+            t = int(out["frame_index"][j])
+            assert np.abs(got - want[t]).max() <= TOL
+            assert np.abs(got - per_frame[t]).max() > 10  # the motion module acted
+    bad = np.flatnonzero(out["clip_id"] == "broken")
+    assert len(bad) == 1 and out["frame"][bad[0]] == b"" and out["error"][bad[0]]
+
+
+def test_temporal_job_matches_render_temporal_and_resumes_only_with_its_options(
+    ray_session, world, motion_model_dir, reference, tmp_path, capsys
+):  # fmt: skip
+    """render-many --temporal on a local Ray (2 actors, clips batched 3 per call) writes
+    what `signgen render --temporal` writes per clip, not the per-frame videos; job.json
+    records the temporal options and a resume with other ones is refused in one line."""
+    import torch
+
+    from pipelines.app import main
+
+    clips = world.rows[:3]
+    manifest = tmp_path / "clips.csv"
+    _write_manifest(manifest, [(c, str(world.root / v), str(world.root / k), seed)
+                               for c, v, k, seed in clips])  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CPU actors (see the module docstring)
+    try:
+        for clip_id, video, keypoints, seed in clips:
+            argv = ["render", "--video", str(world.root / video), "--keypoints",
+                    str(world.root / keypoints), "--model", str(motion_model_dir), "--steps",
+                    str(STEPS), "--seed", str(seed), "--device", "cpu", "--batch-size", "3",
+                    *TEMPORAL, "-o", str(tmp_path / f"ref_{clip_id}.mp4")]  # fmt: skip
+            assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "out"
+    job = ["render-many", "--manifest", str(manifest), "--out", str(out), "--model",
+           str(motion_model_dir), "--workers", "2", "--batch-size", "3", "--steps", str(STEPS),
+           "--device", "cpu", "--address", ray_session.address, "-q"]  # fmt: skip
+    assert main([*job, *TEMPORAL]) == 0
+    for clip_id, *_ in clips:
+        assert_same_video(out / f"{clip_id}.mp4", tmp_path / f"ref_{clip_id}.mp4")
+        temporal, per_frame = _frames(out / f"{clip_id}.mp4"), _frames(reference[clip_id])
+        assert np.abs(temporal - per_frame).mean() > 5  # --temporal was not ignored
+    recorded = json.loads((out / JOB_FILE).read_text())["render"]
+    assert (recorded["temporal"], recorded["window"], recorded["overlap"]) == (True, 3, 1)
+    capsys.readouterr()
+    assert main([*job, "--temporal", "--window", "4", "--overlap", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "window: 3 -> 4" in err
+    assert main(job) == 2  # the same folder without --temporal
+    assert "temporal: True -> None" in capsys.readouterr().err
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    assert main([*job, *TEMPORAL]) == 0  # the same options: nothing to do
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes
+
+
+@pytest.mark.parametrize(("model", "extra", "needle"), [
+    ("model_dir", [], "needs a model with a motion module"),
+    ("motion_model_dir", ["--window", "17"], "longer than this motion module's 16 frames"),
+])  # fmt: skip
+def test_temporal_job_the_model_cannot_render_is_one_line(request, tmp_path, capsys, model,
+                                                         extra, needle):  # fmt: skip
+    """Checked on the driver, before Ray starts (the actors would fail one by one)."""
+    from pipelines.app import main
+
+    (tmp_path / "m.csv").write_text("clip_id,video,keypoints\na,v.mp4,k.json\n")
+    rc = main(["render-many", "--manifest", str(tmp_path / "m.csv"), "--out",
+               str(tmp_path / "o"), "--model", str(request.getfixturevalue(model)),
+               "--temporal", *extra])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "o" / "ledger.jsonl").exists()
+
+
 # ---- pieces without Ray ----------------------------------------------------------------------
 def test_manifest_paths_seeds_and_errors(tmp_path):
     (tmp_path / "m.csv").write_text("clip_id,video,keypoints,sample,seed\na,v.mp4,k.json,,\n"
@@ -449,6 +581,26 @@ def test_job_file_refuses_other_settings(tmp_path):
     check_job_file(tmp_path, RenderSettings(steps=20))
     with pytest.raises(InputError, match="steps: 20 -> 10"):
         check_job_file(tmp_path, RenderSettings(steps=10))
+
+
+def test_job_file_records_temporal_options(tmp_path):
+    """Per-frame jobs keep their job files (no temporal keys); a temporal job records its
+    options, and any change of them, or dropping --temporal, is refused."""
+    check_job_file(tmp_path, RenderSettings(steps=20))
+    assert "temporal" not in json.loads((tmp_path / JOB_FILE).read_text())["render"]
+    with pytest.raises(InputError, match="temporal: None -> True"):
+        check_job_file(tmp_path, RenderSettings(steps=20, temporal=True))
+    job = tmp_path / "temporal"
+    job.mkdir()
+    settings = RenderSettings(steps=20, temporal=True, window=8, taper="linear")
+    check_job_file(job, settings)
+    check_job_file(job, settings)
+    with pytest.raises(InputError, match="taper: 'linear' -> 'uniform'"):
+        check_job_file(job, settings.replace(taper="uniform"))
+    with pytest.raises(InputError, match="overlap: None -> 2"):
+        check_job_file(job, settings.replace(overlap=2))
+    with pytest.raises(InputError, match="window: 8 -> None"):
+        check_job_file(job, RenderSettings(steps=20))
 
 
 def test_cluster_settings_errors():

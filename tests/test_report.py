@@ -71,6 +71,34 @@ def test_report_html_is_self_contained(tmp_path):
     assert "structural_similarity" in text  # implementations are listed
 
 
+def test_report_shows_fvd_and_temporal_consistency_per_signer(tmp_path):
+    """Signer05's row has the mean over its two clips of each clip's temporal consistency
+    difference and flicker error (the summary's per-clip values, from the frames); the
+    summary's FVD is in the overall table."""
+    import json
+
+    import pandas as pd
+
+    from signgen.metrics.report import render_report
+
+    metrics = _make_eval(tmp_path)
+    summary_file = tmp_path / "metrics.summary.json"
+    summary = json.loads(summary_file.read_text())
+    clips = [c for c in summary["per_clip"] if c["signer"] == "Signer05"]
+    assert len(clips) == 2
+    tc = np.mean([c["temporal_consistency_diff"] for c in clips])
+    fe = np.mean([c["flicker_error"] for c in clips])
+    assert summary["per_signer"]["Signer05"]["temporal_consistency_diff"] == pytest.approx(tc)
+    assert summary["per_signer"]["Signer05"]["flicker_error"] == pytest.approx(fe)
+    summary["mean"]["fvd"] = 123.4567
+    text = render_report(pd.read_csv(metrics), summary, worst=0)
+    table = text.split("id='per-signer'")[1].split("</table>")[0]
+    assert "temporal_consistency_diff" in table and "flicker_error" in table
+    row = table.split("Signer05")[1].split("</tr>")[0]
+    assert f"{tc:.3f}" in row and f"{fe:.3f}" in row
+    assert "FVD (I3D, StyleGAN-V convention)" in text and "123.457" in text
+
+
 def test_report_rejects_a_non_metrics_file(tmp_path, capsys):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")

@@ -378,3 +378,32 @@ def test_the_windowed_loop_holds_a_2000_frame_clip_in_the_memory_of_a_100_frame_
     short, long = _loop_peak(100, 1), _loop_peak(2000, 1)
     assert long <= 1.3 * short, (short, long)
     assert _loop_peak(2000, 10_000) > 5 * short  # all windows at once: the test can fail
+
+
+def test_a_loop_that_consumes_its_noise_holds_one_clip_copy_less_and_gives_the_same_latents():
+    """render_clips lets the loop denoise the clip's noise in place (consume_noise): the
+    (T, c, h, w) copy of the latents is never made, the result is the same."""
+    from signgen.models.schedulers import make_scheduler
+    from signgen.sampling.loop import sample
+    from signgen.sampling.windows import window_plan
+
+    def predict(spans, model_input, t):
+        return torch.stack([model_input(s, e) * 0.5 for s, e in spans])  # (n, L, 4, 8, 8)
+
+    def peak(consume: bool) -> int:
+        with LiveTensorBytes() as counter:  # the noise is made inside: it counts too
+            noise = torch.randn(2000, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+            sample(predict, make_scheduler("ddim"), noise, 1, windows=window_plan(2000, 16, 4),
+                   consume_noise=consume)  # fmt: skip
+        return counter.peak
+
+    clip = 2000 * 4 * 8 * 8 * 4  # bytes of the clip's latents
+    assert peak(False) - peak(True) >= 0.9 * clip
+
+    noise = torch.randn(40, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    kept = noise.clone()
+    ref = sample(predict, make_scheduler("euler"), kept, 3, windows=[(0, 16), (12, 28), (24, 40)])
+    out = sample(predict, make_scheduler("euler"), noise, 3, windows=[(0, 16), (12, 28), (24, 40)],
+                 consume_noise=True)  # fmt: skip
+    assert out is noise and torch.equal(out, ref)
+    assert not torch.equal(kept, ref)  # without it the caller's noise is left alone

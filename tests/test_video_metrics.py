@@ -175,11 +175,13 @@ def test_i3d_weights_load_from_a_state_dict_and_run(tmp_path):
 
     save_file(net.state_dict(), str(tmp_path / "i3d.safetensors"))
     also = load_i3d(tmp_path / "i3d.safetensors", width_divisor=16)
+    inferred = load_i3d(path)  # the width read from the file (as `signgen evaluate` loads)
+    assert inferred.feature_dim == net.feature_dim < 1024
     clip = torch.rand(1, 3, 9, 224, 224) * 2 - 1  # the shortest clip I3D takes
     with torch.no_grad():
-        ref, out, out2 = net(clip), loaded(clip), also(clip)
+        ref, out, out2, out3 = net(clip), loaded(clip), also(clip), inferred(clip)
     assert ref.shape == (1, 400)
-    assert torch.equal(out, ref) and torch.equal(out2, ref)
+    assert torch.equal(out, ref) and torch.equal(out2, ref) and torch.equal(out3, ref)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # building the archive

@@ -3,13 +3,14 @@
 Light on import (the CLI reads the names below); the metric code lives in submodules:
 ``ssim`` (SSIM variants, PSNR), ``perceptual`` (LPIPS), ``fid`` (Inception features,
 Frechet distance), ``hand`` (Hand SSIM, Hand PE, the hand detector interface),
-``evaluate`` (``signgen evaluate``), ``report`` (``signgen report``).
+``video`` (flicker, temporal consistency, I3D and FVD), ``evaluate`` (``signgen evaluate``),
+``report`` (``signgen report``).
 """
 
 from __future__ import annotations
 
 # Metrics ``signgen evaluate --metrics`` accepts, and the default selection.
-ALL_METRICS = ("ssim", "psnr", "lpips", "fid", "hand_ssim", "hand_pe", "flicker")
+ALL_METRICS = ("ssim", "psnr", "lpips", "fid", "hand_ssim", "hand_pe", "flicker", "fvd")
 KNOWN_METRICS = (*ALL_METRICS, "ssim_df", "ssim_256")
 DEFAULT_METRICS = ("ssim", "psnr", "flicker")
 

@@ -27,11 +27,17 @@ metrics (per frame unless noted):
              --hand-config/--hand-checkpoint, an mmpose HRNetv2 hand model); with
              --hand-detector mediapipe: MediaPipe Hands, no weights, reported under its own
              name hand_pe_mediapipe (not comparable with the paper's HRNetv2 Hand PE)
-  flicker    mean |frame_t - frame_t-1| of the generated clip, and its ratio to the GT's
+  flicker    per clip: mean |frame_t - frame_t-1| of the generated clip, its ratio to and
+             difference from the GT's, and the temporal consistency mean |f_t - (f_t-1 +
+             f_t+1) / 2| (interior frames) of both clips (docs/temporal.md)
+  fvd        per run, like FID: FVD in the StyleGAN-V convention (each clip's first 16
+             frames, short side 224 + centre crop, I3D logits, Frechet distance); needs
+             --fvd-weights and 2+ videos of 16+ frames; shorter videos are left out, counted
 
 outputs:
   OUT.csv or OUT.parquet: one row per frame (video, signer, frame, one column per metric);
-  OUT.summary.json: means, FID, per-clip flicker, per-signer means, implementations.
+  OUT.summary.json: means, FID, FVD, per-clip flicker and temporal consistency,
+  per-signer means, implementations (FVD: with the I3D weights' SHA-256).
 
 examples:
   signgen evaluate --pred out/test --gt PHOENIX-2014-T/features/fullFrame-210x260px/test \\
@@ -39,6 +45,8 @@ examples:
       --metrics ssim,hand_ssim,fid --fid-weights pt_inception-2015-12-05-6726825d.pth \\
       -o metrics.csv
   signgen evaluate --pred out --gt gt --workers 4 -o metrics.parquet   # on a local Ray
+  signgen evaluate --pred out --gt gt --metrics ssim,flicker,fvd \
+      --fvd-weights i3d_pretrained_400.pt -o metrics.csv
   signgen report metrics.csv -o report.html
 """
 
@@ -59,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "evaluate",
-        help="per-frame SSIM/PSNR/LPIPS/FID/hand metrics of generated vs ground-truth videos",
+        help="SSIM/PSNR/LPIPS/FID/hand/flicker/FVD metrics of generated vs ground-truth videos",
         description="Compare generated videos with the ground truth, frame by frame.",
         epilog=EVALUATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,6 +113,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fid-cache",
         help="folder caching the ground-truth FID statistics, keyed by the GT file list, "
         "variant and size (default: no cache)",
+    )
+    p.add_argument(
+        "--fvd-weights",
+        metavar="PATH",
+        help="I3D weights for fvd: a LOCAL state dict (.pt/.pth/.safetensors) of the PyTorch "
+        "I3D port, Kinetics-400 RGB (e.g. i3d_pretrained_400.pt); TorchScript archives are "
+        "refused (they run code)",
     )
     p.add_argument("--hand-config", help="mmpose HRNetv2 hand model config (.py) for hand_pe")
     p.add_argument("--hand-checkpoint", help="its checkpoint (.pth)")
@@ -170,6 +185,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         fid_weights=args.fid_weights,
         fid_variant=args.fid_variant,
         fid_cache=args.fid_cache,
+        fvd_weights=args.fvd_weights,
         hand_config=args.hand_config,
         hand_checkpoint=args.hand_checkpoint,
         hand_detector=args.hand_detector,
@@ -193,8 +209,8 @@ def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
     from signgen.fileio import refuse_overwriting_inputs
     from signgen.metrics.evaluate import summary_path
 
-    options = ("pred", "gt", "corpus", "keypoints", "lpips_weights", "fid_weights", "fid_cache",
-               "hand_config", "hand_checkpoint")  # fmt: skip
+    options = ("pred", "gt", "corpus", "keypoints", "lpips_weights", "fid_weights",
+               "fvd_weights", "fid_cache", "hand_config", "hand_checkpoint")  # fmt: skip
     inputs = {"--" + o.replace("_", "-"): getattr(args, o) for o in options}
     for path in (args.output, summary_path(args.output)):
         refuse_overwriting_inputs(path, inputs)

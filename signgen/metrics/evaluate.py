@@ -7,8 +7,10 @@ ray_results``, and its results go through the same steps 4-5):
 1. check the inputs: match videos, count frames, read signers (no model loaded yet);
 2. load the metric models once (:class:`FrameEvaluator`);
 3. per video, stream frames in batches of ``batch_size``: SSIM, PSNR, LPIPS, hand metrics
-   and the frame-to-frame differences per frame; Inception features for FID;
-4. gather: per-frame rows, FID feature statistics (float64 sums), per-clip flicker;
+   and the frame-to-frame differences per frame; Inception features for FID; for FVD the
+   clip's first 16 frames are kept (never more) and turn into one I3D feature per clip;
+4. gather: per-frame rows, FID and FVD feature statistics (float64 sums), per-clip flicker
+   and temporal consistency;
 5. write the table atomically (csv or parquet by extension) and ``OUT.summary.json``.
 """
 
@@ -55,6 +57,7 @@ from signgen.metrics.io import (
     signer_of,
 )
 from signgen.metrics.ssim import SSIM_VARIANTS, psnr, ssim_uint8
+from signgen.metrics.video import FVD_FRAMES, FVDStats, file_sha256, load_fvd, load_i3d
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class EvalConfig:
     fid_weights: str | None = None
     fid_variant: str = "standard"
     fid_cache: str | None = None  # folder for cached real-set statistics; None: no cache
+    fvd_weights: str | None = None  # I3D state dict (signgen.metrics.video.load_i3d)
     hand_config: str | None = None
     hand_checkpoint: str | None = None
     hand_detector: str = "hrnetv2"  # Hand PE detector, reported as HAND_PE_DETECTORS[it]
@@ -98,6 +102,11 @@ class EvalConfig:
             raise InputError(
                 "hand_ssim/hand_pe need the ground-truth keypoints: pass --keypoints "
                 "(an MSKA pickle or a folder of signgen JSON named by video)"
+            )
+        if "fvd" in self.metrics and not self.fvd_weights:
+            raise InputError(
+                "fvd needs the I3D weights: pass --fvd-weights PATH, a local state dict of the "
+                "PyTorch I3D port (Kinetics-400 RGB, e.g. i3d_pretrained_400.pt)"
             )
         suffix = Path(self.output).suffix.lower()
         if suffix not in (".csv", ".parquet"):
@@ -148,11 +157,18 @@ def plan_evaluation(config: EvalConfig) -> EvalPlan:
         p.signer = signer_of(p.key, corpus)
     if config.keypoints:
         KeypointStore(config.keypoints, config.sample_key)  # existence check
-    _check_weights(config)
     empty = [p.key for p in pairs if p.num_frames == 0]
     if empty:
         raise InputError(f"videos without frames: {', '.join(empty[:10])}")
     mismatches = [p.mismatch for p in pairs if p.mismatch]
+    if "fvd" in config.metrics:
+        long_enough = sum(p.num_frames >= FVD_FRAMES for p in pairs)
+        if long_enough < 2:
+            raise InputError(
+                f"fvd needs at least 2 videos of {FVD_FRAMES}+ frames (its clips are their "
+                f"first {FVD_FRAMES} frames); {long_enough} of {len(pairs)} have that many"
+            )
+    _check_weights(config)  # last: the I3D weights are loaded to check them
     return EvalPlan(pairs, sum(p.num_frames for p in pairs), mismatches)
 
 
@@ -180,6 +196,10 @@ def _check_weights(config: EvalConfig) -> None:
         for opt, path in hand_files.items():
             if path and not Path(path).is_file():
                 raise MissingWeightsError(f"{opt} not found: {path}")
+    if "fvd" in config.metrics:
+        # Loaded here, on the driver, so that a wrong file is one line before any work
+        # (Ray workers load it again); the real network's weights take about a second.
+        load_i3d(config.fvd_weights)  # MissingWeightsError / FormatError
 
 
 # --------------------------------------------------------------------------- step 2-3
@@ -193,6 +213,11 @@ class BatchResult:
     pred_feats: np.ndarray | None = None  # (N, 2048) float32
     gt_feats: np.ndarray | None = None  # (N, 2048) float32
     hands_skipped: int = 0
+    # FVD: I3D features (K, D) float64 of the K clips whose first FVD_FRAMES frames ended in
+    # this batch (K is 0 or 1 per video), and the clips too short for FVD.
+    fvd_pred_feats: np.ndarray | None = None
+    fvd_gt_feats: np.ndarray | None = None
+    fvd_skipped: int = 0
 
 
 def _batched(it: Iterable, n: int) -> Iterator[list]:
@@ -215,6 +240,7 @@ class FrameEvaluator:
         self.device = str(resolve_device(config.device))  # the metric libraries take text
         self.lpips = None
         self.inception = None
+        self.fvd: FVDStats | None = None
         self.need_gt_features = need_gt_features
         if "lpips" in self.metrics:
             from signgen.metrics.perceptual import LPIPSMetric
@@ -224,6 +250,8 @@ class FrameEvaluator:
             self.inception = fidlib.InceptionFeatures(
                 config.fid_variant, config.fid_weights, self.device
             )
+        if "fvd" in self.metrics:
+            self.fvd = load_fvd(config.fvd_weights, self.device)
         self.detector = hand_detector
         if "hand_pe" in self.metrics and self.detector is None:
             self.detector = load_hand_detector(
@@ -249,12 +277,27 @@ class FrameEvaluator:
         seq = None
         prev_p = prev_g = None
         start = 0
+        # FVD keeps the clip's first FVD_FRAMES frames (the clip it scores), nothing more.
+        fvd = self.fvd is not None and pair.num_frames >= self.fvd.clip_frames
+        fvd_p: list[np.ndarray] = []
+        fvd_g: list[np.ndarray] = []
         for batch in _batched(self._frames(pair), self.config.batch_size):
             if need_kp and start == 0:  # GT keypoints are in the GT frames' pixel space
                 seq = self.keypoints.get(pair.key, size=self._gt_size)
             pred_np = np.stack([b[0] for b in batch])  # (B, H, W, 3) uint8
             gt_np = np.stack([b[1] for b in batch])
             res = self._evaluate_batch(pair, start, pred_np, gt_np, seq, prev_p, prev_g)
+            if self.fvd is not None and start == 0 and not fvd:
+                res.fvd_skipped = 1  # known from the frame count: StyleGAN-V drops it too
+            if fvd and len(fvd_p) < self.fvd.clip_frames:
+                need = self.fvd.clip_frames - len(fvd_p)
+                fvd_p.extend(pred_np[:need])
+                fvd_g.extend(gt_np[:need])
+                if len(fvd_p) == self.fvd.clip_frames:
+                    res.fvd_pred_feats = self.fvd.features(np.stack(fvd_p))[None]  # (1, D)
+                    res.fvd_gt_feats = self.fvd.features(np.stack(fvd_g))[None]
+                    fvd_p, fvd_g = [], []
+                    fvd = False
             # The clip's last two frames so far: flicker and temporal consistency stream.
             prev_p = _last_two(prev_p, pred_np)
             prev_g = _last_two(prev_g, gt_np)
@@ -456,6 +499,17 @@ def per_clip(df: pd.DataFrame) -> list[dict[str, Any]]:
     return clips
 
 
+# The per-clip temporal metrics (per_clip), averaged over clips per signer.
+CLIP_METRICS = ("flicker", "flicker_gt", "flicker_ratio", "flicker_error", "temporal_consistency",
+                "temporal_consistency_gt", "temporal_consistency_diff")  # fmt: skip
+
+
+def clip_means(clips: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean over ``clips`` (rows of :func:`per_clip`) of each temporal metric they have."""
+    keys = [k for k in CLIP_METRICS if clips and k in clips[0]]
+    return {k: _nanmean(np.array([c[k] for c in clips], dtype=np.float64)) for k in keys}
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -484,6 +538,9 @@ class Gatherer:
         self.gt_stats = fidlib.FeatureStats()
         self.cached_gt = gt_stats  # (mu, sigma, n) or None
         self.hands_skipped = 0
+        self.fvd_stats: FVDStats | None = None
+        if "fvd" in config.metrics:  # the features come computed (FrameEvaluator)
+            self.fvd_stats = FVDStats(None, weights=file_sha256(config.fvd_weights))
 
     def add(self, res: BatchResult) -> int:
         self.chunks.append(pd.DataFrame(res.rows))
@@ -492,6 +549,10 @@ class Gatherer:
         if res.gt_feats is not None:
             self.gt_stats.update(res.gt_feats)
         self.hands_skipped += res.hands_skipped
+        if self.fvd_stats is not None:
+            self.fvd_stats.skipped += res.fvd_skipped
+            if res.fvd_pred_feats is not None and len(res.fvd_pred_feats):
+                self.fvd_stats.add_features(res.fvd_pred_feats, res.fvd_gt_feats)
         return len(res.rows["frame"])
 
     def table(self) -> pd.DataFrame:
@@ -525,6 +586,9 @@ class Gatherer:
             "mean": aggregate(df),
             "fid": None,
             "fid_variant": cfg.fid_variant if "fid" in cfg.metrics else None,
+            "fvd": None,
+            "fvd_clips": None,  # clips FVD compared, and those left out as too short
+            "fvd_skipped": None,
             "hands_skipped": self.hands_skipped
             if {"hand_ssim", "hand_pe"} & set(cfg.metrics)
             else None,
@@ -534,6 +598,13 @@ class Gatherer:
         if "fid" in cfg.metrics:
             summary["fid"] = self.fid()
             summary["mean"]["fid"] = summary["fid"]
+        if self.fvd_stats is not None:
+            summary["fvd"] = summary["mean"]["fvd"] = self.fvd_stats.fvd()
+            summary["fvd_clips"] = self.fvd_stats.pred.n
+            summary["fvd_skipped"] = self.fvd_stats.skipped
+            summary["implementations"]["fvd"] = (
+                self.fvd_stats.describe() + f"; weights {Path(cfg.fvd_weights).name}"
+            )
         clips = per_clip(df)
         summary["per_clip"] = clips
         if "flicker" in cfg.metrics:
@@ -547,8 +618,9 @@ class Gatherer:
                       "temporal_consistency_diff"):  # fmt: skip
                 summary["mean"][k] = _nanmean(np.array([c.get(k, math.nan) for c in clips]))
         summary["per_signer"] = (
-            {str(s): aggregate(g) for s, g in df.groupby("signer", sort=True)} if len(df) else {}
-        )
+            {str(s): {**aggregate(g), **clip_means([c for c in clips if c["signer"] == s])}
+             for s, g in df.groupby("signer", sort=True)} if len(df) else {}
+        )  # fmt: skip
         self._write(df, summary)
         return summary
 

@@ -41,7 +41,10 @@ OTHER = (
     ("flicker_gt", "flicker (ground truth)", "{:.3f}"),
     ("flicker_ratio", "flicker ratio (1 = as steady as GT)", "{:.3f}"),
     ("flicker_error", "flicker error |generated - GT| ↓", "{:.3f}"),
+    ("temporal_consistency", "temporal consistency (generated)", "{:.3f}"),
+    ("temporal_consistency_gt", "temporal consistency (ground truth)", "{:.3f}"),
     ("temporal_consistency_diff", "temporal consistency, generated - GT", "{:.3f}"),
+    ("fvd", "FVD (I3D, StyleGAN-V convention) ↓", "{:.3f}"),
 )
 
 CSS = """
@@ -114,7 +117,8 @@ def _overall(df: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
 
     values: dict[str, Any] = aggregate(df)
     mean = summary.get("mean") or {}
-    for k in ("fid", "flicker", "flicker_gt", "flicker_ratio", "flicker_error",
+    for k in ("fid", "fvd", "flicker", "flicker_gt", "flicker_ratio", "flicker_error",
+              "temporal_consistency", "temporal_consistency_gt",
               "temporal_consistency_diff"):  # fmt: skip
         if k in mean:
             values[k] = mean[k]
@@ -148,26 +152,25 @@ def _other_html(values: dict[str, Any]) -> str:
 
 
 def _per_signer(df: pd.DataFrame) -> pd.DataFrame:
-    from signgen.metrics.evaluate import aggregate, per_clip
+    from signgen.metrics.evaluate import aggregate, clip_means, per_clip
 
-    clips = pd.DataFrame(per_clip(df))
+    clips = per_clip(df)
     rows = []
     for signer, g in df.groupby("signer", sort=True):
         row: dict[str, Any] = {"signer": signer, "videos": g["video"].nunique(), "frames": len(g)}
         row.update(aggregate(g))
         row.pop("psnr_infinite_frames", None)
-        if "flicker_ratio" in clips:
-            row["flicker_ratio"] = float(
-                np.nanmean(clips.loc[clips["signer"] == signer, "flicker_ratio"])
-            )
+        row.update(clip_means([c for c in clips if c["signer"] == signer]))  # per-clip means
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _per_signer_html(table: pd.DataFrame) -> str:
-    wanted = ("ssim", "hand_ssim", "hand_pe", "psnr", "lpips", "flicker_ratio")
+    wanted = ("ssim", "hand_ssim", "hand_pe", "psnr", "lpips", "flicker_ratio",
+              "flicker_error", "temporal_consistency_diff")  # fmt: skip
     cols = [c for c in wanted if c in table]
-    fmts = {"hand_pe": "{:.2f}", "psnr": "{:.3f}", "flicker_ratio": "{:.3f}"}
+    fmts = {"hand_pe": "{:.2f}", "psnr": "{:.3f}", "flicker_ratio": "{:.3f}",
+            "flicker_error": "{:.3f}", "temporal_consistency_diff": "{:.3f}"}  # fmt: skip
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("signer", "videos", "frames", *cols))
     body = []
     for _, r in table.iterrows():

@@ -233,11 +233,13 @@ class InceptionI3d(nn.Module):
 
 
 def load_i3d(
-    path: str | Path | None, *, width_divisor: int = 1, num_classes: int = 400,
+    path: str | Path | None, *, width_divisor: int | None = None, num_classes: int = 400,
     bn_eps: float = 1e-3,
 ) -> InceptionI3d:  # fmt: skip
     """:class:`InceptionI3d` with the weights of a local state-dict file (``.pt``/``.pth``
-    read with ``torch.load(weights_only=True)``, or ``.safetensors``), in eval mode."""
+    read with ``torch.load(weights_only=True)``, or ``.safetensors``), in eval mode.
+    ``width_divisor`` None: read from the first convolution's width in the file (1 for the
+    real network; the strict load checks every other shape)."""
     if not path or not Path(path).is_file():
         raise MissingWeightsError(
             f"FVD needs I3D weights{f' ({path} does not exist)' if path else ''}: a state "
@@ -265,6 +267,10 @@ def load_i3d(
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise FormatError(f"{path} holds a {type(sd).__name__}, expected a state dict")
+    if width_divisor is None:
+        first = sd.get("Conv3d_1a_7x7.conv3d.weight")
+        width = first.shape[0] if isinstance(first, torch.Tensor) and first.ndim == 5 else 64
+        width_divisor = max(1, 64 // max(1, int(width)))
     net = InceptionI3d(num_classes, width_divisor=width_divisor, bn_eps=bn_eps)
     try:
         net.load_state_dict(sd, strict=True)
@@ -314,10 +320,12 @@ class FVDStats:
 
     ``network`` maps (B, 3, T, size, size) in [-1, 1] to features (B, D) (an
     :class:`InceptionI3d`, or any module for tests); ``weights`` names its weights (the
-    file's SHA-256) in :meth:`describe`.
+    file's SHA-256) in :meth:`describe`. Without a network the statistics gather features
+    computed elsewhere (:meth:`add_features`: ``signgen evaluate``'s workers compute them,
+    its driver gathers them).
     """
 
-    network: nn.Module
+    network: nn.Module | None
     weights: str = "unnamed"
     clip_frames: int = FVD_FRAMES
     size: int = I3D_SIZE
@@ -333,6 +341,7 @@ class FVDStats:
     @torch.no_grad()
     def features(self, clip: np.ndarray) -> np.ndarray:
         """(D,) float64 features of one clip's first ``clip_frames`` frames."""
+        assert self.network is not None, "statistics without a network gather features only"
         x = i3d_preprocess(clip[: self.clip_frames], self.size)[None]  # (1, 3, T, S, S)
         p = next(self.network.parameters(), None)
         x = x.to(self.device, p.dtype if p is not None else torch.float32)
@@ -344,9 +353,14 @@ class FVDStats:
         if len(pred) < self.clip_frames or len(gt) < self.clip_frames:
             self.skipped += 1
             return False
-        self.pred.update(self.features(pred)[None])
-        self.gt.update(self.features(gt)[None])
+        self.add_features(self.features(pred)[None], self.features(gt)[None])
         return True
+
+    def add_features(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add the features (N, D) of N generated and N real clips (:meth:`features`)."""
+        assert len(pred) == len(gt), (pred.shape, gt.shape)
+        self.pred.update(np.asarray(pred, np.float64))
+        self.gt.update(np.asarray(gt, np.float64))
 
     def fvd(self) -> float:
         """Frechet distance between the generated and the real feature Gaussians."""

@@ -71,6 +71,7 @@ def sample(
     windows_per_call: int = 1,
     generators: Sequence[torch.Generator] | None = None,
     on_run: Callable[[int], None] | None = None,
+    consume_noise: bool = False,
 ) -> torch.Tensor:
     """THE denoising loop: initial noise (T, c, h, w) -> clean latents (T, c, h, w), float32,
     on the noise's device.
@@ -87,13 +88,17 @@ def sample(
     steps (DPM-Solver++'s history, Euler's step index) step each run exactly as they would
     step a batch of its own. ``generators``: one per frame, for ancestral schedulers' noise.
     ``on_run(n)`` is called after each run of n frames has taken a step (progress).
+    ``consume_noise``: scale ``noise`` in place and denoise it as the latents (the returned
+    tensor is ``noise``), instead of a copy: a caller that does not need its noise again
+    saves one clip-sized tensor (a long temporal render's largest).
     """
     t_frames = noise.shape[0]
     windows = list(windows) if windows is not None else [(0, t_frames)]
     if weights is None:
         weights = window_weights(windows)
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    latents = noise * scheduler.init_noise_sigma  # (T, c, h, w) float32
+    sigma = scheduler.init_noise_sigma
+    latents = noise.mul_(sigma) if consume_noise else noise * sigma  # (T, c, h, w) float32
     runs = blend_runs(windows, windows_per_call)
     assert runs[0][0] == 0 and runs[-1][1] == t_frames, (runs[0], runs[-1], t_frames)
     # The copies share the schedule's tensors (alphas, sigmas: replaced by set_timesteps,

@@ -610,6 +610,7 @@ class FPDMPipeline(DiffusionPipeline):
             windows=windows, weights=weights,
             windows_per_call=max(1, opts.batch_size // window), generators=gens,
             on_run=None if progress is None else progress.update,
+            consume_noise=True,  # the clip's noise becomes its latents: one (T, c, h, w) copy
         )  # fmt: skip
         # 6. Decode and 7. map back, per clip in batches of frames.
         for k, clip in enumerate(clips):
