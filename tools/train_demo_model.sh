@@ -10,6 +10,8 @@
 #   5. signgen train fpdm          the same budget without IPF (ablation B3)   -> benchmark
 #      signgen train fpdm          the same budget with MCLD focal conditioning -> benchmark
 #                                  (B6, B3 and MCLD train side by side, one thread each)
+#      signgen train motion        the motion module on the B6 model (frozen) -> demo model's
+#                                  motion_module/ (`signgen render --temporal`)
 #   6. examples/                   first frame, keypoints and ground truth of a held-out
 #                                  test clip
 #   7. benchmarks/synthetic_quality.py on every test clip (model, copy, pose zeroed, B3/MCLD
@@ -97,10 +99,10 @@ train ipf "$WORK/ipf" "$(recipe "$WORLD_KEY ${IPF_ARGS[*]}" $CFG/demo_ipf.yaml $
 # ---- 4./5. FPDM: B6, B3 and MCLD side by side (one thread each) with the same budget
 WORKERS="${WORKERS:-1}"
 FPDM_CONFIG="$CFG/${FPDM_CONFIG:-demo_fpdm.yaml}"
-# preset_value PRESET KEY: train.KEY of a stage-2 preset (after its base: chain).
+# preset_value PRESET KEY [STAGE]: train.KEY of a preset (after its base: chain).
 preset_value() {
   "$PY" -c "from signgen.train.config import load_train_config as l; \
-print(getattr(l('$1', stage='fpdm').train, '$2'))"
+print(getattr(l('$1', stage='${3:-fpdm}').train, '$2'))"
 }
 FPDM=(train.max_steps="$(steps "$(preset_value "$FPDM_CONFIG" max_steps)")"
       train.checkpoint_every="$(steps "$(preset_value "$FPDM_CONFIG" checkpoint_every)")"
@@ -129,11 +131,21 @@ if [ "${SKIP_ABLATION:-0}" != "1" ]; then
 fi
 for pid in "${PIDS[@]}"; do wait "$pid"; done
 
+# ---- 5b. the motion module (temporal FPDM) on the B6 model, which stays frozen
+log "5/7 motion module on the B6 model"
+MOTION_CONFIG=$CFG/demo_motion.yaml
+MOTION_ARGS=(--config "$MOTION_CONFIG" "${COMMON[@]}" motion.base_model="$WORK/fpdm_b6/export"
+             train.max_steps="$(steps "$(preset_value "$MOTION_CONFIG" max_steps motion)")"
+             train.checkpoint_every="$(steps "$(preset_value "$MOTION_CONFIG" checkpoint_every motion)")")
+train motion "$WORK/motion" "$(recipe "$(cat "$WORK/fpdm_b6/.recipe") ${MOTION_ARGS[*]}" \
+  "$MOTION_CONFIG" $CFG/demo_base.yaml)" "${MOTION_ARGS[@]}"
+
 # ---- 6. bundle
 if [ "${BUNDLE:-1}" = "1" ]; then
 log "6/7 export to signgen/assets/demo_model and examples/"
 rm -rf signgen/assets/demo_model.new
 cp -r "$WORK/fpdm_b6/export" signgen/assets/demo_model.new
+cp -r "$WORK/motion/export/motion_module" signgen/assets/demo_model.new/
 rm -rf signgen/assets/demo_model
 mv signgen/assets/demo_model.new signgen/assets/demo_model
 "$PY" - "$WORLD" <<'PYEOF'
