@@ -31,21 +31,26 @@ other Ray clusters on the machine are never touched (no `ray stop`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 pytest.importorskip("ray")
 
 from model_helpers import assert_same_video
-from ray_nodes import LocalCluster, driver_log, wait_for
+from ray_nodes import LocalCluster, _name, driver_log, wait_for
 
 RESOURCE = "signgen_model_node"
 W, H, FRAMES, CLIPS = 32, 40, 4, 6
-STEPS = 4  # the job lasts long enough to be hit mid-way, short enough for the suite
+# The job lasts long enough to be hit mid-way, short enough for the suite. With 4 steps,
+# once the jobs' processes started without torch, a second run could finish its last clips
+# while the head was being killed (that kill walked every process of the machine first).
+STEPS = 8
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -185,17 +190,25 @@ def test_killed_driver_then_killed_head_then_resume(cluster, undisturbed, world,
     first = {cid: (out / f"{cid}.mp4").stat().st_mtime_ns for cid in _done(out)}
     assert 1 <= len(first) < CLIPS - 1, "the job finished before the fault"
 
+    # The head's processes (GCS, raylet, ...) are found now: walking /proc takes a while,
+    # and the kill must land before the job's last clips are done.
+    head = cluster.processes("head")
+    assert any(_name(p) == "gcs_server" for p in head), [_name(p) for p in head]
     proc = cluster.start_signgen(_render_many(world, out))
     try:
         wait_for(lambda: len(_done(out)) > len(first), 600, "a clip of the second run", proc)
-        assert cluster.kill("head") > 0
+        for p in head:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        cluster.kill_driver(proc)
+        cluster.kill("head")  # what the head spawned since
     finally:
         cluster.kill_driver(proc)
-    cluster.kill()  # the other nodes die with their head: start the cluster from scratch
+        cluster.kill()  # the other nodes die with their head: start the cluster from scratch
+        cluster.nodes.clear()
+        _start(cluster)  # also when this test fails: the module's later tests need it
     second = {cid: (out / f"{cid}.mp4").stat().st_mtime_ns for cid in _done(out)}
     assert len(second) < CLIPS, "the job finished before the head was killed"
-    cluster.nodes.clear()
-    _start(cluster)
     res = cluster.signgen(_render_many(world, out))
     assert res.returncode == 0, res.stderr[-3000:]
     # Clips finished before each fault were not rendered again.
