@@ -404,6 +404,12 @@ class FrameRenderer:
             self.sources.popitem(last=False)
         return src, time.perf_counter() - t0
 
+    def _sources(self, batch: dict[str, np.ndarray], rows) -> tuple[list[Any], list[float]]:
+        """The prepared first frames of the batch's ``rows`` and the seconds each took."""
+        found = [self._source(str(batch["clip_id"][i]), batch["source_png"][i],
+                              batch["source_points"][i]) for i in rows]  # fmt: skip
+        return [src for src, _ in found], [secs for _, secs in found]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["clip_id"])
         frames = np.empty(n, dtype=object)
@@ -414,13 +420,7 @@ class FrameRenderer:
         model_s = np.zeros(n, np.float64)
         ok = np.flatnonzero(np.asarray([e == "" for e in batch["error"]]))
         if len(ok):
-            sources = []
-            for i in ok:
-                src, secs = self._source(
-                    str(batch["clip_id"][i]), batch["source_png"][i], batch["source_points"][i]
-                )
-                sources.append(src)
-                source_s[i] = secs
+            sources, source_s[ok] = self._sources(batch, ok)
             t0 = time.perf_counter()
             out = self.pipe.render_frames(
                 sources,
@@ -471,12 +471,8 @@ class ClipRenderer(FrameRenderer):
             yield self._frames_out(batch, bad, [-1] * len(bad), [b""] * len(bad), (0, 0))
         if not ok:
             return
-        sources, source_s = [], {}
-        for i in ok:
-            src, source_s[i] = self._source(
-                str(batch["clip_id"][i]), batch["source_png"][i], batch["source_points"][i]
-            )
-            sources.append(src)
+        sources, seconds = self._sources(batch, ok)
+        source_s = dict(zip(ok, seconds, strict=True))
         points = [np.frombuffer(batch["clip_points"][i], np.float32).reshape(-1, 133, 3)
                   for i in ok]  # (T_k, 133, 3) per clip  # fmt: skip
         done = [0] * len(ok)  # frames of each clip out so far
