@@ -66,10 +66,10 @@ class UNetConfig(PretrainedSection):
     # out_channels) and scheduler.prediction_type "sample"; a UNet built from ``config``
     # then gets a zero ``conv_out``, so the untrained model renders the first frame.
     source_residual: bool = False
-    # Gated source residual (signgen.models.spatial, docs/model.md): one more output channel,
-    # a per-cell change logit g; the prediction is source + sigmoid(g) * residual, so cells
-    # the pose leaves alone can return the first frame exactly. Needs source_residual and
-    # in_channels = 2 x (out_channels - 1).
+    # Gated source residual (signgen.models.spatial, docs/render_path.md): one more output
+    # channel, a per-cell change logit g; the prediction is source + sigmoid(g) * residual,
+    # so cells the pose leaves alone can return the first frame exactly. Needs
+    # source_residual and in_channels = 2 x (out_channels - 1).
     residual_gate: bool = False
 
 

@@ -18,14 +18,15 @@ on the residual alone. Most of a signing frame (background, clothes, the still b
 first frame, so a miniature model starts from the copy and spends its capacity on what the
 pose moves.
 
-Gated source residual (``residual_gate``, also saved in ``model_index.json``; the demo
-model, docs/model.md). The UNet has one output channel more than the latents: a per-cell
-change logit ``g``, and the prediction is ``source_latents + sigmoid(g) * residual``. A
-plain residual UNet never outputs exactly zero, and SSIM punishes the faint texture this
-leaves on a flat background (noise of 3/255 alone takes a flat window's SSIM to 0.87); a
-gate near 0 returns the first frame's cells unchanged, as the pose left them. Training can
-also supervise ``g`` directly (``fpdm.gate_loss_weight``, :mod:`signgen.train.fpdm`): a
-cell changed when the target's latents differ from the first frame's.
+Gated source residual (``residual_gate``, also saved in ``model_index.json``;
+docs/render_path.md; used by the 160x128 experiment recipe). The UNet has one output
+channel more than the latents: a per-cell change logit ``g``, and the prediction is
+``source_latents + sigmoid(g) * residual``. A plain residual UNet never outputs exactly
+zero, and SSIM punishes the faint texture this leaves on a flat background (noise of 3/255
+alone takes a flat window's SSIM to 0.87); a gate near 0 returns the first frame's cells
+unchanged, as the pose left them. Training can also supervise ``g`` directly
+(``fpdm.gate_loss_weight``, :mod:`signgen.train.fpdm`): a cell changed when the target's
+latents differ from the first frame's.
 
 Everything else (pose, tokens, fusion, focal tokens, null conditions) is the core
 :class:`signgen.models.fpdm.FPDMDenoiser`'s.
