@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from model_helpers import random_clip, randomize, train_tiny_fpdm
 
-from signgen.errors import InputError
 from signgen.models.config import load_model_config
 from signgen.sampling.pipeline import FPDMPipeline
 from signgen.train.fpdm import changed_cells
@@ -98,17 +96,3 @@ def test_training_adds_the_gate_loss_and_trains_the_gate(tmp_path: Path):
     assert w["denoiser.unet.conv_out.bias"][-1].abs() > 0  # the gate's logit learned
     back = FPDMPipeline.from_pretrained(out / "export")
     assert back.denoiser.residual_gate
-
-
-BAD_GATE = [
-    (["unet.config.in_channels=8", "unet.config.out_channels=5", "unet.residual_gate=true",
-      "scheduler.prediction_type=sample"], "source_residual"),
-    (["unet.config.in_channels=8", "unet.source_residual=true", "unet.residual_gate=true",
-      "scheduler.prediction_type=sample"], "gate channel"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("overrides", "match"), BAD_GATE)
-def test_invalid_gate_configs_are_input_errors(overrides, match):
-    with pytest.raises(InputError, match=match):
-        load_model_config("tiny", overrides)
