@@ -1,6 +1,6 @@
 """Gated source residual (unet.residual_gate): one more UNet output channel, a per-cell
 change logit g, and the prediction source + sigmoid(g) * residual, so cells the pose leaves
-alone can return the first frame exactly (signgen.models.spatial, docs/model.md)."""
+alone can return the first frame exactly (signgen.models.spatial, docs/render_path.md)."""
 
 from __future__ import annotations
 
@@ -96,3 +96,18 @@ def test_training_adds_the_gate_loss_and_trains_the_gate(tmp_path: Path):
     assert w["denoiser.unet.conv_out.bias"][-1].abs() > 0  # the gate's logit learned
     back = FPDMPipeline.from_pretrained(out / "export")
     assert back.denoiser.residual_gate
+
+
+def test_a_gate_loss_for_a_model_without_a_gate_is_refused(tmp_path: Path, capsys):
+    from model_helpers import tiny_world
+
+    from signgen.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_fpdm.yaml"
+    out = tmp_path / "fpdm"
+    rc = main(["train", "fpdm", "--config", str(config), "-q", "train.max_steps=1",
+               f"data.prepared={tiny_world(tmp_path / 'world')}", f"output_dir={out}",
+               "fpdm.gate_loss_weight=0.5"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "residual gate" in err[0], err
+    assert not (out / "checkpoints").exists()

@@ -253,7 +253,7 @@ def build_denoiser(
                                      residual_gate=residual_gate)  # fmt: skip
     if source_residual or residual_gate:
         raise ValueError(
-            "source_residual needs spatial source latents (a UNet with in_channels = "
-            "2 * out_channels)"
+            "source_residual and residual_gate need spatial source latents (a UNet with "
+            "in_channels = 2 * out_channels, plus 1 output channel with the gate)"
         )
     return FPDMDenoiser(*parts)

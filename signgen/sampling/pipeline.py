@@ -9,7 +9,7 @@ config in the same file. A model folder::
                       resolution, resize mode, source preprocessing), ``guidance`` (default
                       W_SRC, W_FUSE; absent = the paper's 2, 2), ``steps`` (default
                       denoising steps; absent = the paper's 20), ``detail_transfer``
-                      (default threshold of that post-processor; 0 = off) and
+                      (default threshold of that post-processor; 0 = off),
                       ``source_residual`` (the spatial-source denoiser's residual prediction;
                       absent = false) and ``residual_gate`` (its gated form; absent =
                       false); the default sampler is the ``scheduler`` component
@@ -134,9 +134,10 @@ class FPDMPipeline(DiffusionPipeline):
     Components as diffusers names them (``ipf``/``fusion_mlp``: models with Image-Pose
     Fusion; ``focal_adapter``: MCLD). ``image_processor``: an :class:`FPDMImageProcessor`
     or its config; ``guidance`` (W_SRC, W_FUSE), ``steps`` and ``detail_transfer`` are the
-    defaults of renders that give none; ``source_residual`` selects the residual prediction of a
-    spatial-source UNet and ``residual_gate`` its gated form (:mod:`signgen.models.spatial`). Arguments are unannotated:
-    diffusers reads annotations to check loaded types.
+    defaults of renders that give none; ``source_residual`` selects the residual prediction
+    of a spatial-source UNet and ``residual_gate`` its gated form
+    (:mod:`signgen.models.spatial`). Arguments are unannotated: diffusers reads annotations
+    to check loaded types.
     """
 
     _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module"]  # noqa: RUF012 - diffusers' name

@@ -102,6 +102,11 @@ class FPDMModule(nn.Module):
             focal_adapter=components.get("focal_adapter"),  # MCLD (signgen.models.mcld)
             source_residual=mcfg.unet.source_residual, residual_gate=mcfg.unet.residual_gate,
         )  # fmt: skip
+        if cfg.fpdm.gate_loss_weight > 0 and not mcfg.unet.residual_gate:
+            raise InputError(
+                "fpdm.gate_loss_weight trains a residual gate, but this model has none "
+                "(unet.residual_gate)"
+            )
         self.vae = components["vae"]
         self.source_encoder = components["source_encoder"]
         self.ipf = components["ipf"]
