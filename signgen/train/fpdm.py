@@ -208,14 +208,14 @@ class FPDMModule(nn.Module):
                 self.mcld.face_loss_weight, self.mcld.hand_loss_weight,
             )  # fmt: skip
         # ----
-        d = self.denoiser
-        cond = d.encode_conditions(c["pose"], c["hidden"], c["fusion"], **drops, **focal,
-                                   source_latents=c.get("source_latents"))  # fmt: skip
+        args = (noisy, t, c["pose"], c["hidden"], c["fusion"])
+        kw = {**drops, **focal, "source_latents": c.get("source_latents")}
         gate = None
-        if getattr(d, "residual_gate", False):  # gated source residual (signgen.models.spatial)
-            pred, gate = d.denoise_gated(noisy, t, cond)
+        if self.fc.gate_loss_weight > 0:  # a gated source residual (signgen.models.spatial)
+            d = self.denoiser
+            pred, gate = d.denoise_gated(noisy, t, d.encode_conditions(*args[2:], **kw))
         else:
-            pred = d.denoise(noisy, t, cond)
+            pred = self.denoiser(*args, **kw)
         target = regression_target(self.scheduler, z0, noise, t).float()
         if weights is None:
             loss = F.mse_loss(pred.float(), target)
@@ -224,7 +224,7 @@ class FPDMModule(nn.Module):
 
             loss = weighted_mse(pred.float(), target, weights.to(dev))
         logs: dict[str, float] = {}
-        if gate is not None and self.fc.gate_loss_weight > 0:
+        if gate is not None:
             changed = changed_cells(z0, c["source_latents"], self.vae.config.scaling_factor,
                                     self.fc.gate_threshold)  # fmt: skip
             gate_loss = F.binary_cross_entropy_with_logits(gate.float(), changed)
