@@ -29,7 +29,6 @@ from signgen.sampling.guidance import GuidancePlan, fpdm_chain
 MOTION = MotionModuleConfig(num_attention_heads=4, norm_num_groups=8, max_frames=8)
 RESIDUAL = ["unet.config.in_channels=8", "unet.source_residual=true",
             "scheduler.prediction_type=sample"]  # fmt: skip
-GATED = [*RESIDUAL, "unet.config.out_channels=5", "unet.residual_gate=true"]
 
 
 def _denoiser(name: str = "tiny", overrides: list[str] | None = None) -> FPDMDenoiser:
@@ -37,8 +36,7 @@ def _denoiser(name: str = "tiny", overrides: list[str] | None = None) -> FPDMDen
     c = build_components(mcfg, "cpu")
     den = build_denoiser(c["unet"], c["pose_encoder"], c["source_projector"], c["fusion_mlp"],
                          focal_adapter=c.get("focal_adapter"),
-                         source_residual=mcfg.unet.source_residual,
-                         residual_gate=mcfg.unet.residual_gate)  # fmt: skip
+                         source_residual=mcfg.unet.source_residual)  # fmt: skip
     randomize(den, 1)  # zero-initialised layers (pose encoder, conv_out) would hide paths
     return den.eval()
 
@@ -50,7 +48,7 @@ def _randomize_motion(motion, seed: int = 2) -> None:
 def _inputs(den: FPDMDenoiser, n: int, seed: int = 0) -> dict:
     """Raw per-frame condition inputs and noisy latents for n frames (tiny model, 32x32)."""
     g = torch.Generator().manual_seed(seed)
-    c = den.latent_channels
+    c = den.unet.config.out_channels
     out = {
         "noisy": torch.randn(n, c, 4, 4, generator=g),
         "pose": torch.rand(n, 3, 32, 32, generator=g),
@@ -68,9 +66,8 @@ def _inputs(den: FPDMDenoiser, n: int, seed: int = 0) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("name", "overrides"),
-    [("tiny", []), ("tiny_mcld", []), ("tiny", RESIDUAL), ("tiny", GATED)],
-    ids=["fpdm", "mcld", "spatial-source-residual", "gated-source-residual"],
+    ("name", "overrides"), [("tiny", []), ("tiny_mcld", []), ("tiny", RESIDUAL)],
+    ids=["fpdm", "mcld", "spatial-source-residual"],
 )  # fmt: skip
 def test_untrained_module_gives_exactly_the_per_frame_prediction(name, overrides):
     den = _denoiser(name, overrides)

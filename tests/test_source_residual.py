@@ -100,12 +100,6 @@ BAD_RESIDUAL = [
     (["unet.source_residual=true", "scheduler.prediction_type=sample"], "in_channels"),
     (["unet.config.in_channels=8", "unet.source_residual=true",
       "scheduler.prediction_type=v_prediction"], "prediction_type"),
-    # The gated residual (tests/test_residual_gate.py): only with source_residual, and with
-    # one output channel more than the latents.
-    (["unet.config.in_channels=8", "unet.config.out_channels=5", "unet.residual_gate=true",
-      "scheduler.prediction_type=sample"], "source_residual"),
-    (["unet.config.in_channels=8", "unet.source_residual=true", "unet.residual_gate=true",
-      "scheduler.prediction_type=sample"], "gate channel"),
 ]  # fmt: skip
 
 

@@ -60,10 +60,7 @@ def test_motion_module_folder_name_is_the_loaders():
     ("tiny_mcld", []),
     ("tiny", ["unet.config.in_channels=8", "unet.source_residual=true",
               "scheduler.prediction_type=sample", "detail_transfer=0.25"]),
-    ("tiny", ["unet.config.in_channels=8", "unet.config.out_channels=5",
-              "unet.source_residual=true", "unet.residual_gate=true",
-              "scheduler.prediction_type=sample"]),
-], ids=["fpdm", "mcld", "spatial-source-residual", "gated-source-residual"])  # fmt: skip
+], ids=["fpdm", "mcld", "spatial-source-residual"])  # fmt: skip
 def test_untrained_motion_module_renders_the_per_frame_frames(name, overrides):
     """Zero-initialised motion module: the temporal render (windows of 4 overlapping by 2
     over 11 frames, blended) gives the per-frame render's frames, same seed and noise."""

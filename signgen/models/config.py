@@ -66,11 +66,6 @@ class UNetConfig(PretrainedSection):
     # out_channels) and scheduler.prediction_type "sample"; a UNet built from ``config``
     # then gets a zero ``conv_out``, so the untrained model renders the first frame.
     source_residual: bool = False
-    # Gated source residual (signgen.models.spatial, docs/render_path.md): one more output
-    # channel, a per-cell change logit g; the prediction is source + sigmoid(g) * residual,
-    # so cells the pose leaves alone can return the first frame exactly. Needs
-    # source_residual and in_channels = 2 x (out_channels - 1).
-    residual_gate: bool = False
 
 
 @dataclass
@@ -228,18 +223,12 @@ class FPDMModelConfig:
             )
         self.detail_transfer = float(self.detail_transfer)
         u = self.unet
-        if u.residual_gate and not u.source_residual:
-            raise InputError(
-                "unet.residual_gate gates the source residual: set unet.source_residual too"
-            )
         if u.source_residual:
             ins, outs = u.config.get("in_channels", 4), u.config.get("out_channels", 4)
-            latent = outs - 1 if u.residual_gate else outs
-            if not u.pretrained and ins != 2 * latent:
+            if not u.pretrained and ins != 2 * outs:
                 raise InputError(
                     "unet.source_residual needs spatial source latents: unet.config."
                     "in_channels must be twice out_channels"
-                    + (" minus the gate channel" if u.residual_gate else "")
                 )
             if self.scheduler.prediction_type != "sample":
                 raise InputError(

@@ -238,7 +238,6 @@ def build_denoiser(
     focal_adapter: Any | None = None,
     *,
     source_residual: bool = False,
-    residual_gate: bool = False,
 ):
     """The denoiser these components call for: FPDM's
     (:class:`~signgen.models.fpdm.FPDMDenoiser`), or, when the UNet also takes the source
@@ -249,11 +248,10 @@ def build_denoiser(
 
     parts = (unet, pose_encoder, source_projector, fusion_mlp, focal_adapter)
     if unet.config.in_channels != unet.config.out_channels:
-        return SpatialSourceDenoiser(*parts, source_residual=source_residual,
-                                     residual_gate=residual_gate)  # fmt: skip
-    if source_residual or residual_gate:
+        return SpatialSourceDenoiser(*parts, source_residual=source_residual)
+    if source_residual:
         raise ValueError(
-            "source_residual and residual_gate need spatial source latents (a UNet with "
-            "in_channels = 2 * out_channels, plus 1 output channel with the gate)"
+            "source_residual needs spatial source latents (a UNet with in_channels = "
+            "2 * out_channels)"
         )
     return FPDMDenoiser(*parts)

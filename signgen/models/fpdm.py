@@ -107,12 +107,13 @@ class FPDMDenoiser(nn.Module):
                 f"cross_attention_dim is {unet.config.cross_attention_dim}"
             )
         ins, outs = unet.config.in_channels, unet.config.out_channels
-        if not self.spatial_source and ins != outs:  # the subclass checks its own
+        if ins != (2 * outs if self.spatial_source else outs):
             raise ValueError(
-                f"the UNet has in_channels={ins} and out_channels={outs}: FPDM's UNet takes "
-                "as many inputs as outputs (a spatial-source UNet, twice as many, is a "
-                "SpatialSourceDenoiser)"
-            )
+                f"the UNet has in_channels={ins} and out_channels={outs}: "
+                + ("a spatial-source UNet takes twice as many inputs as outputs"
+                   if self.spatial_source else "FPDM's UNet takes as many inputs as outputs "
+                   "(a spatial-source UNet, twice as many, is a SpatialSourceDenoiser)")
+            )  # fmt: skip
         self.unet = unet
         self.pose_encoder = pose_encoder
         self.source_projector = source_projector
@@ -135,14 +136,9 @@ class FPDMDenoiser(nn.Module):
         return self.focal_adapter is not None
 
     @property
-    def latent_channels(self) -> int:
-        """Channels of the latents this denoiser predicts (the VAE's)."""
-        return int(self.unet.config.out_channels)
-
-    @property
     def source_latent_channels(self) -> int:
         """Channels of the spatial source latents the UNet expects (0: none, plain FPDM)."""
-        return int(self.unet.config.in_channels - self.latent_channels)
+        return int(self.unet.config.in_channels - self.unet.config.out_channels)
 
     def encode_source_extras(self, vae: nn.Module, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-clip conditions computed from the first frame besides the encoder tokens,

@@ -18,16 +18,6 @@ on the residual alone. Most of a signing frame (background, clothes, the still b
 first frame, so a miniature model starts from the copy and spends its capacity on what the
 pose moves.
 
-Gated source residual (``residual_gate``, also saved in ``model_index.json``;
-docs/render_path.md; used by the 160x128 experiment recipe). The UNet has one output
-channel more than the latents: a per-cell change logit ``g``, and the prediction is
-``source_latents + sigmoid(g) * residual``. A plain residual UNet never outputs exactly
-zero, and SSIM punishes the faint texture this leaves on a flat background (noise of 3/255
-alone takes a flat window's SSIM to 0.87); a gate near 0 returns the first frame's cells
-unchanged, as the pose left them. Training can also supervise ``g`` directly
-(``fpdm.gate_loss_weight``, :mod:`signgen.train.fpdm`): a cell changed when the target's
-latents differ from the first frame's.
-
 Everything else (pose, tokens, fusion, focal tokens, null conditions) is the core
 :class:`signgen.models.fpdm.FPDMDenoiser`'s.
 """
@@ -56,26 +46,9 @@ class SpatialSourceDenoiser(FPDMDenoiser):
 
     spatial_source = True
 
-    def __init__(
-        self, *args, source_residual: bool = False, residual_gate: bool = False, **kwargs
-    ) -> None:
+    def __init__(self, *args, source_residual: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.source_residual = bool(source_residual)
-        self.residual_gate = bool(residual_gate)
-        if self.residual_gate and not self.source_residual:
-            raise ValueError("residual_gate gates the source residual: it needs source_residual")
-        ins, outs = self.unet.config.in_channels, self.unet.config.out_channels
-        if ins != 2 * self.latent_channels:
-            raise ValueError(
-                f"the UNet has in_channels={ins} and out_channels={outs}: a spatial-source "
-                "UNet takes twice as many inputs as it predicts latent channels"
-                + (" (out_channels = latents + 1 gate channel)" if self.residual_gate else "")
-            )
-
-    @property
-    def latent_channels(self) -> int:
-        """Channels of the predicted latents: the UNet's outputs less the gate channel."""
-        return int(self.unet.config.out_channels) - int(self.residual_gate)
 
     def encode_source_extras(self, vae: nn.Module, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The first frame's scaled VAE latents (1, c, h, w): the distribution's mode, as
@@ -122,18 +95,8 @@ class SpatialSourceDenoiser(FPDMDenoiser):
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: SpatialConditions
     ) -> torch.Tensor:
         """noisy_latents (B, c, h, w) -> prediction (B, c, h, w); the UNet sees (B, 2c, h, w)."""
-        return self.denoise_gated(noisy_latents, timesteps, cond)[0]
-
-    def denoise_gated(
-        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: SpatialConditions
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`denoise` and the gate's logits (B, 1, h, w) (None without ``residual_gate``)."""
         x = torch.cat([noisy_latents, cond.source_latents.to(noisy_latents.dtype)], dim=1)
         out = super().denoise(x, timesteps, cond)
-        gate = None
-        if self.residual_gate:
-            out, gate = out[:, :-1], out[:, -1:]
-            out = out * torch.sigmoid(gate)
         if cond.residual_base is not None:  # source-residual prediction
             out = out + cond.residual_base.to(out.dtype)
-        return out, gate
+        return out

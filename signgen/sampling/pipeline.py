@@ -9,10 +9,9 @@ config in the same file. A model folder::
                       resolution, resize mode, source preprocessing), ``guidance`` (default
                       W_SRC, W_FUSE; absent = the paper's 2, 2), ``steps`` (default
                       denoising steps; absent = the paper's 20), ``detail_transfer``
-                      (default threshold of that post-processor; 0 = off),
+                      (default threshold of that post-processor; 0 = off) and
                       ``source_residual`` (the spatial-source denoiser's residual prediction;
-                      absent = false) and ``residual_gate`` (its gated form; absent =
-                      false); the default sampler is the ``scheduler`` component
+                      absent = false); the default sampler is the ``scheduler`` component
     vae/  unet/  pose_encoder/  source_encoder/  source_projector/  scheduler/
     ipf/  fusion_mlp/         (optional: models with Image-Pose Fusion, signgen.models.ipf)
     focal_adapter/            (optional: MCLD, signgen.models.mcld; the UNet stays plain)
@@ -134,10 +133,9 @@ class FPDMPipeline(DiffusionPipeline):
     Components as diffusers names them (``ipf``/``fusion_mlp``: models with Image-Pose
     Fusion; ``focal_adapter``: MCLD). ``image_processor``: an :class:`FPDMImageProcessor`
     or its config; ``guidance`` (W_SRC, W_FUSE), ``steps`` and ``detail_transfer`` are the
-    defaults of renders that give none; ``source_residual`` selects the residual prediction
-    of a spatial-source UNet and ``residual_gate`` its gated form
-    (:mod:`signgen.models.spatial`). Arguments are unannotated: diffusers reads annotations
-    to check loaded types.
+    defaults of renders that give none; ``source_residual`` selects the residual prediction of a
+    spatial-source UNet (:mod:`signgen.models.spatial`). Arguments are unannotated:
+    diffusers reads annotations to check loaded types.
     """
 
     _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module"]  # noqa: RUF012 - diffusers' name
@@ -158,7 +156,6 @@ class FPDMPipeline(DiffusionPipeline):
         guidance=PAPER_GUIDANCE,
         detail_transfer=0.0,
         source_residual=False,
-        residual_gate=False,
         steps=PAPER_STEPS,
     ) -> None:
         super().__init__()
@@ -180,13 +177,12 @@ class FPDMPipeline(DiffusionPipeline):
             guidance=[float(guidance[0]), float(guidance[1])],
             detail_transfer=float(detail_transfer),
             source_residual=bool(source_residual),
-            residual_gate=bool(residual_gate),
             steps=int(steps),
             _signgen_version=__version__,
         )
         self.denoiser = build_denoiser(
             unet, pose_encoder, source_projector, fusion_mlp, focal_adapter,
-            source_residual=source_residual, residual_gate=residual_gate,
+            source_residual=source_residual,
         )  # fmt: skip
         if source_residual and scheduler.config.prediction_type != "sample":
             raise ValueError(
@@ -283,7 +279,6 @@ class FPDMPipeline(DiffusionPipeline):
             steps=cfg.steps,
             detail_transfer=cfg.detail_transfer,
             source_residual=cfg.unet.source_residual,
-            residual_gate=cfg.unet.residual_gate,
         )
 
     def save_pretrained(self, directory: str | os.PathLike, **kwargs: Any) -> Path:
@@ -593,7 +588,7 @@ class FPDMPipeline(DiffusionPipeline):
         # 4. Initial noise, one generator per frame: the clip's latents, on the CPU.
         h, w = (v // self.vae_scale_factor for v in self.resolution)
         noise, gens = initial_noise([seeds[k] for k in of], index.tolist(),
-                                    (self.denoiser.latent_channels, h, w),
+                                    (self.unet.config.out_channels, h, w),
                                     independent=opts.independent_noise)  # fmt: skip
 
         def predict(spans, model_input, t):
@@ -707,7 +702,7 @@ class FPDMPipeline(DiffusionPipeline):
         cond = self._conditions(sources, pose, self._fusion(sources, pose, ipf_pose), plan)
         # 4. Initial noise, one generator per frame.
         h, w = (v // self.vae_scale_factor for v in self.resolution)
-        noise, gens = initial_noise(seeds, frame_indices, (self.denoiser.latent_channels, h, w),
+        noise, gens = initial_noise(seeds, frame_indices, (self.unet.config.out_channels, h, w),
                                     independent=opts.independent_noise)  # fmt: skip
         # 5. Denoise, 6. decode.
         latents = denoise(self.denoiser, sched, cond, noise.to(self.device), plan,

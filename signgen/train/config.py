@@ -113,12 +113,6 @@ class FPDMLossConfig:
     drop_pose: float = 0.2
     drop_source: float = 0.2
     drop_fusion: float = 0.2
-    # Gated source-residual models (unet.residual_gate, signgen.models.spatial): weight of a
-    # binary cross-entropy on the gate's logits, whose label is whether the cell changed,
-    # i.e. the mean |target - first frame| of its latents, in pixel units of [-1, 1], is
-    # above gate_threshold. 0 = the gate learns from the regression loss alone.
-    gate_loss_weight: float = 0.0
-    gate_threshold: float = 0.02
     ipf: str | None = None  # exported stage-1 folder (frozen); None: as the model config says
     vae: str | None = None  # trained VAE folder (diffusers AutoencoderKL); None: from config
     # An exported FPDM model folder (a run's export/) whose trained components (UNet, pose
@@ -227,8 +221,6 @@ class TrainConfig:
                 "fpdm.high_t_fraction must be in [0, 1] and fpdm.high_t_from in [0, 1), got "
                 f"{f.high_t_fraction!r} and {f.high_t_from!r}"
             )
-        if not (f.gate_loss_weight >= 0 and f.gate_threshold >= 0):
-            raise InputError("fpdm.gate_loss_weight and fpdm.gate_threshold must be >= 0")
         if self.stage == "ipf" and self.ipf.loss and self.train.batch_size < 2:
             raise InputError("InfoNCE needs train.batch_size >= 2 (in-batch negatives)")
         if not self.data.prepared:

@@ -79,16 +79,6 @@ def sample_timesteps(
     return torch.where(high, hi, t)
 
 
-def changed_cells(
-    target: torch.Tensor, source: torch.Tensor, scaling_factor: float, threshold: float
-) -> torch.Tensor:
-    """(B, 1, h, w) float 0/1: latent cells whose mean |target - source| over channels,
-    divided by the VAE's scaling factor (pixel units of [-1, 1] for the patch autoencoder),
-    is above ``threshold``: the label of the residual gate (signgen.models.spatial)."""
-    diff = (target.float() - source.float()).abs().mean(dim=1, keepdim=True) / scaling_factor
-    return (diff > threshold).float()
-
-
 class FPDMModule(nn.Module):
     """Trainable denoiser + frozen encoders; ``forward(batch) -> (loss, logs)``."""
 
@@ -100,13 +90,8 @@ class FPDMModule(nn.Module):
             components["unet"], components["pose_encoder"], components["source_projector"],
             components["fusion_mlp"],
             focal_adapter=components.get("focal_adapter"),  # MCLD (signgen.models.mcld)
-            source_residual=mcfg.unet.source_residual, residual_gate=mcfg.unet.residual_gate,
+            source_residual=mcfg.unet.source_residual,
         )  # fmt: skip
-        if cfg.fpdm.gate_loss_weight > 0 and not mcfg.unet.residual_gate:
-            raise InputError(
-                "fpdm.gate_loss_weight trains a residual gate, but this model has none "
-                "(unet.residual_gate)"
-            )
         self.vae = components["vae"]
         self.source_encoder = components["source_encoder"]
         self.ipf = components["ipf"]
@@ -208,14 +193,8 @@ class FPDMModule(nn.Module):
                 self.mcld.face_loss_weight, self.mcld.hand_loss_weight,
             )  # fmt: skip
         # ----
-        args = (noisy, t, c["pose"], c["hidden"], c["fusion"])
-        kw = {**drops, **focal, "source_latents": c.get("source_latents")}
-        gate = None
-        if self.fc.gate_loss_weight > 0:  # a gated source residual (signgen.models.spatial)
-            d = self.denoiser
-            pred, gate = d.denoise_gated(noisy, t, d.encode_conditions(*args[2:], **kw))
-        else:
-            pred = self.denoiser(*args, **kw)
+        pred = self.denoiser(noisy, t, c["pose"], c["hidden"], c["fusion"], **drops, **focal,
+                             source_latents=c.get("source_latents"))  # fmt: skip
         target = regression_target(self.scheduler, z0, noise, t).float()
         if weights is None:
             loss = F.mse_loss(pred.float(), target)
@@ -223,14 +202,7 @@ class FPDMModule(nn.Module):
             from signgen.models.mcld import weighted_mse
 
             loss = weighted_mse(pred.float(), target, weights.to(dev))
-        logs: dict[str, float] = {}
-        if gate is not None:
-            changed = changed_cells(z0, c["source_latents"], self.vae.config.scaling_factor,
-                                    self.fc.gate_threshold)  # fmt: skip
-            gate_loss = F.binary_cross_entropy_with_logits(gate.float(), changed)
-            loss = loss + self.fc.gate_loss_weight * gate_loss
-            logs["gate_loss"] = float(gate_loss.detach())
-        return loss, logs
+        return loss, {}
 
     def pipeline(self):
         """An :class:`FPDMPipeline` over this module's components (shared, not copied)."""
