@@ -499,7 +499,7 @@ def per_clip(df: pd.DataFrame) -> list[dict[str, Any]]:
     return clips
 
 
-# The per-clip temporal metrics (per_clip), averaged over clips per signer.
+# The per-clip temporal metrics (per_clip), averaged over clips (in all and per signer).
 CLIP_METRICS = ("flicker", "flicker_gt", "flicker_ratio", "flicker_error", "temporal_consistency",
                 "temporal_consistency_gt", "temporal_consistency_diff")  # fmt: skip
 
@@ -607,16 +607,9 @@ class Gatherer:
             )
         clips = per_clip(df)
         summary["per_clip"] = clips
-        if "flicker" in cfg.metrics:
-            ratios = [c["flicker_ratio"] for c in clips]
-            summary["mean"]["flicker"] = float(np.nanmean([c["flicker"] for c in clips]))
-            summary["mean"]["flicker_gt"] = float(np.nanmean([c["flicker_gt"] for c in clips]))
-            summary["mean"]["flicker_ratio"] = (
-                float(np.nanmean(ratios)) if np.isfinite(ratios).any() else math.nan
-            )
-            for k in ("flicker_error", "temporal_consistency", "temporal_consistency_gt",
-                      "temporal_consistency_diff"):  # fmt: skip
-                summary["mean"][k] = _nanmean(np.array([c.get(k, math.nan) for c in clips]))
+        if "flicker" in cfg.metrics:  # the per-clip temporal metrics, averaged over clips
+            means = clip_means(clips)
+            summary["mean"].update({k: means.get(k, math.nan) for k in CLIP_METRICS})
         summary["per_signer"] = (
             {str(s): {**aggregate(g), **clip_means([c for c in clips if c["signer"] == s])}
              for s, g in df.groupby("signer", sort=True)} if len(df) else {}
