@@ -8,7 +8,10 @@ Rows:
 * model      the demo model (FPDMPipeline, cumulative guidance, DDIM)
 * copy       copy the first frame to every frame
 * nopose     the same model with the pose condition replaced by its null (zero pose
-             features) in every guidance branch
+             features) in every guidance branch, and a black pose image for its source
+             refiner when it has one
+* norefine   when the model has a source refiner (signgen.models.refiner): the same
+             renders without it, i.e. the model's frames merely resized back
 * b3 / b6    the miniature ablation when --b3 is given: FPDM trained without IPF (B3) vs
              with the source-enhanced IPF (B6 = the model), same budget
 * vae        the target frames through the model's autoencoder (encode, decode) at the model
@@ -146,6 +149,8 @@ class _NoPose:
 def no_pose(pipe):
     """The same pipeline (a pipeline of its own) with the pose condition nulled."""
     pipe.denoiser = _NoPose(pipe.denoiser)
+    draw = pipe.refiner_pose  # the source refiner's pose image: black
+    pipe.refiner_pose = lambda points, size: torch.zeros_like(draw(points, size))
     return pipe
 
 
@@ -247,6 +252,7 @@ ROWS = {  # key -> label in the report
     "nopose": "model, pose zeroed",
     "b3": "ablation B3 (no IPF)",
     "nodetail": "model (B6) without detail transfer",
+    "norefine": "model (B6) without the source refiner",
     "vae": "the model's autoencoder on the target (bound)",
     "mcld": "MCLD (focal face/hands), same budget",
 }
@@ -278,8 +284,9 @@ def acceptance(result: dict) -> dict[str, bool]:
 
 
 def sample_row(clip: dict, outs: dict[str, np.ndarray]) -> np.ndarray:
-    """first frame | target pose | model | pose zeroed | target, at the clip's frame with the
-    most moved pixels (the middle frame when the clip has no part labels)."""
+    """first frame | target pose | model | (model without its refiner, when it has one) | pose
+    zeroed | target, at the clip's frame with the most moved pixels (the middle frame when
+    the clip has no part labels)."""
     from signgen.pose.draw import draw_pose
 
     gt, labels = clip["frames"], clip["labels"]
@@ -288,7 +295,8 @@ def sample_row(clip: dict, outs: dict[str, np.ndarray]) -> np.ndarray:
         t = int((labels != labels[0][None]).sum(axis=(1, 2)).argmax())
     h, w = gt.shape[1:3]
     pose = draw_pose(clip["keypoints"].points[t], (w, h))
-    return np.concatenate([gt[0], pose, outs["model"][t], outs["nopose"][t], gt[t]], axis=1)
+    extra = [outs["norefine"][t]] if "norefine" in outs else []
+    return np.concatenate([gt[0], pose, outs["model"][t], *extra, outs["nopose"][t], gt[t]], axis=1)
 
 
 # Over 80 lines: a benchmark script; every system is rendered, scored and reported in the
@@ -346,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     per: dict[str, list[dict[str, float]]] = {k: [] for k in ["copy", "vae", *systems]}
     if transfer:
         per["nodetail"] = []
+    refined = systems["model"].refiner is not None
+    if refined:
+        per["norefine"] = []
     guidance = args.guidance  # None: each model's own
     kw = {"steps": args.steps, "guidance": guidance, "seed": 0, "batch_size": 16,
           "detail_transfer": args.detail_transfer}  # fmt: skip
@@ -361,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             outs[name] = pipe(gt[0], kp, **kw, **extra)
         if transfer:
             outs["nodetail"] = systems["model"](gt[0], kp, **{**kw, "detail_transfer": 0})
+        if refined:
+            outs["norefine"] = systems["model"](gt[0], kp, **kw, refine=False)
         for name, pred in outs.items():
             per[name].append(score(pred, gt, kp.points, labels))
         samples.append(sample_row(clip, outs))
@@ -376,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{k}_{m}"] = weighted_mean(per[k], m, n)
     if args.b3:
         for m in METRICS:
-            result[f"b6_{m}"] = result[f"model_{m}"]
+            # B6 as B3 was trained: without the refiner, which B3 does not have
+            result[f"b6_{m}"] = result[f"{'norefine' if refined else 'model'}_{m}"]
     # The model beats both baselines on both whole-frame metrics.
     result["beats_baselines"] = all(
         result[f"model_{m}"] > max(result[f"copy_{m}"], result[f"nopose_{m}"])
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     result["guidance"] = list(guidance or systems["model"].default_guidance)
     result["detail_transfer"] = transfer
     result["resolution"] = list(systems["model"].resolution)
+    result["refiner"] = refined
     result["seconds"] = round(time.perf_counter() - t0, 1)
 
     from PIL import Image
@@ -452,6 +467,9 @@ def report_lines(args: argparse.Namespace, meta: dict, result: dict) -> list[str
         "or a hand and the target does not (signgen.metrics.regions)",
         f"- source detail transfer (signgen.sampling.detail): threshold {transfer or 'off'} for "
         "every model row and the autoencoder bound",
+        "- source refiner (signgen.models.refiner): "
+        + ("the model's, in the model and pose-zeroed rows (pose image black there)"
+           if result.get("refiner") else "none"),
         f"- sampling: DDIM {args.steps} steps, cumulative guidance {tuple(result['guidance'])}"
         + (" (the model's default)" if args.guidance is None else "")
         + (f", focal guidance {args.guidance_focal or 'model default'}" if args.mcld else ""),
@@ -482,7 +500,9 @@ def report_lines(args: argparse.Namespace, meta: dict, result: dict) -> list[str
         f"- Hand SSIM above both baselines, intervals above 0: {yes(acc['hand_ssim_above_both'])}",
         f"- all: {yes(acc['met'])}",
         "",
-        f"Samples (first frame | target pose | model | pose zeroed | target, at the frame of "
+        "Samples (first frame | target pose | model | "
+        + ("model without the refiner | " if result.get("refiner") else "")
+        + "pose zeroed | target, at the frame of "
         f"each clip with the most moved pixels): `{args.out.name}_samples.png`"
         + (f"; training loss curves: `{args.out.name}_loss.png`." if args.runs else "."),
     ]  # fmt: skip

@@ -43,6 +43,17 @@ def tiny_world(out, signers: int = 3, videos: int = 4, frames: int = 4, pairs: i
     return Path(out) / "prepared"
 
 
+def saved_tiny_model(folder):
+    """The tiny model (configs/model/tiny.yaml) with random denoiser weights, saved to
+    ``folder``: the frozen base model of the motion and refiner training runs."""
+    from signgen.models.config import load_model_config
+    from signgen.sampling.pipeline import FPDMPipeline
+
+    pipe = FPDMPipeline.from_config(load_model_config("tiny"))
+    randomize(pipe.denoiser, 1)
+    return pipe.save_pretrained(folder)
+
+
 def spy_on_steps(scheduler) -> list[torch.Tensor]:
     """Record every model output the scheduler's ``step`` receives (in the returned list)."""
     seen: list[torch.Tensor] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import random_clip, randomize, tiny_world
+from model_helpers import random_clip, randomize, saved_tiny_model, tiny_world
 from safetensors.torch import load_file
 
 from signgen.cli import main
@@ -164,9 +164,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory) -> Path:
     """A saved tiny per-frame model (random weights), the frozen base of the runs."""
-    pipe = FPDMPipeline.from_config(load_model_config("tiny"))
-    randomize(pipe.denoiser, 1)
-    return pipe.save_pretrained(tmp_path_factory.mktemp("base") / "model")
+    return saved_tiny_model(tmp_path_factory.mktemp("base") / "model")
 
 
 def _motion_args(prepared: Path, base: Path, out: Path, *extra: str) -> list[str]:

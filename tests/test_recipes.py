@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import pytest
+import torch
 
 from signgen.config import load_yaml
 from signgen.train.config import load_train_config
@@ -127,8 +128,16 @@ def test_demo_and_tiny_recipes_load_and_build_on_meta(path):
     source-residual x0 prediction, or the learned VAE + v-prediction)."""
     from signgen.models.factory import build_components
 
-    # The tiny ones name no data (nor, for the motion stage, a base model folder).
-    cfg = load_train_config(path, ["data.prepared=unused", "motion.base_model=unused"])
+    # The tiny ones name no data (nor, for the motion and refiner stages, a base model folder).
+    cfg = load_train_config(
+        path, ["data.prepared=unused", "motion.base_model=unused", "refiner.base_model=unused"]
+    )
+    if cfg.stage == "refiner":  # a refiner of the recipe's size builds, and starts as identity
+        from signgen.models.refiner import SourceRefiner
+
+        refiner = SourceRefiner(**cfg.refiner.module)
+        x = torch.rand(1, 3, 37, 29)
+        assert torch.equal(refiner(x, x, x), x)
     mcfg = _model_cfg(cfg)
     parts = build_components(mcfg, device="meta")
     unet = parts["unet"].config

@@ -12,6 +12,8 @@
 #                                  (B6, B3 and MCLD train side by side, one thread each)
 #      signgen train motion        the motion module on the B6 model (frozen) -> demo model's
 #                                  motion_module/ (`signgen render --temporal`)
+#      signgen train refiner       the source refiner on the B6 model (frozen), beside the
+#                                  motion module -> demo model's refiner/ (every render)
 #   6. examples/                   first frame, keypoints and ground truth of a held-out
 #                                  test clip
 #   7. benchmarks/synthetic_quality.py on every test clip (model, copy, pose zeroed, B3/MCLD
@@ -131,20 +133,36 @@ if [ "${SKIP_ABLATION:-0}" != "1" ]; then
 fi
 for pid in "${PIDS[@]}"; do wait "$pid"; done
 
-# ---- 5b. the motion module (temporal FPDM) on the B6 model, which stays frozen
-log "5/7 motion module on the B6 model"
+# ---- 5b. the motion module (temporal FPDM) and 5c. the source refiner on the B6 model, which
+#      stays frozen; side by side, one thread each
+log "5/7 motion module and source refiner on the B6 model"
 MOTION_CONFIG=$CFG/demo_motion.yaml
+# budget PRESET STAGE: the preset's step budget and checkpoint interval, scaled (STEPS_SCALE).
+budget() {
+  echo "train.max_steps=$(steps "$(preset_value "$1" max_steps "$2")")" \
+    "train.checkpoint_every=$(steps "$(preset_value "$1" checkpoint_every "$2")")"
+}
+# shellcheck disable=SC2046 # budget's two words are meant to split
 MOTION_ARGS=(--config "$MOTION_CONFIG" "${COMMON[@]}" motion.base_model="$WORK/fpdm_b6/export"
-             train.max_steps="$(steps "$(preset_value "$MOTION_CONFIG" max_steps motion)")"
-             train.checkpoint_every="$(steps "$(preset_value "$MOTION_CONFIG" checkpoint_every motion)")")
+             $(budget "$MOTION_CONFIG" motion))
 train motion "$WORK/motion" "$(recipe "$(cat "$WORK/fpdm_b6/.recipe") ${MOTION_ARGS[*]}" \
-  "$MOTION_CONFIG" $CFG/demo_base.yaml)" "${MOTION_ARGS[@]}"
+  "$MOTION_CONFIG" $CFG/demo_base.yaml)" "${MOTION_ARGS[@]}" &
+PIDS=($!)
+REFINER_CONFIG=$CFG/demo_refiner.yaml
+# shellcheck disable=SC2046
+REFINER_ARGS=(--config "$REFINER_CONFIG" "${COMMON[@]}" refiner.base_model="$WORK/fpdm_b6/export"
+              $(budget "$REFINER_CONFIG" refiner))
+train refiner "$WORK/refiner" "$(recipe "$(cat "$WORK/fpdm_b6/.recipe") ${REFINER_ARGS[*]}" \
+  "$REFINER_CONFIG" $CFG/demo_base.yaml)" "${REFINER_ARGS[@]}" &
+PIDS+=($!)
+for pid in "${PIDS[@]}"; do wait "$pid"; done
 
 # ---- 6. bundle
 if [ "${BUNDLE:-1}" = "1" ]; then
 log "6/7 export to signgen/assets/demo_model and examples/"
 rm -rf signgen/assets/demo_model.new
-cp -r "$WORK/fpdm_b6/export" signgen/assets/demo_model.new
+# The refiner's export: the B6 folder plus refiner/ (and its render defaults).
+cp -r "$WORK/refiner/export" signgen/assets/demo_model.new
 cp -r "$WORK/motion/export/motion_module" signgen/assets/demo_model.new/
 rm -rf signgen/assets/demo_model
 mv signgen/assets/demo_model.new signgen/assets/demo_model
@@ -175,7 +193,7 @@ if [ "${SKIP_BENCH:-0}" != "1" ]; then
   ABL=()
   [ -f "$WORK/fpdm_b3/summary.json" ] && ABL+=(--b3 "$WORK/fpdm_b3/export")
   [ -f "$WORK/fpdm_mcld/summary.json" ] && ABL+=(--mcld "$WORK/fpdm_mcld/export")
-  "$PY" benchmarks/synthetic_quality.py --world "$WORLD" --model "$WORK/fpdm_b6/export" \
+  "$PY" benchmarks/synthetic_quality.py --world "$WORLD" --model "$WORK/refiner/export" \
     "${ABL[@]}" --runs "$WORK"
 fi
 log "done"

@@ -52,8 +52,10 @@ COMPONENT_CLASSES: dict[str, frozenset[tuple[str, str]]] = {
     "focal_adapter": frozenset({("signgen.models.mcld", "FocalAdapter")}),
     # Temporal FPDM (signgen.models.motion): AnimateDiff's motion module.
     "motion_module": frozenset({("diffusers", "MotionAdapter")}),
+    # The source refiner (signgen.models.refiner).
+    "refiner": frozenset({("signgen.models.refiner", "SourceRefiner")}),
 }
-OPTIONAL_COMPONENTS = ("ipf", "fusion_mlp", "focal_adapter", "motion_module")
+OPTIONAL_COMPONENTS = ("ipf", "fusion_mlp", "focal_adapter", "motion_module", "refiner")
 MOTION_MODULE = "motion_module"  # = signgen.models.motion.MOTION_FOLDER
 # Folders written before named signgen's classes by the package alone.
 _SIGNGEN_MODULES = {

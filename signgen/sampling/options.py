@@ -51,6 +51,7 @@ class RenderOptions:
     seed: int = 0  # the clip's seed
     independent_noise: bool = False  # per-frame noise from (seed, frame) instead of shared
     detail_transfer: float | None = None  # threshold of the detail transfer; 0 = off
+    refine: bool = True  # run the model's source refiner (signgen.models.refiner), if any
     dtype: str = "fp32"  # precision the commands load the model in: fp32 | fp16 | bf16
     batch_size: int = 8  # frames per model call (does not change the frames)
     # Run only the guidance branches whose weight in the guided sum is not 0 (same frames
@@ -116,7 +117,7 @@ class RenderOptions:
                 f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}"
             )
         for name in ("independent_noise", "skip_zero_branches", "channels_last", "compile",
-                     "vae_slicing"):  # fmt: skip
+                     "vae_slicing", "refine"):  # fmt: skip
             put(name, bool(getattr(self, name)))
         put("temporal", bool(self.temporal))
         self._check_windows()
@@ -177,6 +178,11 @@ def add_render_arguments(
                        "generated frame agrees with it, blending up to a difference of T (0-1 "
                        "intensity; 0 = off; default: the model's: 0 for full-resolution "
                        "models, set for the 80x64 demo model)")  # fmt: skip
+        p.add_argument("--no-refine", dest="refine", action="store_false",
+                       help="skip the model's source refiner, the small network that takes a "
+                       "low-resolution model's frames to full size (models trained with "
+                       "`signgen train refiner`, such as the demo model; default: on when "
+                       "the model has one)")  # fmt: skip
     p.add_argument("--scheduler", default=None, metavar="NAME",
                    help=f"sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's; ddpm for "
                    "the paper's and converted models, as the FPDM authors sample)")  # fmt: skip
@@ -233,6 +239,7 @@ def options_from_args(
         "scheduler": args.scheduler,
         "independent_noise": getattr(args, "independent_noise", False),
         "detail_transfer": getattr(args, "detail_transfer", None),
+        "refine": getattr(args, "refine", True),
         "dtype": args.dtype,
         "attention": args.attention,
         "channels_last": args.channels_last,

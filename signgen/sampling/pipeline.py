@@ -17,6 +17,7 @@ config in the same file. A model folder::
     focal_adapter/            (optional: MCLD, signgen.models.mcld; the UNet stays plain)
     motion_module/            (optional: temporal FPDM, signgen.models.motion; loaded also
                               when model_index.json does not list it)
+    refiner/                  (optional: the source refiner, signgen.models.refiner)
 
 The image processor is a ``ConfigMixin`` with no weights (like diffusers'
 ``VaeImageProcessor``, which diffusers' pipelines build in ``__init__`` rather than save),
@@ -39,8 +40,10 @@ The render (:meth:`FPDMPipeline.render`, in numbered steps):
 5. denoise: one batched UNet call per step for every guidance branch that runs
    (:mod:`signgen.sampling.guidance`);
 6. decode with the VAE;
-7. map back to the first frame's exact size (the processor's inverse geometry) and run the
-   post-processors (:mod:`signgen.sampling.detail`).
+7. map back to the first frame's exact size (the processor's inverse geometry), refine
+   with the model's source refiner when it has one (:mod:`signgen.models.refiner`: the
+   frame, the first frame and the pose drawn at that size) and run the post-processors
+   (:mod:`signgen.sampling.detail`).
 
 Steps 4-6 are :meth:`FPDMPipeline.generate`, which ``render-pairs`` and the training sample
 grids call too. Frames are generated and yielded batch by batch: nothing grows with the
@@ -78,6 +81,7 @@ from signgen.models.modules import vae_downscale_factor
 from signgen.models.motion import TemporalDenoiser, motion_sites, render_defaults
 from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
 from signgen.models.processor import FPDMImageProcessor
+from signgen.models.refiner import REFINER_FOLDER
 from signgen.models.schedulers import make_scheduler, scheduler_key
 from signgen.sampling.detail import DetailTransfer
 from signgen.sampling.guidance import GuidancePlan, fpdm_chain
@@ -125,6 +129,8 @@ class ClipSource:
 
     encoded: EncodedSource
     postprocess: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
+    # The first frame (1, 3, H, W) in [0, 1] at its own size when the source refiner runs.
+    refine_source: torch.Tensor | None = None
 
 
 class FPDMPipeline(DiffusionPipeline):
@@ -138,7 +144,7 @@ class FPDMPipeline(DiffusionPipeline):
     diffusers reads annotations to check loaded types.
     """
 
-    _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module"]  # noqa: RUF012 - diffusers' name
+    _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module", REFINER_FOLDER]  # noqa: RUF012 - diffusers' name
 
     def __init__(
         self,
@@ -152,6 +158,7 @@ class FPDMPipeline(DiffusionPipeline):
         fusion_mlp=None,
         focal_adapter=None,
         motion_module=None,
+        refiner=None,
         image_processor=None,
         guidance=PAPER_GUIDANCE,
         detail_transfer=0.0,
@@ -164,6 +171,7 @@ class FPDMPipeline(DiffusionPipeline):
             vae=vae, unet=unet, pose_encoder=pose_encoder, source_encoder=source_encoder,
             source_projector=source_projector, scheduler=scheduler, ipf=ipf,
             fusion_mlp=fusion_mlp, focal_adapter=focal_adapter, motion_module=motion_module,
+            refiner=refiner,
         )  # fmt: skip
         if not isinstance(image_processor, FPDMImageProcessor):
             image_processor = FPDMImageProcessor.from_config(dict(image_processor or {}))
@@ -461,7 +469,8 @@ class FPDMPipeline(DiffusionPipeline):
         source_points: np.ndarray | None = None,
     ) -> ClipSource:
         """Encode the first frame and bind the post-processors ``options`` ask for (the
-        detail transfer: ``options.detail_transfer``, None = the model's threshold)."""
+        detail transfer: ``options.detail_transfer``, None = the model's threshold; the
+        source refiner: ``options.refine`` and a model that has one)."""
         post = []
         threshold = (
             self.detail_transfer if options.detail_transfer is None else options.detail_transfer
@@ -470,7 +479,12 @@ class FPDMPipeline(DiffusionPipeline):
             post.append(
                 DetailTransfer(threshold).bind(np.asarray(source_image), self._image_processor)
             )
-        return ClipSource(self.encode_source(source_image, source_points), tuple(post))
+        refine = None
+        if options.refine and self.refiner is not None:
+            refine = uint8_to_tensor(np.asarray(source_image))  # (1, 3, H, W)
+        return ClipSource(
+            self.encode_source(source_image, source_points), tuple(post), refine_source=refine
+        )
 
     # -- the render ---------------------------------------------------------------------------
     def render(
@@ -617,7 +631,7 @@ class FPDMPipeline(DiffusionPipeline):
             for s in range(int(offsets[k]), int(offsets[k + 1]), opts.batch_size):
                 e = min(s + opts.batch_size, int(offsets[k + 1]))
                 images = decode(self.vae, latents[s:e].to(device), dtype)  # (b, 3, H, W)
-                yield k, np.stack(self._finish([clip] * (e - s), images))
+                yield k, np.stack(self._finish([clip] * (e - s), images, kp[s:e]))
 
     def __call__(self, source_image: np.ndarray, keypoints: KeypointSequence, *args, **kwargs):
         """All frames at once, uint8 (T, H, W, 3); prefer :meth:`render` for long clips."""
@@ -654,19 +668,42 @@ class FPDMPipeline(DiffusionPipeline):
             ipf_pose = self.ipf.preprocess(proc.draw_poses(points, sizes, self.ipf.image_size))
         images = self.generate([c.encoded for c in clips], pose, frame_indices, opts,
                                seed=seed, ipf_pose=ipf_pose, scheduler=scheduler)  # fmt: skip
-        return self._finish(clips, images)
+        return self._finish(clips, images, points)
 
-    def _finish(self, clips: Sequence[ClipSource], images: torch.Tensor) -> list[np.ndarray]:
+    def _finish(
+        self, clips: Sequence[ClipSource], images: torch.Tensor, points: np.ndarray
+    ) -> list[np.ndarray]:
         """7. Images (b, 3, H, W) at the model resolution -> b uint8 (H_i, W_i, 3) frames:
-        back to each first frame's exact size, then the clip's post-processors."""
+        back to each first frame's exact size, the source refiner (for clips prepared with
+        it; ``points[i]`` (133, 3): frame i's keypoints), then the clip's post-processors."""
         sizes = [(c.encoded.width, c.encoded.height) for c in clips]
         frames = self._image_processor.postprocess(images, sizes)
         out = []
-        for clip, frame in zip(clips, frames, strict=True):
+        for clip, frame, pts, size in zip(clips, frames, points, sizes, strict=True):
+            if clip.refine_source is not None:
+                frame = self.refine(frame, clip.refine_source, self.refiner_pose(pts, size))
             for post in clip.postprocess:
                 frame = post(frame)  # (1, 3, H_i, W_i)
             out.append(tensor_to_uint8(frame)[0])
         return out
+
+    @torch.no_grad()
+    def refine(
+        self, frame: torch.Tensor, first_frame: torch.Tensor, pose: torch.Tensor
+    ) -> torch.Tensor:
+        """The source refiner on one frame: (1, 3, H, W) render, first frame and pose image
+        in [0, 1] at the output size -> the refined frame (1, 3, H, W) on the CPU."""
+        dev, dt = self.device, self.dtype
+        out = self.refiner(frame.to(dev, dt), first_frame.to(dev, dt), pose.to(dev, dt))
+        return out.float().cpu()
+
+    def refiner_pose(self, points: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """The source refiner's pose image of keypoints (133, 3) in a frame of ``size``
+        (W, H): drawn at that size, as :func:`signgen.pose.draw.draw_pose` draws the model's
+        (1, 3, H, W) in [0, 1]."""
+        from signgen.pose.draw import draw_pose
+
+        return uint8_to_tensor(draw_pose(np.asarray(points), size))
 
     @torch.no_grad()
     def generate(

@@ -1,4 +1,4 @@
-"""``signgen train vae|ipf|fpdm|motion``: the training commands.
+"""``signgen train vae|ipf|fpdm|motion|refiner``: the training commands.
 
 Each reads a preset (``--config``), applies ``key=value`` overrides, and runs the shared
 loop of :mod:`signgen.train.loop` in-process or, with ``--workers N`` or ``--address``,
@@ -26,6 +26,7 @@ examples:
   signgen train ipf  --config configs/train/demo_ipf.yaml train.epochs=2 ipf.loss=baseline
   signgen train fpdm --config configs/train/demo_fpdm.yaml fpdm.ipf=runs/ipf/export/ipf
   signgen train motion --config configs/train/demo_motion.yaml motion.base_model=runs/fpdm/export
+  signgen train refiner --config configs/train/demo_refiner.yaml refiner.base_model=runs/fpdm/export
   signgen train fpdm --config C --resume                 # continue from the last checkpoint
   signgen train fpdm --config C --workers 4 --gpus-per-worker 1 --address auto
 
@@ -43,6 +44,10 @@ DESCRIPTIONS = {
     "motion": "Temporal FPDM: train the motion module on clips (windows of consecutive "
     "frames, source = the clip's first frame) with the per-frame FPDM of motion.base_model "
     "frozen; exports the base model folder plus motion_module/ (signgen render --temporal).",
+    "refiner": "Source refiner: render every refiner.every-th frame of the training clips "
+    "with the frozen model of refiner.base_model (kept under output_dir/renders), then train "
+    "a small full-size network that corrects those renders from the first frame and the "
+    "pose; exports the base model folder plus refiner/ (used by every render).",
 }
 
 
@@ -81,6 +86,7 @@ def _input_paths(cfg: Any, config: str) -> dict[str, str | None]:
         "fpdm.init_from": cfg.fpdm.init_from,
         "motion.base_model": cfg.motion.base_model or None,
         "motion.init_from": cfg.motion.init_from,
+        "refiner.base_model": cfg.refiner.base_model or None,
     }
 
 
@@ -132,7 +138,7 @@ def _handler(stage: str) -> Callable[[argparse.Namespace], int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train the VAE, stage 1 (IPF), stage 2 (FPDM) or the motion module",
+        help="train the VAE, stage 1 (IPF), stage 2 (FPDM), the motion module or the refiner",
         description="Train signgen's models. See `signgen train STAGE --help`.",
     )
     sub = train.add_subparsers(dest="train_stage", metavar="STAGE")

@@ -1,4 +1,4 @@
-"""Typed training configuration shared by ``signgen train vae|ipf|fpdm|motion``.
+"""Typed training configuration shared by ``signgen train vae|ipf|fpdm|motion|refiner``.
 
 A preset (``configs/train/*.yaml``) fills :class:`TrainConfig`; ``key=value`` overrides on
 the command line patch it (``train.lr=1e-5``). The model itself is described by a model
@@ -16,7 +16,7 @@ from signgen.config import apply_overrides, from_dict, load_yaml
 from signgen.errors import InputError
 from signgen.models.motion_config import MotionModuleConfig
 
-STAGES = ("vae", "ipf", "fpdm", "motion")
+STAGES = ("vae", "ipf", "fpdm", "motion", "refiner")
 PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -181,6 +181,42 @@ class MotionTrainConfig:
 
 
 @dataclass
+class RefinerTrainConfig:
+    """The ``refiner:`` section of ``signgen train refiner`` (signgen.train.refiner)."""
+
+    base_model: str = ""  # exported model folder (frozen) whose renders the refiner corrects
+    every: int = 2  # frames 0, every, 2 * every, ... of each clip
+    render_steps: int | None = None  # denoising steps of its renders; None: the model's
+    render_batch_size: int = 16  # frames per model call while rendering (same frames)
+    cache_dir: str | None = None  # where the renders are kept; None: output_dir/renders
+    ssim_weight: float = 0.5  # loss = L1 + ssim_weight * (1 - SSIM)
+    # The exported folder's default detail-transfer threshold (0 = off: the refiner's job).
+    detail_transfer: float = 0.0
+    num_samples: int = 4  # dev frames in the sample strips
+    # SourceRefiner arguments (signgen.models.refiner): patch_size, block_out_channels,
+    # layers_per_block, norm_num_groups.
+    module: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not self.base_model:
+            raise InputError("refiner.base_model is not set (an exported model folder)")
+        if self.every < 1 or self.render_batch_size < 1 or self.num_samples < 0:
+            raise InputError(
+                "refiner.every and refiner.render_batch_size must be >= 1, refiner.num_samples >= 0"
+            )
+        if self.render_steps is not None and self.render_steps < 1:
+            raise InputError(f"refiner.render_steps must be >= 1, got {self.render_steps}")
+        if not self.ssim_weight >= 0 or not self.detail_transfer >= 0:
+            raise InputError("refiner.ssim_weight and refiner.detail_transfer must be >= 0")
+        known = {"patch_size", "block_out_channels", "layers_per_block", "norm_num_groups"}
+        unknown = sorted(set(self.module) - known)
+        if unknown:
+            raise InputError(
+                f"refiner.module: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+
+
+@dataclass
 class TrainConfig:
     stage: str = "fpdm"
     output_dir: str = "runs/train"
@@ -194,6 +230,7 @@ class TrainConfig:
     ipf: IPFLossConfig = field(default_factory=IPFLossConfig)
     fpdm: FPDMLossConfig = field(default_factory=FPDMLossConfig)
     motion: MotionTrainConfig = field(default_factory=MotionTrainConfig)
+    refiner: RefinerTrainConfig = field(default_factory=RefinerTrainConfig)
 
     def check(self) -> None:
         if self.stage not in STAGES:
@@ -227,6 +264,8 @@ class TrainConfig:
             raise InputError("data.prepared is not set (a folder with manifest.csv)")
         if self.stage == "motion":  # data.resolution comes from the base model then
             self.motion.check()
+        if self.stage == "refiner":
+            self.refiner.check()
         for name in ("drop_pose", "drop_source", "drop_fusion"):
             p = getattr(self.fpdm, name)
             if not 0.0 <= p <= 1.0:

@@ -1,4 +1,4 @@
-"""The training stages by name: ``vae``, ``ipf``, ``fpdm``, ``motion`` -> the :class:`~signgen.train.loop.Task`
+"""The training stages by name: ``vae``, ``ipf``, ``fpdm``, ``motion``, ``refiner`` -> the :class:`~signgen.train.loop.Task`
 class that trains each. The command line, the Ray Train workers and the tests all look a
 stage up here."""
 
@@ -30,4 +30,8 @@ def task_factory(stage: str) -> Callable[..., Any]:
         from signgen.train.motion import MotionTask
 
         return MotionTask
+    if stage == "refiner":
+        from signgen.train.refiner import RefinerTask
+
+        return RefinerTask
     raise ValueError(f"unknown training stage {stage!r}; choose from {', '.join(STAGES)}")
