@@ -16,7 +16,8 @@ Rows:
              with the source-enhanced IPF (B6 = the model), same budget
 * vae        the target frames through the model's autoencoder (encode, decode) at the model
              resolution, then the model's source detail transfer: the upper bound of any
-             model built on this VAE and this render path
+             denoiser built on this VAE and this render path (a source refiner, which
+             works at the output size, is not bounded by it)
 * nodetail   when the model has a source detail transfer (signgen.sampling.detail): the
              same renders without it, i.e. the model's frames merely resized back
 * mcld       with --mcld: the same recipe plus multi-focal (face/hand) conditioning,
@@ -253,7 +254,7 @@ ROWS = {  # key -> label in the report
     "b3": "ablation B3 (no IPF)",
     "nodetail": "model (B6) without detail transfer",
     "norefine": "model (B6) without the source refiner",
-    "vae": "the model's autoencoder on the target (bound)",
+    "vae": "the model's autoencoder on the target (bound of the denoiser, before any refiner)",
     "mcld": "MCLD (focal face/hands), same budget",
 }
 # metric -> (weight key of paired_margin / weighted_mean, label, higher is better)

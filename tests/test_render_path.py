@@ -387,7 +387,8 @@ def test_the_bundled_demo_model_loads_with_the_weights_on_disk():
         assert state.keys() == on_disk.keys(), name
         assert all(torch.equal(state[k], on_disk[k]) for k in state), name
     assert p.image_processor.resolution == (80, 64)
-    assert p.denoiser.source_residual and p.detail_transfer == 0.25
+    # the source refiner replaced the detail transfer (README, "The demo model")
+    assert p.denoiser.source_residual and p.detail_transfer == 0 and p.refiner is not None
 
 
 def test_a_model_folder_names_only_allowed_classes_and_runs_no_code(pipe, tmp_path):

@@ -44,10 +44,10 @@ DESCRIPTIONS = {
     "motion": "Temporal FPDM: train the motion module on clips (windows of consecutive "
     "frames, source = the clip's first frame) with the per-frame FPDM of motion.base_model "
     "frozen; exports the base model folder plus motion_module/ (signgen render --temporal).",
-    "refiner": "Source refiner: render every refiner.every-th frame of the training clips "
-    "with the frozen model of refiner.base_model (kept under output_dir/renders), then train "
-    "a small full-size network that corrects those renders from the first frame and the "
-    "pose; exports the base model folder plus refiner/ (used by every render).",
+    "refiner": "Source refiner: train a small full-size network that corrects the renders "
+    "of the frozen model of refiner.base_model from the first frame and the pose. It first "
+    "renders every refiner.every-th frame of the training clips with that model (kept under "
+    "output_dir/renders); exports the base model folder plus refiner/ (used by every render).",
 }
 
 
