@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,27 @@ def fixed_dev_loss(module: torch.nn.Module, dataset, batch_size: int) -> float:
         total += float(loss) * b
         n += b
     return total / max(n, 1)
+
+
+def export_base_plus(base: Path, out_dir: Path, folder: str, write: Callable[[Path], None]) -> None:
+    """Export a model folder made of ``base`` (copied as it is, without its ``folder``
+    subfolder) plus what ``write(model_folder)`` adds: the exports of the stages trained on a
+    frozen model (motion module, source refiner). Written next to ``out_dir`` and renamed
+    onto it, so an interrupted export leaves no half folder."""
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        shutil.copytree(base, tmp / "model", ignore=shutil.ignore_patterns(folder))
+        write(tmp / "model")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        (tmp / "model").rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def freeze(module: torch.nn.Module | None) -> None:

@@ -354,19 +354,7 @@ class MotionTask:
     def export(self, module: nn.Module, out_dir: Path) -> None:
         """The base model folder (copied as it is) plus ``motion_module/``, written next to
         ``out_dir`` and renamed onto it."""
-        import shutil
-        import tempfile
-
         from signgen.models.motion import MOTION_FOLDER
+        from signgen.train.common import export_base_plus
 
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
-            shutil.copytree(self.base, tmp / "model", ignore=shutil.ignore_patterns(MOTION_FOLDER))
-            module.export(tmp / "model")
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            (tmp / "model").rename(out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        export_base_plus(self.base, out_dir, MOTION_FOLDER, module.export)

@@ -65,6 +65,7 @@ class RefinerFrames(Dataset):
         if max_frames is not None:
             self.items = self.items[:max_frames]
         self.renders = renders
+        self._first: dict[str, np.ndarray] = {}  # video -> its first frame, read once
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,6 +81,13 @@ class RefinerFrames(Dataset):
                 out.setdefault(v, []).append(t)
         return out
 
+    def _first_frame(self, video: str) -> np.ndarray:
+        from signgen.data.pairs import load_frame
+
+        if video not in self._first:
+            self._first[video] = load_frame(self.videos[video], 0)
+        return self._first[video]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         from signgen.data.pairs import _load_keypoints, load_frame
         from signgen.pose.draw import draw_pose
@@ -89,7 +97,7 @@ class RefinerFrames(Dataset):
         points = _load_keypoints(str(e.keypoints_file))[t]
         images = {
             "render": np.asarray(Image.open(self.render_path(video, t)).convert("RGB")),
-            "source": load_frame(e, 0),
+            "source": self._first_frame(video),
             "target": load_frame(e, t),
             "pose": draw_pose(points, (e.width, e.height)),
         }
@@ -264,25 +272,15 @@ class RefinerTask:
     def export(self, module: nn.Module, out_dir: Path) -> None:
         """The base model folder (copied as it is) plus ``refiner/``, listed in its
         ``model_index.json``; written next to ``out_dir`` and renamed onto it."""
-        import shutil
-        import tempfile
-
         from signgen.models.refiner import REFINER_FOLDER
         from signgen.sampling.loading import MODEL_INDEX
+        from signgen.train.common import export_base_plus
 
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
-            model = tmp / "model"
-            shutil.copytree(self.base, model, ignore=shutil.ignore_patterns(REFINER_FOLDER))
+        def write(model: Path) -> None:
             module.refiner.save_pretrained(model / REFINER_FOLDER, safe_serialization=True)
             index = json.loads((model / MODEL_INDEX).read_text())
             index[REFINER_FOLDER] = ["signgen.models.refiner", "SourceRefiner"]
             index["detail_transfer"] = float(self.cfg.refiner.detail_transfer)
             (model / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            model.rename(out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        export_base_plus(self.base, out_dir, REFINER_FOLDER, write)
