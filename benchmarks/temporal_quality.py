@@ -11,13 +11,19 @@ independent noise (per frame, from (seed, frame)):
 * ``frame-indep``      per-frame FPDM, independent noise (``--independent-noise``)
 * ``temporal-shared``  ``--temporal``, shared noise
 * ``temporal-indep``   ``--temporal --independent-noise``
+* ``temporal-shared-nolayers``  ``--temporal --no-temporal-refine``: the source refiner
+  without its temporal layers (signgen.models.refiner_motion), frame by frame
+* ``temporal-shared-nomotion``  ``--temporal --no-motion-module``: every frame denoised
+  alone, the refiner's temporal layers on windows of frames
 
 Per clip (signgen.metrics.video.video_metrics and synthetic_quality.score): SSIM, Hand
 SSIM, flicker (mean |x_t - x_{t-1}|, uint8 units), flicker error |flicker - flicker of the
 ground truth|, temporal consistency (mean |x_t - (x_{t-1} + x_{t+1}) / 2|) and its
-difference to the ground truth's. Paired differences over clips with 95 % bootstrap
-intervals (signgen.metrics.stats.paired_margin) for every temporal row against the
-per-frame row of the same noise and against ``frame-shared``.
+difference to the ground truth's, and the part of the flicker made of per-pixel changes
+below 4 grey levels (shimmer: small changes where the ground truth hardly moves). Paired
+differences over clips with 95 % bootstrap intervals (signgen.metrics.stats.paired_margin)
+for every temporal row against the per-frame row of the same noise and against
+``frame-shared`` (and ``temporal-shared`` against ``temporal-shared-nolayers``).
 
 Target (docs/temporal.md): a temporal row's mean flicker error at least 30 % below the
 per-frame model's (``frame-shared``, the default render), with the SSIM and Hand SSIM
@@ -47,11 +53,26 @@ from synthetic_quality import load_clips, score
 from signgen.metrics.stats import paired_margin, weighted_mean
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = {  # key -> (label, temporal, independent noise)
-    "frame-shared": ("per-frame, shared noise (default render)", False, False),
-    "frame-indep": ("per-frame, independent noise", False, True),
-    "temporal-shared": ("temporal, shared noise", True, False),
-    "temporal-indep": ("temporal, independent noise", True, True),
+# key -> (label, temporal, independent noise, refiner's temporal layers, motion module)
+SYSTEMS = {
+    "frame-shared": ("per-frame, shared noise (default render)", False, False, False, False),
+    "frame-indep": ("per-frame, independent noise", False, True, False, False),
+    "temporal-shared": ("temporal, shared noise", True, False, True, True),
+    "temporal-indep": ("temporal, independent noise", True, True, True, True),
+    "temporal-shared-nolayers": (
+        "temporal, shared noise, refiner frame by frame",
+        True,
+        False,
+        False,
+        True,
+    ),
+    "temporal-shared-nomotion": (
+        "temporal, shared noise, frames denoised alone (refiner's temporal layers only)",
+        True,
+        False,
+        True,
+        False,
+    ),
 }
 BASELINE = "frame-shared"
 TARGET = 0.30  # flicker error at least 30 % below the per-frame model's
@@ -61,14 +82,24 @@ METRICS = (  # key, frame-count key, label, higher is better
     ("flicker_error", "n", "flicker error", False),
     ("flicker", "n", "flicker", None),
     ("temporal_consistency_diff", "n", "temporal consistency - GT's", None),
+    ("small_flicker", "n", "flicker below 4 levels", None),
 )
+SMALL = 4  # grey levels: frame-to-frame changes below this are shimmer, not motion
+
+
+def small_flicker(frames: np.ndarray) -> float:
+    """The part of the flicker (mean |x_t - x_{t-1}|, channel-averaged per pixel) made of
+    per-pixel changes below ``SMALL`` grey levels, uint8 (T, H, W, 3) frames."""
+    d = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(-1)
+    return float((d * (d < SMALL)).mean())
 
 
 def clip_scores(pred: np.ndarray, gt: np.ndarray, points: np.ndarray) -> dict[str, float]:
     """The benchmark's per-clip numbers of uint8 (T, H, W, 3) clips."""
     from signgen.metrics.video import video_metrics
 
-    return {**score(pred, gt, points), **video_metrics(pred, gt)}
+    return {**score(pred, gt, points), **video_metrics(pred, gt),
+            "small_flicker": small_flicker(pred), "small_flicker_gt": small_flicker(gt)}  # fmt: skip
 
 
 # Over 80 lines: a benchmark script; its options, the side-by-side renders and the result
@@ -114,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         gt, kp = clip["frames"], clip["keypoints"]
         outs = {}
         for key in args.systems:
-            _, is_temporal, indep = SYSTEMS[key]
-            opts = (temporal if is_temporal else base).replace(independent_noise=indep)
+            _, is_temporal, indep, layers, motion = SYSTEMS[key]
+            opts = (temporal if is_temporal else base).replace(
+                independent_noise=indep, temporal_refine=layers, motion_module=motion
+            )
             t = time.perf_counter()
             outs[key] = pipe(gt[0], kp, opts)
             seconds[key] += time.perf_counter() - t
@@ -131,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"clips": len(clips), "frames": int(sum(len(c["frames"]) for c in clips)),
                     "window": window, "overlap": overlap, "taper": taper, "steps": args.steps,
                     "flicker_gt": weighted_mean(per[BASELINE], "flicker_gt", "n"),
+                    "small_flicker_gt": weighted_mean(per[BASELINE], "small_flicker_gt", "n"),
                     "seconds": {k: round(v, 1) for k, v in seconds.items()}}  # fmt: skip
     for k in per:
         for m, n, _, _ in METRICS:
@@ -140,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         if not k.startswith("temporal"):
             continue
         same_noise = "frame-" + k.split("-")[1]
-        for ref in dict.fromkeys([BASELINE, same_noise]):
+        refs = [BASELINE, same_noise, k + "-nolayers"]
+        refs += ["temporal-shared"] if k == "temporal-shared-nomotion" else []
+        for ref in dict.fromkeys(refs):
             if ref not in per:
                 continue
             for m, n, _, _ in METRICS[:3]:
@@ -187,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']}",
         f"- model: `{meta['model']}` (per-frame weights shared by every row; temporal rows add its "
-        f"motion module), {args.steps} steps of its scheduler, seed {args.seed}",
+        f"motion module and, unless said, the refiner's temporal layers), {args.steps} steps of its scheduler, seed {args.seed}",
         f"- clips: {result['clips']} {args.split} clips, {result['frames']} frames at "
         f"{'x'.join(map(str, clips[0]['frames'].shape[1:3]))} (H x W); ground-truth flicker "
-        f"{result['flicker_gt']:.3f}",
+        f"{result['flicker_gt']:.3f}, of which below {SMALL} grey levels per pixel "
+        f"{result['small_flicker_gt']:.3f}",
         f"- temporal: windows of {window} frames, overlap {overlap}, taper {taper}",
         "",
         "| system | " + " | ".join(lbl for _, _, lbl, _ in METRICS) + " | seconds |",

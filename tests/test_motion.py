@@ -22,6 +22,7 @@ from signgen.models.motion import (
     TemporalDenoiser,
     build_motion_module,
     load_motion_module,
+    motion_sites,
     save_motion_module,
 )
 from signgen.sampling.guidance import GuidancePlan, fpdm_chain
@@ -109,7 +110,8 @@ def test_hooks_put_the_motion_layers_where_diffusers_unet_motion_model_has_them(
     x = torch.randn(b, f, 4, 8, 8)  # (B, F, C, h, w)
     tokens = torch.randn(b * f, 3, 16)
     t = torch.tensor(500)
-    hooks = MotionHooks(unet, motion)  # the hooks alone: a plain UNet has no FPDM conditions
+    # The hooks alone: a plain UNet has no FPDM conditions.
+    hooks = MotionHooks(motion_sites(unet, motion))
     with torch.no_grad():
         ref = reference(x.permute(0, 2, 1, 3, 4), t, tokens, return_dict=False)[0]  # (B,C,F,h,w)
         hooks.num_frames = f

@@ -129,15 +129,23 @@ def test_demo_and_tiny_recipes_load_and_build_on_meta(path):
     from signgen.models.factory import build_components
 
     # The tiny ones name no data (nor, for the motion and refiner stages, a base model folder).
-    cfg = load_train_config(
-        path, ["data.prepared=unused", "motion.base_model=unused", "refiner.base_model=unused"]
-    )
+    cfg = load_train_config(path, ["data.prepared=unused", "motion.base_model=unused",
+                                   "refiner.base_model=unused",
+                                   "refiner_motion.base_model=unused"])  # fmt: skip
     if cfg.stage == "refiner":  # a refiner of the recipe's size builds, and starts as identity
         from signgen.models.refiner import SourceRefiner
 
         refiner = SourceRefiner(**cfg.refiner.module)
         x = torch.rand(1, 3, 37, 29)
         assert torch.equal(refiner(x, x, x), x)
+    if cfg.stage == "refiner-motion":  # its layers build on the demo model's refiner
+        from signgen.models.refiner import SourceRefiner
+        from signgen.models.refiner_motion import RefinerMotion
+
+        demo = load_train_config(RECIPES.parent / "train" / "demo_refiner.yaml")
+        rm = cfg.refiner_motion
+        layers = RefinerMotion(sites=rm.sites, window=rm.window, overlap=rm.render_overlap)
+        assert len(layers.sites(SourceRefiner(**demo.refiner.module))) == len(rm.sites)
     mcfg = _model_cfg(cfg)
     parts = build_components(mcfg, device="meta")
     unet = parts["unet"].config

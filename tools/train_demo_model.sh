@@ -14,6 +14,8 @@
 #                                  motion_module/ (`signgen render --temporal`)
 #      signgen train refiner       the source refiner on the B6 model (frozen), beside the
 #                                  motion module -> demo model's refiner/ (every render)
+#      signgen train refiner-motion the refiner's temporal layers on the B6 model with both
+#                                  (frozen) -> demo model's refiner_motion/ (`--temporal`)
 #   6. examples/                   first frame, keypoints and ground truth of a held-out
 #                                  test clip
 #   7. benchmarks/synthetic_quality.py on every test clip (model, copy, pose zeroed, B3/MCLD
@@ -156,14 +158,29 @@ train refiner "$WORK/refiner" "$(recipe "$(cat "$WORK/fpdm_b6/.recipe") ${REFINE
   "$REFINER_CONFIG" $CFG/demo_base.yaml)" "${REFINER_ARGS[@]}" &
 PIDS+=($!)
 for pid in "${PIDS[@]}"; do wait "$pid"; done
+# ---- 5d. the refiner's temporal layers on the B6 model with its refiner and motion module
+log "5/7 the refiner's temporal layers"
+# Copies keep their files' times: the cached renders (keyed by them) stay valid on a rerun.
+rm -rf "$WORK/temporal_base"
+cp -a "$WORK/refiner/export" "$WORK/temporal_base"
+cp -a "$WORK/motion/export/motion_module" "$WORK/temporal_base/"
+RM_CONFIG=$CFG/demo_refiner_motion.yaml
+# shellcheck disable=SC2046
+RM_ARGS=(--config "$RM_CONFIG" "${COMMON[@]}" refiner_motion.base_model="$WORK/temporal_base"
+         $(budget "$RM_CONFIG" refiner-motion))
+RM_KEY=$(recipe "$(cat "$WORK/refiner/.recipe" "$WORK/motion/.recipe") ${RM_ARGS[*]}" \
+  "$RM_CONFIG" $CFG/demo_base.yaml)
+# Alone on the machine: two threads.
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 train refiner-motion "$WORK/refiner_motion" "$RM_KEY" \
+  "${RM_ARGS[@]}"
 
 # ---- 6. bundle
 if [ "${BUNDLE:-1}" = "1" ]; then
 log "6/7 export to signgen/assets/demo_model and examples/"
 rm -rf signgen/assets/demo_model.new
-# The refiner's export: the B6 folder plus refiner/ (and its render defaults).
-cp -r "$WORK/refiner/export" signgen/assets/demo_model.new
-cp -r "$WORK/motion/export/motion_module" signgen/assets/demo_model.new/
+# The last export: the B6 folder plus refiner/ (and its render defaults), motion_module/
+# and refiner_motion/.
+cp -r "$WORK/refiner_motion/export" signgen/assets/demo_model.new
 rm -rf signgen/assets/demo_model
 mv signgen/assets/demo_model.new signgen/assets/demo_model
 "$PY" - "$WORLD" <<'PYEOF'

@@ -187,12 +187,13 @@ class MotionHooks:
     re-runs their forward (and so these hooks) during ``backward``, after the call returned.
     """
 
-    def __init__(self, unet: UNet2DConditionModel, adapter: MotionAdapter) -> None:
+    def __init__(self, sites: list[tuple[nn.Module, nn.Module]]) -> None:
+        """``sites``: (host, layer) pairs (:func:`motion_sites`); a layer is called as
+        ``layer(x, num_frames=F)`` on its host's (B*F, C, h, w) output."""
         self.num_frames: int | None = None
-        sites = motion_sites(unet, adapter)
         self._handles = [host.register_forward_hook(self._hook(layer)) for host, layer in sites]
 
-    def _hook(self, layer: AnimateDiffTransformer3D):
+    def _hook(self, layer: nn.Module):
         def run(_module: nn.Module, _args: tuple, out: Any) -> Any:
             f = self.num_frames
             if f is None:
@@ -223,7 +224,7 @@ class TemporalDenoiser(nn.Module):
         super().__init__()
         self.denoiser = denoiser
         self.motion = motion
-        self.hooks = MotionHooks(denoiser.unet, motion)
+        self.hooks = MotionHooks(motion_sites(denoiser.unet, motion))
 
     @property
     def max_frames(self) -> int:

@@ -54,8 +54,12 @@ COMPONENT_CLASSES: dict[str, frozenset[tuple[str, str]]] = {
     "motion_module": frozenset({("diffusers", "MotionAdapter")}),
     # The source refiner (signgen.models.refiner).
     "refiner": frozenset({("signgen.models.refiner", "SourceRefiner")}),
+    # The source refiner's temporal layers (signgen.models.refiner_motion).
+    "refiner_motion": frozenset({("signgen.models.refiner_motion", "RefinerMotion")}),
 }
-OPTIONAL_COMPONENTS = ("ipf", "fusion_mlp", "focal_adapter", "motion_module", "refiner")
+OPTIONAL_COMPONENTS = (
+    "ipf", "fusion_mlp", "focal_adapter", "motion_module", "refiner", "refiner_motion",
+)  # fmt: skip
 MOTION_MODULE = "motion_module"  # = signgen.models.motion.MOTION_FOLDER
 # Folders written before named signgen's classes by the package alone.
 _SIGNGEN_MODULES = {

@@ -52,6 +52,12 @@ class RenderOptions:
     independent_noise: bool = False  # per-frame noise from (seed, frame) instead of shared
     detail_transfer: float | None = None  # threshold of the detail transfer; 0 = off
     refine: bool = True  # run the model's source refiner (signgen.models.refiner), if any
+    # --temporal: run the refiner with its temporal layers (signgen.models.refiner_motion),
+    # if the model has them; False refines each frame alone.
+    temporal_refine: bool = True
+    # --temporal: denoise windows through the model's motion module (True) or every frame
+    # alone, so that only the refiner's temporal layers act (False); None: the model's default.
+    motion_module: bool | None = None
     dtype: str = "fp32"  # precision the commands load the model in: fp32 | fp16 | bf16
     batch_size: int = 8  # frames per model call (does not change the frames)
     # Run only the guidance branches whose weight in the guided sum is not 0 (same frames
@@ -117,8 +123,10 @@ class RenderOptions:
                 f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}"
             )
         for name in ("independent_noise", "skip_zero_branches", "channels_last", "compile",
-                     "vae_slicing", "refine"):  # fmt: skip
+                     "vae_slicing", "refine", "temporal_refine"):  # fmt: skip
             put(name, bool(getattr(self, name)))
+        if self.motion_module is not None:
+            put("motion_module", bool(self.motion_module))
         put("temporal", bool(self.temporal))
         self._check_windows()
 
@@ -198,6 +206,15 @@ def add_render_arguments(
                        "frames of a window attend to each other, predictions are blended where "
                        "windows overlap; clips of any length in flat memory (default: off, "
                        "every frame alone)")  # fmt: skip
+        p.add_argument("--no-temporal-refine", dest="temporal_refine", action="store_false",
+                       help="--temporal: refine each frame alone, without the refiner's "
+                       "temporal layers (MODEL/refiner_motion/, trained by `signgen train "
+                       "refiner-motion`; default: on when the model has them)")  # fmt: skip
+        p.add_argument("--motion-module", action=argparse.BooleanOptionalAction, default=None,
+                       help="--temporal: denoise windows of frames through the model's motion "
+                       "module, or (--no-motion-module) every frame alone, so that only the "
+                       "refiner's temporal layers act (default: the model's; the demo model "
+                       "denoises frames alone, which measured better: docs/temporal.md)")  # fmt: skip
         p.add_argument("--window", type=int, default=None, metavar="W",
                        help="--temporal: frames per window (default: the motion module's, the "
                        "window it was trained on)")  # fmt: skip
@@ -240,6 +257,8 @@ def options_from_args(
         "independent_noise": getattr(args, "independent_noise", False),
         "detail_transfer": getattr(args, "detail_transfer", None),
         "refine": getattr(args, "refine", True),
+        "temporal_refine": getattr(args, "temporal_refine", True),
+        "motion_module": getattr(args, "motion_module", None),
         "dtype": args.dtype,
         "attention": args.attention,
         "channels_last": args.channels_last,

@@ -82,6 +82,7 @@ from signgen.models.motion import TemporalDenoiser, motion_sites, render_default
 from signgen.models.preprocess import tensor_to_uint8, uint8_to_tensor
 from signgen.models.processor import FPDMImageProcessor
 from signgen.models.refiner import REFINER_FOLDER
+from signgen.models.refiner_motion import REFINER_MOTION_FOLDER, TemporalRefiner
 from signgen.models.schedulers import make_scheduler, scheduler_key
 from signgen.sampling.detail import DetailTransfer
 from signgen.sampling.guidance import GuidancePlan, fpdm_chain
@@ -144,7 +145,8 @@ class FPDMPipeline(DiffusionPipeline):
     diffusers reads annotations to check loaded types.
     """
 
-    _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module", REFINER_FOLDER]  # noqa: RUF012 - diffusers' name
+    _optional_components = ["ipf", "fusion_mlp", "focal_adapter", "motion_module", REFINER_FOLDER,  # noqa: RUF012 - diffusers' name
+                            REFINER_MOTION_FOLDER]  # fmt: skip
 
     def __init__(
         self,
@@ -159,11 +161,13 @@ class FPDMPipeline(DiffusionPipeline):
         focal_adapter=None,
         motion_module=None,
         refiner=None,
+        refiner_motion=None,
         image_processor=None,
         guidance=PAPER_GUIDANCE,
         detail_transfer=0.0,
         source_residual=False,
         steps=PAPER_STEPS,
+        temporal_motion_module=True,
     ) -> None:
         super().__init__()
         ipf = ipf if fusion_mlp is not None else None  # an IPF without a fusion MLP is unused
@@ -171,7 +175,7 @@ class FPDMPipeline(DiffusionPipeline):
             vae=vae, unet=unet, pose_encoder=pose_encoder, source_encoder=source_encoder,
             source_projector=source_projector, scheduler=scheduler, ipf=ipf,
             fusion_mlp=fusion_mlp, focal_adapter=focal_adapter, motion_module=motion_module,
-            refiner=refiner,
+            refiner=refiner, refiner_motion=refiner_motion,
         )  # fmt: skip
         if not isinstance(image_processor, FPDMImageProcessor):
             image_processor = FPDMImageProcessor.from_config(dict(image_processor or {}))
@@ -186,6 +190,7 @@ class FPDMPipeline(DiffusionPipeline):
             detail_transfer=float(detail_transfer),
             source_residual=bool(source_residual),
             steps=int(steps),
+            temporal_motion_module=bool(temporal_motion_module),
             _signgen_version=__version__,
         )
         self.denoiser = build_denoiser(
@@ -208,6 +213,11 @@ class FPDMPipeline(DiffusionPipeline):
         self.vae_scale_factor = factor
         if motion_module is not None:
             motion_sites(unet, motion_module)  # ValueError naming the mismatch
+        if refiner_motion is not None:
+            if refiner is None:
+                raise ValueError("refiner_motion/ (the refiner's temporal layers) needs a refiner/")
+            refiner_motion.sites(refiner)  # ValueError naming the mismatch
+        self._temporal_refiner: TemporalRefiner | None = None
         self._temporal: TemporalDenoiser | None = None
 
     @property
@@ -372,8 +382,18 @@ class FPDMPipeline(DiffusionPipeline):
         return GuidancePlan(fpdm_chain(focal), weights, skip_zero=options.skip_zero_branches)
 
     def temporal_settings(self, options: RenderOptions) -> tuple[int, int, str]:
-        """(window, overlap, taper) of a temporal render: ``options``' values, else the motion
-        module's defaults; a model without a motion module is an InputError."""
+        """(window, overlap, taper) of a temporal render's denoising: ``options``' values, else
+        the motion module's defaults; a model without a motion module is an InputError.
+        Without the motion module (:meth:`uses_motion_module`): (1, 0, "uniform"), every
+        frame denoised alone (only the refiner's temporal layers act, on their own windows)."""
+        if not self.uses_motion_module(options):
+            if self.temporal_refiner is None:
+                raise InputError(
+                    "--temporal without a motion module (--no-motion-module, or a model that "
+                    "has none) needs a model whose refiner has temporal layers "
+                    "(MODEL/refiner_motion/, trained by `signgen train refiner-motion`)"
+                )
+            return 1, 0, "uniform"
         if self.motion_module is None:
             raise InputError(
                 "--temporal needs a model with a motion module (MODEL/motion_module/, trained "
@@ -388,6 +408,16 @@ class FPDMPipeline(DiffusionPipeline):
         if overlap >= window:
             raise InputError(f"overlap {overlap} must be smaller than the window ({window})")
         return window, overlap, options.taper or taper
+
+    def uses_motion_module(self, options: RenderOptions) -> bool:
+        """Whether a temporal render denoises through the motion module: ``options``' choice,
+        else the model's (``temporal_motion_module`` in its folder; True by default), for a
+        model that has one."""
+        if options.motion_module is not None:
+            return options.motion_module
+        return bool(self.config.get("temporal_motion_module", True)) and (
+            self.motion_module is not None
+        )
 
     @property
     def temporal_denoiser(self) -> TemporalDenoiser:
@@ -411,6 +441,20 @@ class FPDMPipeline(DiffusionPipeline):
             self._temporal.hooks.remove()
         self.register_modules(motion_module=temporal.motion)
         self._temporal = temporal
+
+    @property
+    def temporal_refiner(self) -> TemporalRefiner | None:
+        """The refiner with its temporal layers hooked on (built once per pair; the hooks
+        are no-ops in per-frame renders), or None for a model without them."""
+        refiner, motion = self.refiner, getattr(self, REFINER_MOTION_FOLDER, None)
+        if refiner is None or motion is None:
+            return None
+        current = self._temporal_refiner
+        if current is None or current.motion is not motion or current.refiner is not refiner:
+            if current is not None:
+                current.hooks.remove()
+            self._temporal_refiner = current = TemporalRefiner(refiner, motion)
+        return current
 
     def make_scheduler(self, name: str | None = None):
         """A fresh scheduler (own state) of type ``name`` (None: the model's) with the
@@ -566,7 +610,8 @@ class FPDMPipeline(DiffusionPipeline):
         opts = options or RenderOptions(temporal=True)
         plan = self.guidance_plan(opts)
         window, overlap, taper = self.temporal_settings(opts)
-        temporal, proc = self.temporal_denoiser, self._image_processor
+        temporal = self.temporal_denoiser if self.uses_motion_module(opts) else None
+        proc = self._image_processor
         device, dtype, nb = self.device, self.dtype, plan.num_branches
         seeds = [opts.seed] * len(clips) if seeds is None else list(seeds)
         assert len(clips) == len(points) == len(seeds) > 0
@@ -614,8 +659,11 @@ class FPDMPipeline(DiffusionPipeline):
             pose = uint8_to_tensor(proc.draw_poses(kp[idx], sz)).to(device, dtype)
             f = None if fusion is None else fusion[idx].to(device, dtype)
             cond = self._conditions(srcs, pose, f, plan)
-            pred = temporal.denoise(torch.cat([x] * nb), t.to(device).expand(nb * n_frames),
-                                    cond, num_frames=length).float()  # fmt: skip
+            xs, ts = torch.cat([x] * nb), t.to(device).expand(nb * n_frames)
+            if temporal is None:  # --no-motion-module: frames alone
+                pred = self.denoiser.denoise(xs, ts, cond).float()
+            else:
+                pred = temporal.denoise(xs, ts, cond, num_frames=length).float()
             return plan.combine(pred).view(len(spans), length, *x.shape[1:]).cpu()
 
         # 5. Denoise: the one loop, window by window.
@@ -626,10 +674,17 @@ class FPDMPipeline(DiffusionPipeline):
             on_run=None if progress is None else progress.update,
             consume_noise=True,  # the clip's noise becomes its latents: one (T, c, h, w) copy
         )  # fmt: skip
-        # 6. Decode and 7. map back, per clip in batches of frames.
+        # 6. Decode and 7. map back, per clip in batches of frames (in windows of frames
+        #    through the refiner's temporal layers, when they run).
+        temporal_refine = opts.temporal_refine and self.temporal_refiner is not None
         for k, clip in enumerate(clips):
-            for s in range(int(offsets[k]), int(offsets[k + 1]), opts.batch_size):
-                e = min(s + opts.batch_size, int(offsets[k + 1]))
+            lo, hi = int(offsets[k]), int(offsets[k + 1])
+            if temporal_refine and clip.refine_source is not None:
+                for frames in self._finish_windows(clip, latents[lo:hi], kp[lo:hi]):
+                    yield k, frames
+                continue
+            for s in range(lo, hi, opts.batch_size):
+                e = min(s + opts.batch_size, hi)
                 images = decode(self.vae, latents[s:e].to(device), dtype)  # (b, 3, H, W)
                 yield k, np.stack(self._finish([clip] * (e - s), images, kp[s:e]))
 
@@ -682,10 +737,45 @@ class FPDMPipeline(DiffusionPipeline):
         for clip, frame, pts, size in zip(clips, frames, points, sizes, strict=True):
             if clip.refine_source is not None:
                 frame = self.refine(frame, clip.refine_source, self.refiner_pose(pts, size))
-            for post in clip.postprocess:
-                frame = post(frame)  # (1, 3, H_i, W_i)
-            out.append(tensor_to_uint8(frame)[0])
+            out.append(self._post(clip, frame))
         return out
+
+    @staticmethod
+    def _post(clip: ClipSource, frame: torch.Tensor) -> np.ndarray:
+        """The clip's post-processors on one (1, 3, H, W) frame -> uint8 (H, W, 3)."""
+        for post in clip.postprocess:
+            frame = post(frame)  # (1, 3, H_i, W_i)
+        return tensor_to_uint8(frame)[0]
+
+    def _finish_windows(
+        self, clip: ClipSource, latents: torch.Tensor, points: np.ndarray
+    ) -> Iterator[np.ndarray]:
+        """7. with the refiner's temporal layers, for one clip's latents (T, c, h, w) and
+        keypoints (T, 133, 3): uint8 (b, H, W, 3) frames in frame order. Windows of the
+        layers' ``window`` frames overlapping by ``overlap`` (:mod:`signgen.sampling.windows`)
+        are decoded, mapped back and refined together; the refined frames are blended where
+        windows overlap and yielded as soon as no later window holds them, so memory does
+        not grow with the clip."""
+        cfg = self.refiner_motion.config
+        spans = window_plan(len(latents), int(cfg.window), int(cfg.overlap))
+        weights = window_weights(spans, str(cfg.taper))
+        size = (clip.encoded.width, clip.encoded.height)
+        dev, dt = self.device, self.dtype
+        blended: dict[int, torch.Tensor] = {}
+        done = 0
+        for j, ((s, e), w) in enumerate(zip(spans, weights, strict=True)):
+            images = decode(self.vae, latents[s:e].to(dev), dt)
+            frames = torch.cat(self._image_processor.postprocess(images, [size] * (e - s)))
+            pose = torch.cat([self.refiner_pose(p, size) for p in points[s:e]])
+            source = clip.refine_source.expand(e - s, -1, -1, -1)
+            out = self.temporal_refiner(frames.to(dev, dt), source.to(dev, dt),
+                                         pose.to(dev, dt), num_frames=e - s).float().cpu()  # fmt: skip
+            for i, t in enumerate(range(s, e)):
+                blended[t] = blended.get(t, 0) + float(w[i]) * out[i : i + 1]
+            ready = spans[j + 1][0] if j + 1 < len(spans) else len(latents)
+            if ready > done:
+                yield np.stack([self._post(clip, blended.pop(t)) for t in range(done, ready)])
+                done = ready
 
     @torch.no_grad()
     def refine(

@@ -1,4 +1,4 @@
-"""``signgen train vae|ipf|fpdm|motion|refiner``: the training commands.
+"""``signgen train vae|ipf|fpdm|motion|refiner|refiner-motion``: the training commands.
 
 Each reads a preset (``--config``), applies ``key=value`` overrides, and runs the shared
 loop of :mod:`signgen.train.loop` in-process or, with ``--workers N`` or ``--address``,
@@ -27,6 +27,7 @@ examples:
   signgen train fpdm --config configs/train/demo_fpdm.yaml fpdm.ipf=runs/ipf/export/ipf
   signgen train motion --config configs/train/demo_motion.yaml motion.base_model=runs/fpdm/export
   signgen train refiner --config configs/train/demo_refiner.yaml refiner.base_model=runs/fpdm/export
+  signgen train refiner-motion --config configs/train/demo_refiner_motion.yaml
   signgen train fpdm --config C --resume                 # continue from the last checkpoint
   signgen train fpdm --config C --workers 4 --gpus-per-worker 1 --address auto
 
@@ -48,6 +49,12 @@ DESCRIPTIONS = {
     "of the frozen model of refiner.base_model from the first frame and the pose. It first "
     "renders every refiner.every-th frame of the training clips with that model (kept under "
     "output_dir/renders); exports the base model folder plus refiner/ (used by every render).",
+    "refiner-motion": "Temporal layers of the source refiner: train them on windows of "
+    "consecutive frames with the refiner and the rest of refiner_motion.base_model frozen "
+    "(loss: the refiner's plus frame-to-frame differences against the true frames'). It "
+    "first renders the training clips with that model's --temporal, without the refiner "
+    "(kept under output_dir/renders); exports the base model folder plus refiner_motion/ "
+    "(used by signgen render --temporal).",
 }
 
 
@@ -87,6 +94,7 @@ def _input_paths(cfg: Any, config: str) -> dict[str, str | None]:
         "motion.base_model": cfg.motion.base_model or None,
         "motion.init_from": cfg.motion.init_from,
         "refiner.base_model": cfg.refiner.base_model or None,
+        "refiner_motion.base_model": cfg.refiner_motion.base_model or None,
     }
 
 

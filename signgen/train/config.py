@@ -1,4 +1,4 @@
-"""Typed training configuration shared by ``signgen train vae|ipf|fpdm|motion|refiner``.
+"""Typed training configuration shared by ``signgen train vae|ipf|fpdm|motion|refiner|refiner-motion``.
 
 A preset (``configs/train/*.yaml``) fills :class:`TrainConfig`; ``key=value`` overrides on
 the command line patch it (``train.lr=1e-5``). The model itself is described by a model
@@ -16,7 +16,7 @@ from signgen.config import apply_overrides, from_dict, load_yaml
 from signgen.errors import InputError
 from signgen.models.motion_config import MotionModuleConfig
 
-STAGES = ("vae", "ipf", "fpdm", "motion", "refiner")
+STAGES = ("vae", "ipf", "fpdm", "motion", "refiner", "refiner-motion")
 PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -217,6 +217,55 @@ class RefinerTrainConfig:
 
 
 @dataclass
+class RefinerMotionTrainConfig:
+    """The ``refiner_motion:`` section of ``signgen train refiner-motion``
+    (signgen.train.refiner_motion)."""
+
+    # Exported model folder with a refiner/ and a motion_module/ (both frozen): its temporal
+    # renders (``--temporal``, without the refiner) are the training inputs.
+    base_model: str = ""
+    render_steps: int | None = None  # denoising steps of its renders; None: the model's
+    render_batch_size: int = 16  # frames per model call while rendering (same frames)
+    cache_dir: str | None = None  # where the renders are kept; None: output_dir/renders
+    window: int = 8  # frames per training window (and renders' default window)
+    stride: int = 4  # training windows start every ``stride`` frames of a clip
+    render_overlap: int = 4  # renders' default overlap of consecutive windows
+    render_taper: str = "linear"  # renders' default blending of overlapping windows
+    sites: list[str] = field(default_factory=lambda: ["mid", "up1", "up2"])  # refiner blocks
+    ssim_weight: float = 0.5  # loss = L1 + ssim_weight * (1 - SSIM) + temporal_weight * ...
+    temporal_weight: float = 1.0  # ... L1 of frame-to-frame differences vs the true frames'
+    num_samples: int = 4  # frames of the first dev window in the sample strips
+    # The exported folder's default for `--temporal` renders: denoise through the motion
+    # module (True) or every frame alone, the refiner's layers acting alone (False).
+    render_motion_module: bool = True
+
+    def check(self) -> None:
+        if not self.base_model:
+            raise InputError("refiner_motion.base_model is not set (an exported model folder)")
+        if self.window < 2 or not 1 <= self.stride <= self.window:
+            raise InputError(
+                f"refiner_motion.window must be >= 2 and refiner_motion.stride in [1, window], "
+                f"got {self.window} and {self.stride}"
+            )
+        if not 0 <= self.render_overlap < self.window:
+            raise InputError(
+                f"refiner_motion.render_overlap must be in [0, window), got {self.render_overlap}"
+            )
+        if self.render_taper not in ("uniform", "linear"):
+            raise InputError(
+                f"refiner_motion.render_taper must be uniform or linear, got {self.render_taper!r}"
+            )
+        if self.render_steps is not None and self.render_steps < 1:
+            raise InputError(f"refiner_motion.render_steps must be >= 1, got {self.render_steps}")
+        if self.render_batch_size < 1 or self.num_samples < 0:
+            raise InputError(
+                "refiner_motion.render_batch_size must be >= 1, refiner_motion.num_samples >= 0"
+            )
+        if not self.ssim_weight >= 0 or not self.temporal_weight >= 0:
+            raise InputError("refiner_motion.ssim_weight and temporal_weight must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     stage: str = "fpdm"
     output_dir: str = "runs/train"
@@ -231,6 +280,7 @@ class TrainConfig:
     fpdm: FPDMLossConfig = field(default_factory=FPDMLossConfig)
     motion: MotionTrainConfig = field(default_factory=MotionTrainConfig)
     refiner: RefinerTrainConfig = field(default_factory=RefinerTrainConfig)
+    refiner_motion: RefinerMotionTrainConfig = field(default_factory=RefinerMotionTrainConfig)
 
     def check(self) -> None:
         if self.stage not in STAGES:
@@ -266,6 +316,8 @@ class TrainConfig:
             self.motion.check()
         if self.stage == "refiner":
             self.refiner.check()
+        if self.stage == "refiner-motion":
+            self.refiner_motion.check()
         for name in ("drop_pose", "drop_source", "drop_fusion"):
             p = getattr(self.fpdm, name)
             if not 0.0 <= p <= 1.0:

@@ -107,16 +107,41 @@ class RefinerFrames(Dataset):
         }
 
 
-def render_key(base: Path, steps: int, seed: int) -> str:
+def render_key(base: Path, steps: int, seed: int, **recipe: Any) -> str:
     """What the cached renders depend on: the base model's files (names, sizes, times), the
-    steps and the seed."""
+    steps, the seed and any other ``recipe`` setting (e.g. ``temporal=True``)."""
     files = sorted(p for p in base.rglob("*") if p.is_file())
     parts = [f"{p.relative_to(base)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
-    return hashlib.sha256("\n".join([*parts, str(steps), str(seed)]).encode()).hexdigest()[:16]
+    parts += [str(steps), str(seed)] + [f"{k}={v}" for k, v in sorted(recipe.items())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def render_missing(pipe: Any, frames: RefinerFrames, options: Any) -> None:
-    """Render (and write) the frames of ``frames`` that have none, clip by clip; each PNG is
+def prepare_render_cache(cache: Path, base: Path, steps: int, seed: int, **recipe: Any) -> None:
+    """Make ``cache`` the render folder of (``base``, ``steps``, ``seed``, ``recipe``):
+    renders of anything else found there are removed, and the key is written to
+    ``cache/key.json``. With several training processes, rank 0 does it and the others
+    wait."""
+    key = render_key(base, steps, seed, **recipe)
+    key_file = cache / "key.json"
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        old = json.loads(key_file.read_text()).get("key") if key_file.is_file() else None
+        if old != key:
+            if old is not None:
+                log.info("%s: renders of another base model or recipe; rendering again", cache)
+                import shutil
+
+                shutil.rmtree(cache)
+            cache.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(json.dumps({"key": key, "base_model": str(base), "steps": steps,
+                                            "seed": seed, **recipe}))  # fmt: skip
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def render_missing(pipe: Any, frames: Any, options: Any) -> None:
+    """Render (and write) the frames of ``frames`` (:class:`RefinerFrames` or windows of
+    them) that have none, clip by clip (``options.temporal``: whole clips); each PNG is
     written under a temporary name and renamed, so an interrupted run leaves no partial
     file. With several training processes, each renders its share of the clips."""
     from tqdm import tqdm
@@ -132,19 +157,32 @@ def render_missing(pipe: Any, frames: RefinerFrames, options: Any) -> None:
     # A bar with ETA on a terminal (rendering takes minutes on CPU), none in logs.
     bar = tqdm(total=total, desc="base renders", unit="frame",
                disable=not total or not sys.stderr.isatty())  # fmt: skip
+
+    def write(video: str, t: int, image: np.ndarray) -> None:
+        path = frames.render_path(video, t)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(image).save(tmp, format="PNG")
+        os.replace(tmp, path)
+
     for video, idx in todo:
         e = frames.videos[video]
         clip = pipe.prepare_clip(load_frame(e, 0), options)
         points = _load_keypoints(str(e.keypoints_file))
+        if options.temporal:  # a temporal render's frames depend on each other: whole clips
+            wanted, t = set(idx), 0
+            for _, out in pipe.render_clips([clip], [points], options):
+                for image in out:
+                    if t in wanted:
+                        write(video, t, image)
+                        bar.update(1)
+                    t += 1
+            continue
         for s in range(0, len(idx), options.batch_size):
             chunk = idx[s : s + options.batch_size]
             out = pipe.render_frames([clip] * len(chunk), points[chunk], chunk, options)
             for t, image in zip(chunk, out, strict=True):
-                path = frames.render_path(video, t)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                Image.fromarray(image).save(tmp, format="PNG")
-                os.replace(tmp, path)
+                write(video, t, image)
             bar.update(len(chunk))
     bar.close()
     if world > 1:
@@ -205,22 +243,7 @@ class RefinerTask:
         options = RenderOptions(steps=steps, seed=cfg.seed, detail_transfer=0.0, refine=False,
                                 batch_size=rc.render_batch_size)  # fmt: skip
         cache = Path(rc.cache_dir or Path(cfg.output_dir) / "renders")
-        key = render_key(self.base, steps, cfg.seed)
-        key_file = cache / "key.json"
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        if rank == 0:
-            old = json.loads(key_file.read_text()).get("key") if key_file.is_file() else None
-            if old != key:
-                if old is not None:
-                    log.info("%s: renders of another base model or recipe; rendering again", cache)
-                    import shutil
-
-                    shutil.rmtree(cache)
-                cache.mkdir(parents=True, exist_ok=True)
-                key_file.write_text(json.dumps({"key": key, "base_model": str(self.base),
-                                                "steps": steps, "seed": cfg.seed}))  # fmt: skip
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
+        prepare_render_cache(cache, self.base, steps, cfg.seed)
         d = cfg.data
         self.train_set = RefinerFrames(d.prepared, d.train_split, rc.every, cache / d.train_split,
                                        d.max_train_pairs)  # fmt: skip

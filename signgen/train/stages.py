@@ -1,4 +1,5 @@
-"""The training stages by name: ``vae``, ``ipf``, ``fpdm``, ``motion``, ``refiner`` -> the :class:`~signgen.train.loop.Task`
+"""The training stages by name: ``vae``, ``ipf``, ``fpdm``, ``motion``, ``refiner``,
+``refiner-motion`` -> the :class:`~signgen.train.loop.Task`
 class that trains each. The command line, the Ray Train workers and the tests all look a
 stage up here."""
 
@@ -34,4 +35,8 @@ def task_factory(stage: str) -> Callable[..., Any]:
         from signgen.train.refiner import RefinerTask
 
         return RefinerTask
+    if stage == "refiner-motion":
+        from signgen.train.refiner_motion import RefinerMotionTask
+
+        return RefinerMotionTask
     raise ValueError(f"unknown training stage {stage!r}; choose from {', '.join(STAGES)}")
