@@ -159,6 +159,8 @@ GUIDANCE_HELP = (
 )
 
 
+# Over 80 lines: one declaration per render option with the help text it prints; they read
+# best in the order `--help` shows them.
 def add_render_arguments(
     parser: argparse.ArgumentParser, *, clip: bool = True, first_frame: bool = True
 ) -> None:
