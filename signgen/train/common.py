@@ -103,6 +103,26 @@ def export_base_plus(base: Path, out_dir: Path, folder: str, write: Callable[[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def export_with_component(
+    base: Path, out_dir: Path, folder: str, component: Any, entry: list[str], **settings: Any
+) -> None:
+    """:func:`export_base_plus` with one diffusers ``component`` saved as ``folder/``
+    (safetensors), listed in ``model_index.json`` as ``entry`` (library, class), and the
+    pipeline ``settings`` (model defaults such as ``detail_transfer``) set there."""
+    import json
+
+    from signgen.sampling.loading import MODEL_INDEX
+
+    def write(model: Path) -> None:
+        component.save_pretrained(model / folder, safe_serialization=True)
+        index = json.loads((model / MODEL_INDEX).read_text())
+        index[folder] = list(entry)
+        index.update(settings)
+        (model / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    export_base_plus(base, out_dir, folder, write)
+
+
 def freeze(module: torch.nn.Module | None) -> None:
     if module is None:
         return

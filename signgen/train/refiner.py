@@ -296,14 +296,10 @@ class RefinerTask:
         """The base model folder (copied as it is) plus ``refiner/``, listed in its
         ``model_index.json``; written next to ``out_dir`` and renamed onto it."""
         from signgen.models.refiner import REFINER_FOLDER
-        from signgen.sampling.loading import MODEL_INDEX
-        from signgen.train.common import export_base_plus
+        from signgen.train.common import export_with_component
 
-        def write(model: Path) -> None:
-            module.refiner.save_pretrained(model / REFINER_FOLDER, safe_serialization=True)
-            index = json.loads((model / MODEL_INDEX).read_text())
-            index[REFINER_FOLDER] = ["signgen.models.refiner", "SourceRefiner"]
-            index["detail_transfer"] = float(self.cfg.refiner.detail_transfer)
-            (model / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-
-        export_base_plus(self.base, out_dir, REFINER_FOLDER, write)
+        export_with_component(
+            self.base, out_dir, REFINER_FOLDER, module.refiner,
+            ["signgen.models.refiner", "SourceRefiner"],
+            detail_transfer=float(self.cfg.refiner.detail_transfer),
+        )  # fmt: skip

@@ -26,7 +26,6 @@ the motion module, or every frame denoised alone).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -221,14 +220,10 @@ class RefinerMotionTask:
         """The base model folder (copied as it is) plus ``refiner_motion/``, listed in its
         ``model_index.json``; written next to ``out_dir`` and renamed onto it."""
         from signgen.models.refiner_motion import REFINER_MOTION_FOLDER
-        from signgen.sampling.loading import MODEL_INDEX
-        from signgen.train.common import export_base_plus
+        from signgen.train.common import export_with_component
 
-        def write(model: Path) -> None:
-            module.motion.save_pretrained(model / REFINER_MOTION_FOLDER, safe_serialization=True)
-            index = json.loads((model / MODEL_INDEX).read_text())
-            index[REFINER_MOTION_FOLDER] = ["signgen.models.refiner_motion", "RefinerMotion"]
-            index["temporal_motion_module"] = bool(self.cfg.refiner_motion.render_motion_module)
-            (model / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-
-        export_base_plus(self.base, out_dir, REFINER_MOTION_FOLDER, write)
+        export_with_component(
+            self.base, out_dir, REFINER_MOTION_FOLDER, module.motion,
+            ["signgen.models.refiner_motion", "RefinerMotion"],
+            temporal_motion_module=bool(self.cfg.refiner_motion.render_motion_module),
+        )  # fmt: skip
