@@ -218,8 +218,9 @@ def add_render_arguments(
                        "refiner's temporal layers act (default: the model's; the demo model "
                        "denoises frames alone, which measured better: docs/temporal.md)")  # fmt: skip
         p.add_argument("--window", type=int, default=None, metavar="W",
-                       help="--temporal: frames per window (default: the motion module's, the "
-                       "window it was trained on)")  # fmt: skip
+                       help="--temporal: frames per window of the motion module (default: the "
+                       "window it was trained on; the refiner's temporal layers keep the "
+                       "windows they were trained on)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=None, metavar="O",
                        help="--temporal: frames shared by consecutive windows (default: the "
                        "motion module's)")  # fmt: skip
