@@ -139,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             set_render_defaults(motion, 8, 4, "linear")  # configs/train/demo_motion.yaml's
         save_motion_module(motion, work / "model_motion")
         window, overlap, _ = render_defaults(motion)
+        layers = ""  # the folder's own refiner temporal layers, which --temporal runs too
+        if pipe.temporal_refiner is not None:
+            rm = pipe.refiner_motion.config
+            alone = not pipe.config.get("temporal_motion_module", True)
+            layers = (f"; the model's refiner temporal layers on windows of {rm.window} frames "
+                      f"overlapping by {rm.overlap}" + (", every frame denoised alone (the "
+                      "folder's --temporal default: the motion module unused)" if alone else ""))  # fmt: skip
         runs = []
         for mode in args.modes:
             for n in args.lengths:
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "mp4; temporal: `--temporal` on the same model with a zero-initialised motion module "
         f"({motion_cfg.num_attention_heads} heads, {motion_cfg.norm_num_groups} groups, max "
         f"{motion_cfg.max_frames} frames), its default windows of {window} frames overlapping "
-        f"by {overlap}, {max(1, args.batch_size // window)} window(s) per model call",
+        f"by {overlap}, {max(1, args.batch_size // window)} window(s) per model call{layers}",
         "",
         "| mode | frames | peak RSS (MiB) | seconds | frames/s |",
         "|---|---:|---:|---:|---:|",
