@@ -762,17 +762,26 @@ class FPDMPipeline(DiffusionPipeline):
         size = (clip.encoded.width, clip.encoded.height)
         dev, dt = self.device, self.dtype
         blended: dict[int, torch.Tensor] = {}
+        ready_in: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # frame -> (render, pose)
         done = 0
         for j, ((s, e), w) in enumerate(zip(spans, weights, strict=True)):
-            images = decode(self.vae, latents[s:e].to(dev), dt)
-            frames = torch.cat(self._image_processor.postprocess(images, [size] * (e - s)))
-            pose = torch.cat([self.refiner_pose(p, size) for p in points[s:e]])
+            # Decode, map back and draw the pose once per frame: overlapping windows share them.
+            a = max(s, max(ready_in, default=-1) + 1)
+            if a < e:
+                images = decode(self.vae, latents[a:e].to(dev), dt)
+                mapped = self._image_processor.postprocess(images, [size] * (e - a))
+                for t, f in zip(range(a, e), mapped, strict=True):
+                    ready_in[t] = (f, self.refiner_pose(points[t], size))
+            frames = torch.cat([ready_in[t][0] for t in range(s, e)])
+            pose = torch.cat([ready_in[t][1] for t in range(s, e)])
             source = clip.refine_source.expand(e - s, -1, -1, -1)
             out = self.temporal_refiner(frames.to(dev, dt), source.to(dev, dt),
                                          pose.to(dev, dt), num_frames=e - s).float().cpu()  # fmt: skip
             for i, t in enumerate(range(s, e)):
                 blended[t] = blended.get(t, 0) + float(w[i]) * out[i : i + 1]
             ready = spans[j + 1][0] if j + 1 < len(spans) else len(latents)
+            for t in [t for t in ready_in if t < ready]:
+                del ready_in[t]
             if ready > done:
                 yield np.stack([self._post(clip, blended.pop(t)) for t in range(done, ready)])
                 done = ready
